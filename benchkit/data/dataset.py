@@ -1,0 +1,286 @@
+"""The in-memory dataset every method trains and is evaluated on.
+
+One row per UGC video: its features, the music its uploader chose, the uploader. Music have features
+and a genre. Named splits are arrays of video rows. PGC pairs (professionally matched clips, with
+their own features) and, on the synthetic world, the hidden truth travel with it.
+
+Uploader genre histories d_u are computed from the training split only, so nothing about a test
+video's choice leaks into what a method sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from benchkit.errors import DataError
+from benchkit.hashing import array_digest, stable_hash
+from benchkit.interfaces import DataSpec
+
+REQUIRED_SPLITS = ("train", "val", "test")
+
+
+@dataclass(eq=False)
+class PGC:
+    """Professionally generated content: pairs of PGC video and PGC music, matched on content."""
+
+    video_features: np.ndarray
+    music_features: np.ndarray
+    pairs: np.ndarray  # (n, 2): [pgc video row, pgc music row]
+    splits: dict[str, np.ndarray]  # rows of ``pairs``: "train", "val"
+
+    def __post_init__(self) -> None:
+        self.video_features = _features(self.video_features, "pgc.video_features")
+        self.music_features = _features(self.music_features, "pgc.music_features")
+        self.pairs = np.asarray(self.pairs, dtype=np.int64)
+
+
+@dataclass(eq=False)
+class Truth:
+    """What real data never has (synthetic world only): the hidden content of every video and music,
+    from which the true compatibility follows, and each video's counterfactual choice — the music
+    its uploader would have picked with the genre taste switched off (do(taste = uniform))."""
+
+    video_content: np.ndarray
+    music_content: np.ndarray
+    counterfactual: np.ndarray
+
+    def compatibility(
+        self, video_idx: np.ndarray, music_idx: np.ndarray | None = None
+    ) -> np.ndarray:
+        """True compatibility of videos (rows) with music (columns; all music by default)."""
+        m = self.music_content if music_idx is None else self.music_content[music_idx]
+        v = self.video_content[video_idx]
+        return (v @ m.T) / np.sqrt(v.shape[1])
+
+
+def _features(a: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise DataError(f"{what}: expected a 2-d array (rows × features), got shape {a.shape}")
+    if a.dtype not in (np.float32, np.float16):
+        a = a.astype(np.float32)
+    return np.ascontiguousarray(a)
+
+
+@dataclass(eq=False)
+class Dataset:
+    """A UGC matching dataset. See the module docstring for the meaning of each part."""
+
+    name: str
+    video_features: np.ndarray  # (Nv, Fv) float32 (or float16 storage)
+    music_features: np.ndarray  # (Nm, Fm)
+    video_music: np.ndarray  # (Nv,) the chosen music of each video
+    splits: dict[str, np.ndarray]  # name -> video rows; train / val / test at least
+    video_uploader: np.ndarray | None = None  # (Nv,)
+    music_genre: np.ndarray | None = None  # (Nm,)
+    genre_names: tuple[str, ...] = ()
+    pgc: PGC | None = None
+    truth: Truth | None = None
+    given_prior: np.ndarray | None = None  # (Nv, G) uploader priors supplied by the data
+    propensity: np.ndarray | None = None  # (Nv,) selection propensity supplied by the data
+    negatives: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (n, 100) stored
+    content_id: str | None = None  # a cheap identity for the arrays (e.g. the synth config hash)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.video_features = _features(self.video_features, "video_features")
+        self.music_features = _features(self.music_features, "music_features")
+        self.video_music = np.asarray(self.video_music, dtype=np.int64)
+        self.splits = {k: np.asarray(v, dtype=np.int64) for k, v in self.splits.items()}
+        if self.video_uploader is not None:
+            self.video_uploader = np.asarray(self.video_uploader, dtype=np.int64)
+        if self.music_genre is not None:
+            self.music_genre = np.asarray(self.music_genre, dtype=np.int64)
+        self.validate()
+
+    # -- shape ---------------------------------------------------------------------------------
+
+    @property
+    def n_videos(self) -> int:
+        return int(self.video_features.shape[0])
+
+    @property
+    def n_music(self) -> int:
+        return int(self.music_features.shape[0])
+
+    @property
+    def n_genres(self) -> int:
+        if self.music_genre is None:
+            return 0
+        return max(len(self.genre_names), int(self.music_genre.max()) + 1)
+
+    @property
+    def n_uploaders(self) -> int:
+        return 0 if self.video_uploader is None else int(self.video_uploader.max()) + 1
+
+    def spec(self) -> DataSpec:
+        return DataSpec(
+            video_dim=int(self.video_features.shape[1]),
+            music_dim=int(self.music_features.shape[1]),
+            n_genres=self.n_genres,
+            n_music=self.n_music,
+            n_uploaders=self.n_uploaders,
+        )
+
+    def has(self, requirement: str) -> bool:
+        """Whether the data supports a strategy requirement (genres, uploaders, pgc, truth)."""
+        if requirement == "genres":
+            return self.music_genre is not None
+        if requirement == "uploaders":
+            return self.music_genre is not None and (
+                self.video_uploader is not None or self.given_prior is not None
+            )
+        if requirement == "pgc":
+            return self.pgc is not None
+        if requirement == "truth":
+            return self.truth is not None
+        raise ValueError(f"unknown requirement {requirement!r}")
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise :class:`DataError` naming the field and the fix for any inconsistency."""
+        nv, nm = self.n_videos, self.n_music
+        for what, a in (
+            ("video_features", self.video_features),
+            ("music_features", self.music_features),
+        ):
+            if not np.isfinite(a).all():
+                bad = int((~np.isfinite(a)).any(axis=1).sum())
+                raise DataError(
+                    f"{self.name}: {what} has NaN or inf in {bad} row(s); clean or drop them"
+                )
+        if self.video_music.shape != (nv,):
+            raise DataError(
+                f"{self.name}: video_music must have one entry per video ({nv}), got "
+                f"{self.video_music.shape}"
+            )
+        _check_ids(self.video_music, nm, f"{self.name}: video_music", "music")
+        if self.video_uploader is not None and self.video_uploader.shape != (nv,):
+            raise DataError(f"{self.name}: video_uploader must have one entry per video ({nv})")
+        if self.music_genre is not None:
+            if self.music_genre.shape != (nm,):
+                raise DataError(f"{self.name}: music_genre must give one genre per music ({nm})")
+            if (self.music_genre < 0).any():
+                raise DataError(f"{self.name}: music_genre has negative genre ids")
+        for name in REQUIRED_SPLITS:
+            if name not in self.splits:
+                raise DataError(
+                    f"{self.name}: missing split {name!r}; splits present: "
+                    f"{', '.join(sorted(self.splits)) or 'none'}"
+                )
+        for name, rows in self.splits.items():
+            if rows.size == 0:
+                raise DataError(f"{self.name}: split {name!r} is empty")
+            _check_ids(rows, nv, f"{self.name}: split {name!r}", "video")
+            if np.unique(rows).size != rows.size:
+                raise DataError(f"{self.name}: split {name!r} lists a video twice")
+        train = set(self.splits["train"].tolist())
+        for name in ("val", "test"):
+            overlap = train.intersection(self.splits[name].tolist())
+            if overlap:
+                raise DataError(
+                    f"{self.name}: {len(overlap)} video(s) are in both 'train' and {name!r}"
+                )
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @cached_property
+    def content_fingerprint(self) -> str:
+        if self.content_id is not None:
+            return self.content_id
+        h = hashlib.sha256()
+        for a in (self.video_features, self.music_features, self.video_music):
+            array_digest(h, a)
+        for optional in (self.video_uploader, self.music_genre, self.given_prior, self.propensity):
+            if optional is not None:
+                array_digest(h, optional)
+        if self.pgc is not None:
+            for a in (self.pgc.video_features, self.pgc.music_features, self.pgc.pairs):
+                array_digest(h, a)
+        for name in sorted(self.negatives):
+            array_digest(h, self.negatives[name])
+        return h.hexdigest()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the data and its splits; stamped on every result."""
+        h = hashlib.sha256(self.content_fingerprint.encode())
+        for name in sorted(self.splits):
+            h.update(name.encode())
+            array_digest(h, self.splits[name])
+        if self.pgc is not None:
+            for name in sorted(self.pgc.splits):
+                array_digest(h, self.pgc.splits[name])
+        return h.hexdigest()[:16]
+
+    def with_splits(self, splits: dict[str, np.ndarray], name: str | None = None) -> Dataset:
+        """The same data with other splits (a test-set protocol); arrays are shared, not copied."""
+        return replace(self, splits=dict(splits), name=name or self.name, negatives={})
+
+    # -- derived statistics (training split only) ----------------------------------------------
+
+    @cached_property
+    def music_popularity(self) -> np.ndarray:
+        """Videos per music over the whole dataset: the popularity that evaluation weights undo."""
+        return np.bincount(self.video_music, minlength=self.n_music)
+
+    @cached_property
+    def video_prior(self) -> np.ndarray:
+        """(Nv, G) float32: each video's uploader genre distribution d_u from the training split.
+
+        Uploaders with no training video get the mean over training rows (they have no history).
+        """
+        if self.given_prior is not None:
+            return np.asarray(self.given_prior, dtype=np.float32)
+        if self.music_genre is None or self.video_uploader is None:
+            raise DataError(f"{self.name}: uploader priors need music genres and uploader ids")
+        train = self.splits["train"]
+        g = self.n_genres
+        counts = np.zeros((self.n_uploaders, g), dtype=np.float64)
+        np.add.at(
+            counts, (self.video_uploader[train], self.music_genre[self.video_music[train]]), 1
+        )
+        totals = counts.sum(axis=1, keepdims=True)
+        prior_u = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        row_mean = prior_u[self.video_uploader[train]].mean(axis=0)
+        prior_u[totals[:, 0] == 0] = row_mean
+        return prior_u[self.video_uploader].astype(np.float32)
+
+    @cached_property
+    def prior_mean(self) -> np.ndarray:
+        """d̄: the mean of d_u over training rows (what a batch mean estimates)."""
+        return self.video_prior[self.splits["train"]].mean(axis=0).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        counts = self.music_popularity
+        out: dict[str, Any] = {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "music": self.n_music,
+            "videos": self.n_videos,
+            "uploaders": self.n_uploaders,
+            "videos_per_music": f"{counts.mean():.1f} ± {counts.std():.1f}",
+            "min/max videos per music": f"{counts.min()} / {counts.max()}",
+            "splits": {k: int(v.size) for k, v in self.splits.items()},
+            "pgc_pairs": 0 if self.pgc is None else int(self.pgc.pairs.shape[0]),
+        }
+        if self.music_genre is not None:
+            names = self.genre_names or tuple(str(i) for i in range(self.n_genres))
+            gc = np.bincount(self.music_genre, minlength=self.n_genres)
+            out["genres"] = {names[i]: int(gc[i]) for i in range(self.n_genres)}
+        return out
+
+    def summary_hash(self) -> str:
+        return stable_hash({"fingerprint": self.fingerprint, "name": self.name})
+
+
+def _check_ids(ids: np.ndarray, n: int, what: str, kind: str) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        bad = ids[(ids < 0) | (ids >= n)][:5].tolist()
+        raise DataError(f"{what}: {kind} ids out of range [0, {n}): e.g. {bad}")

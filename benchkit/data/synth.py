@@ -1,0 +1,410 @@
+"""The synthetic world: a causal simulator shaped like TT-150k-genre, with the truth exposed.
+
+Causal story (every arrow is a knob of :class:`SynthConfig`):
+
+- Music and videos live in a hidden *content space*. Each music has a genre; its content is the
+  genre's centre plus individual variation. The **true compatibility** of a video and a music is the
+  scaled inner product of their contents.
+- Uploaders have power-law activity and a concentrated **genre taste** (Dirichlet). Part of an
+  uploader's videos have content drawn towards their taste (``taste_content_coupling``): taste is a
+  confounder that touches both the video and the choice.
+- Music have a long-tailed base **popularity**.
+- **Selection**: an uploader picks the music maximising
+  ``content_strength·compat + taste_strength·log taste[genre] + popularity_strength·log pop + Gumbel``.
+  The **counterfactual choice** re-uses the same Gumbel noise with the taste switched off
+  (do(taste = uniform)): the music this video would have had without the uploader's bias.
+- **Features** are noisy views of the content plus nuisance factors: 2048-d non-negative
+  "ResNet-like" video features and 128 "VGGish-like" + 128 normalised "OpenSMILE-like" music features.
+- **PGC**: separate professional clips (own videos, own music) matched on content alone, with
+  ``pgc_quality`` setting how sharply.
+
+Deterministic per (config, seed); cached on disk by their hash (``$BENCHKIT_CACHE`` or
+``~/.cache/benchkit``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchkit import hookimpl
+from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.errors import ConfigError
+from benchkit.hashing import stable_hash
+from benchkit.interfaces import DatasetProvider
+
+GENERATOR_VERSION = 1
+GENRES = ("hiphop", "jazz", "classical", "reggae", "pop", "metal")
+GENRE_COUNTS = (651, 665, 1330, 311, 42, 4)  # TT-150k-genre, paper Table 2
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and causal strengths of a synthetic world. Presets: ``tiny``, ``small``, ``paper``."""
+
+    n_music: int
+    n_videos: int
+    n_uploaders: int
+    n_pgc_pairs: int
+    n_pgc_music: int
+    video_dim: int = 2048
+    music_dims: tuple[int, int] = (128, 128)
+    content_dim: int = 16
+    nuisance_dim: int = 16
+    genre_spread: float = 0.6  # within-genre variation of content, relative to the centres
+    video_spread: float = 0.8  # how far a video's content strays from its genre centre
+    content_strength: float = 3.0
+    taste_strength: float = 1.5
+    popularity_strength: float = 1.0
+    taste_concentration: float = 0.3  # Dirichlet α per genre: small = concentrated tastes
+    taste_floor: float = 0.02  # every genre keeps this share of an uploader's taste
+    taste_content_coupling: float = 0.3
+    popularity_skew: float = 0.6  # σ of the log-normal base popularity
+    activity_skew: float = 1.1  # Zipf exponent of uploader activity
+    pgc_quality: float = 6.0
+    feature_noise: float = 0.5
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    def key(self, seed: int) -> str:
+        return stable_hash({"v": GENERATOR_VERSION, "seed": seed, **asdict(self)})[:16]
+
+
+PRESETS: dict[str, SynthConfig] = {
+    "tiny": SynthConfig(
+        n_music=120,
+        n_videos=3000,
+        n_uploaders=150,
+        n_pgc_pairs=600,
+        n_pgc_music=100,
+        video_dim=128,
+        music_dims=(32, 32),
+        nuisance_dim=8,
+    ),
+    "small": SynthConfig(
+        n_music=600,
+        n_videos=24000,
+        n_uploaders=1200,
+        n_pgc_pairs=3000,
+        n_pgc_music=300,
+    ),
+    "paper": SynthConfig(
+        n_music=3003,
+        n_videos=146351,
+        n_uploaders=12000,
+        n_pgc_pairs=12000,
+        n_pgc_music=1500,
+    ),
+}
+
+
+def genre_counts(n_music: int) -> np.ndarray:
+    """Table 2's genre shares scaled to ``n_music`` (largest remainder), every genre at least one."""
+    shares = np.asarray(GENRE_COUNTS, dtype=np.float64) / sum(GENRE_COUNTS)
+    raw = shares * n_music
+    counts = np.floor(raw).astype(np.int64)
+    for i in np.argsort(-(raw - counts))[: n_music - counts.sum()]:
+        counts[i] += 1
+    while (counts == 0).any() and n_music >= len(counts):
+        counts[np.argmax(counts)] -= 1
+        counts[np.argmin(counts)] += 1
+    return counts
+
+
+def _gumbel_argmax(rng: np.random.Generator, *bases: np.ndarray) -> list[np.ndarray]:
+    """Row-wise argmax of ``base + G`` for each base, with one shared draw of Gumbel noise G: the
+    choices of the same units in different worlds (the factual and a counterfactual)."""
+    g = rng.gumbel(size=bases[0].shape).astype(np.float32)
+    return [np.argmax(base + g, axis=1) for base in bases]
+
+
+class _Content:
+    """Genre centres and the content/feature maps shared by UGC and PGC clips."""
+
+    def __init__(self, cfg: SynthConfig, rng: np.random.Generator) -> None:
+        k, g = cfg.content_dim, len(GENRES)
+        self.cfg = cfg
+        self.centres = rng.standard_normal((g, k)).astype(np.float32)
+        nz = cfg.nuisance_dim
+        self.w_video = rng.standard_normal((k + nz, cfg.video_dim)).astype(np.float32) / np.sqrt(
+            k + nz
+        )
+        self.b_video = rng.normal(-0.3, 0.3, size=cfg.video_dim).astype(np.float32)
+        d1, d2 = cfg.music_dims
+        self.w_vggish = rng.standard_normal((k + nz, d1)).astype(np.float32) / np.sqrt(k + nz)
+        self.w_smile = rng.standard_normal((k + nz, d2)).astype(np.float32) / np.sqrt(k + nz)
+        self.compat_scale = 1.0
+
+    def music_content(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal((genre.size, self.cfg.content_dim)).astype(np.float32)
+        return self.centres[genre] + self.cfg.genre_spread * noise
+
+    def video_content(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
+        noise = rng.standard_normal((genre.size, self.cfg.content_dim)).astype(np.float32)
+        return self.centres[genre] + self.cfg.video_spread * noise
+
+    def compat(self, video: np.ndarray, music: np.ndarray) -> np.ndarray:
+        return (video @ music.T) / np.sqrt(self.cfg.content_dim) / self.compat_scale
+
+    def video_features(self, rng: np.random.Generator, content: np.ndarray) -> np.ndarray:
+        out = np.empty((content.shape[0], self.cfg.video_dim), dtype=np.float32)
+        for s in range(0, content.shape[0], 8192):
+            c = content[s : s + 8192]
+            z = np.concatenate(
+                [c, rng.standard_normal((c.shape[0], self.cfg.nuisance_dim), dtype=np.float32)],
+                axis=1,
+            )
+            x = z @ self.w_video + self.b_video
+            x += self.cfg.feature_noise * rng.standard_normal(x.shape, dtype=np.float32)
+            out[s : s + 8192] = np.maximum(x, 0.0)
+        return out
+
+    def music_features(self, rng: np.random.Generator, content: np.ndarray) -> np.ndarray:
+        n = content.shape[0]
+        z = np.concatenate(
+            [content, rng.standard_normal((n, self.cfg.nuisance_dim), dtype=np.float32)], axis=1
+        )
+        noise = self.cfg.feature_noise
+        vggish = z @ self.w_vggish + noise * rng.standard_normal(
+            (n, self.w_vggish.shape[1]), dtype=np.float32
+        )
+        smile = np.tanh(z @ self.w_smile) + noise * rng.standard_normal(
+            (n, self.w_smile.shape[1]), dtype=np.float32
+        )
+        smile = (smile - smile.mean(axis=0)) / (smile.std(axis=0) + 1e-6)
+        return np.concatenate([vggish, smile], axis=1).astype(np.float32)
+
+
+def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
+    """Simulate one world. Every component draws from its own stream, so changing one knob (say
+    the PGC size) leaves the others' draws unchanged."""
+    if cfg.n_music < 2 or cfg.n_videos < 10 or cfg.n_uploaders < 1:
+        raise ConfigError("synthetic world too small: need ≥ 2 music, ≥ 10 videos, ≥ 1 uploader")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+    r_space, r_music, r_upl, r_video, r_choice, r_feat, r_pgc, r_split = streams
+    g = len(GENRES)
+    space = _Content(cfg, r_space)
+
+    # Music: genres in Table 2's shares, content, base popularity.
+    counts = genre_counts(cfg.n_music)
+    music_genre = r_music.permutation(np.repeat(np.arange(g), counts))
+    music_content = space.music_content(r_music, music_genre)
+    log_pop = r_music.normal(0.0, cfg.popularity_skew, size=cfg.n_music).astype(np.float32)
+
+    # Uploaders: Zipf activity, Dirichlet tastes.
+    activity = (np.arange(cfg.n_uploaders) + 1.0) ** (-cfg.activity_skew)
+    taste = r_upl.dirichlet(np.full(g, cfg.taste_concentration), size=cfg.n_uploaders)
+    taste = (1 - cfg.taste_floor * g) * taste + cfg.taste_floor
+    video_uploader = r_upl.choice(cfg.n_uploaders, size=cfg.n_videos, p=activity / activity.sum())
+
+    # Videos: content near a genre centre, drawn from the uploader's taste for a coupled share.
+    mix = counts / counts.sum()
+    coupled = r_video.random(cfg.n_videos) < cfg.taste_content_coupling
+    cum = np.cumsum(taste[video_uploader], axis=1)
+    from_taste = (r_video.random((cfg.n_videos, 1)) > cum).sum(axis=1).clip(max=g - 1)
+    video_genre = np.where(coupled, from_taste, r_video.choice(g, size=cfg.n_videos, p=mix))
+    video_content = space.video_content(r_video, video_genre)
+
+    # Standardise compatibility so that the strengths are in logit units.
+    probe = r_space.choice(cfg.n_videos, size=min(cfg.n_videos, 512), replace=False)
+    space.compat_scale = float(space.compat(video_content[probe], music_content).std()) or 1.0
+
+    # Selection, and the counterfactual with the same noise and the taste switched off.
+    log_taste = np.log(taste).astype(np.float32)
+    video_music = np.empty(cfg.n_videos, dtype=np.int64)
+    counterfactual = np.empty(cfg.n_videos, dtype=np.int64)
+    for s in range(0, cfg.n_videos, 4096):
+        rows = slice(s, min(s + 4096, cfg.n_videos))
+        common = cfg.content_strength * space.compat(video_content[rows], music_content)
+        common += cfg.popularity_strength * log_pop
+        biased = common + cfg.taste_strength * log_taste[video_uploader[rows]][:, music_genre]
+        video_music[rows], counterfactual[rows] = _gumbel_argmax(r_choice, biased, common)
+
+    video_features = space.video_features(r_feat, video_content)
+    music_features = space.music_features(r_feat, music_content)
+
+    # PGC: own clips, matched on content alone.
+    pgc_genre = r_pgc.permutation(np.repeat(np.arange(g), genre_counts(cfg.n_pgc_music)))
+    pgc_music_content = space.music_content(r_pgc, pgc_genre)
+    pgc_video_content = space.video_content(r_pgc, r_pgc.choice(g, size=cfg.n_pgc_pairs, p=mix))
+    pgc_choice = np.empty(cfg.n_pgc_pairs, dtype=np.int64)
+    for s in range(0, cfg.n_pgc_pairs, 4096):
+        rows = slice(s, min(s + 4096, cfg.n_pgc_pairs))
+        base = cfg.pgc_quality * space.compat(pgc_video_content[rows], pgc_music_content)
+        (pgc_choice[rows],) = _gumbel_argmax(r_pgc, base)
+    pgc_order = r_split.permutation(cfg.n_pgc_pairs)
+    n_pgc_val = max(1, cfg.n_pgc_pairs // 10)
+    pgc = PGC(
+        video_features=space.video_features(r_pgc, pgc_video_content),
+        music_features=space.music_features(r_pgc, pgc_music_content),
+        pairs=np.stack([np.arange(cfg.n_pgc_pairs), pgc_choice], axis=1),
+        splits={"train": np.sort(pgc_order[n_pgc_val:]), "val": np.sort(pgc_order[:n_pgc_val])},
+    )
+
+    # Uploaders without videos are dropped; ids stay dense.
+    used, video_uploader = np.unique(video_uploader, return_inverse=True)
+
+    order = r_split.permutation(cfg.n_videos)
+    n_train = round(cfg.split[0] * cfg.n_videos)
+    n_val = round(cfg.split[1] * cfg.n_videos)
+    splits = {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
+    return Dataset(
+        name=name,
+        video_features=video_features,
+        music_features=music_features,
+        video_music=video_music,
+        splits=splits,
+        video_uploader=video_uploader,
+        music_genre=music_genre,
+        genre_names=GENRES,
+        pgc=pgc,
+        truth=Truth(video_content, music_content, counterfactual),
+        content_id=cfg.key(seed),
+        meta={
+            "generator": "benchkit.synth",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "config": asdict(cfg),
+            "uploader_taste": taste[used].astype(np.float32),
+            "compat_scale": space.compat_scale,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Cache
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
+    return Path(root)
+
+
+_ARRAYS = ("video_features", "music_features", "video_music", "video_uploader", "music_genre")
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {a: getattr(ds, a) for a in _ARRAYS}
+    arrays.update({f"split_{k}": v for k, v in ds.splits.items()})
+    assert ds.pgc is not None and ds.truth is not None
+    arrays.update(
+        pgc_video_features=ds.pgc.video_features,
+        pgc_music_features=ds.pgc.music_features,
+        pgc_pairs=ds.pgc.pairs,
+        pgc_split_train=ds.pgc.splits["train"],
+        pgc_split_val=ds.pgc.splits["val"],
+        truth_video_content=ds.truth.video_content,
+        truth_music_content=ds.truth.music_content,
+        truth_counterfactual=ds.truth.counterfactual,
+        uploader_taste=ds.meta["uploader_taste"],
+        compat_scale=np.asarray(ds.meta["compat_scale"], dtype=np.float64),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path, cfg: SynthConfig, seed: int, name: str) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    splits = {k[len("split_") :]: v for k, v in a.items() if k.startswith("split_")}
+    return Dataset(
+        name=name,
+        video_features=a["video_features"],
+        music_features=a["music_features"],
+        video_music=a["video_music"],
+        splits=splits,
+        video_uploader=a["video_uploader"],
+        music_genre=a["music_genre"],
+        genre_names=GENRES,
+        pgc=PGC(
+            a["pgc_video_features"],
+            a["pgc_music_features"],
+            a["pgc_pairs"],
+            {"train": a["pgc_split_train"], "val": a["pgc_split_val"]},
+        ),
+        truth=Truth(a["truth_video_content"], a["truth_music_content"], a["truth_counterfactual"]),
+        content_id=cfg.key(seed),
+        meta={
+            "generator": "benchkit.synth",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "config": asdict(cfg),
+            "uploader_taste": a["uploader_taste"],
+            "compat_scale": float(a["compat_scale"]),
+        },
+    )
+
+
+def make_world(
+    preset: str | SynthConfig = "small",
+    seed: int = 0,
+    *,
+    cache: bool = True,
+    log: Any = None,
+    **overrides: Any,
+) -> Dataset:
+    """The synthetic world for a preset (or config) and seed, from the disk cache when present.
+
+    ``overrides`` change individual knobs of the preset, e.g. ``taste_strength=0``.
+    """
+    if isinstance(preset, SynthConfig):
+        cfg, label = preset, "custom"
+    else:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown synthetic preset {preset!r}; presets: {', '.join(PRESETS)}")
+        cfg, label = PRESETS[preset], preset
+    if overrides:
+        valid = {f.name for f in fields(SynthConfig)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown synthetic-world knob(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(valid))}"
+            )
+        cfg = replace(cfg, **overrides)
+        label += "+" + cfg.key(seed)[:6]
+    name = f"synth-{label}"
+    if not cache:
+        return generate(cfg, seed, name)
+    path = cache_dir() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"
+    if path.exists():
+        return _load(path, cfg, seed, name)
+    if log is not None:
+        log(f"generating synthetic world {name} (seed {seed}); cached at {path}")
+    ds = generate(cfg, seed, name)
+    _save(ds, path)
+    return ds
+
+
+class SynthProvider(DatasetProvider):
+    """The built-in synthetic world (presets tiny, small, paper)."""
+
+    name = "synth"
+    description = (
+        "causal simulator shaped like TT-150k-genre, truth exposed (presets: "
+        + ", ".join(PRESETS)
+        + ")"
+    )
+
+    def load(self, **options: Any) -> Dataset:
+        return make_world(**options)
+
+
+@hookimpl
+def register_datasets(register: Any) -> None:
+    register(SynthProvider())

@@ -1,0 +1,241 @@
+"""Evaluation protocols and the scoring pipeline.
+
+Two protocols ship with benchkit:
+
+- ``paper``: DebCM's protocol. Each test video's positive is ranked among itself and 100 negatives
+  sampled uniformly from the other music (fixed by the protocol seed and the dataset, or read from
+  the dataset when it ships them); rows are weighted by the inverse popularity of their music,
+  normalised to sum to 1; Recall@K and NDCG@K for K ∈ {10, 15, 20, 25}. This regenerates Table 3.
+- ``full``: the positive is ranked against the whole music pool. Sampled metrics can reorder
+  methods, so this is the honest default for research.
+
+Ties are broken by the protocol's tie policy (``expected`` by default; see :mod:`benchkit.metrics`),
+never by array order. Re-rankers see only the candidates of each row, after ``adjust_score``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchkit import hookimpl
+from benchkit.data.dataset import Dataset
+from benchkit.device import as_tensor
+from benchkit.errors import ConfigError, DataError
+from benchkit.interfaces import EvalTask, Protocol, Query, RankInfo
+from benchkit.method import Method
+from benchkit.metrics import TIE_POLICIES
+from benchkit.registry import Registry
+
+KS = (10, 15, 20, 25)
+_COMMON = {
+    "ks": KS,
+    "metrics": ("recall", "ndcg"),
+    "tie": "expected",
+    "weighting": "inverse_popularity",
+}
+
+
+def row_weights(dataset: Dataset, rows: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-row weights summing to 1: the inverse popularity of each row's music, or uniform."""
+    if weighting == "uniform":
+        return np.full(rows.size, 1.0 / rows.size)
+    if weighting == "inverse_popularity":
+        pop = dataset.music_popularity[dataset.video_music[rows]].astype(np.float64)
+        w = 1.0 / np.maximum(pop, 1.0)
+        return w / w.sum()
+    raise ConfigError(f"unknown weighting {weighting!r}; choose inverse_popularity or uniform")
+
+
+class _ProtocolBase(Protocol):
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        if self.tie_policy not in TIE_POLICIES:
+            raise ConfigError(
+                f"protocol {self.name!r}: tie policy must be one of "
+                f"{', '.join(TIE_POLICIES)}, not {self.tie_policy!r}"
+            )
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"protocol {self.name!r}: cut-offs K must be positive integers")
+
+
+_NEGATIVES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
+
+
+def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) -> np.ndarray:
+    """(n, n_negatives) distinct music per row, none of them the row's positive.
+
+    Deterministic in (dataset fingerprint, split, seed); kept in a small in-process cache because
+    validation asks for the same set every epoch.
+    """
+    key = (dataset.fingerprint, split, n_negatives, seed)
+    if key in _NEGATIVES:
+        _NEGATIVES.move_to_end(key)
+        return _NEGATIVES[key]
+    rows = dataset.splits[split]
+    positives = dataset.video_music[rows]
+    n_music = dataset.n_music
+    if n_negatives > n_music - 1:
+        raise ConfigError(
+            f"protocol wants {n_negatives} negatives but the dataset has only "
+            f"{n_music} music; lower n_negatives or use the full protocol"
+        )
+    entropy = [seed, int(dataset.fingerprint, 16) % (2**63), sum(split.encode())]
+    rng = np.random.default_rng(entropy)
+    out = np.empty((rows.size, n_negatives), dtype=np.int64)
+    step = max(1, 2**24 // n_music)
+    for s in range(0, rows.size, step):
+        keys = rng.random((min(step, rows.size - s), n_music), dtype=np.float32)
+        keys[np.arange(keys.shape[0]), positives[s : s + step]] = 2.0  # never the positive
+        out[s : s + step] = np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]
+    _NEGATIVES[key] = out
+    while len(_NEGATIVES) > 8:
+        _NEGATIVES.popitem(last=False)
+    return out
+
+
+class PaperProtocol(_ProtocolBase):
+    name = "paper"
+    description = (
+        "DebCM's protocol: positive among 100 sampled negatives, inverse-popularity "
+        "weights, Recall/NDCG@10,15,20,25"
+    )
+    defaults = {"n_negatives": 100, "seed": 0, **_COMMON}
+
+    def task(self, dataset: Dataset, split: str) -> EvalTask:
+        rows = dataset.splits[split]
+        positives = dataset.video_music[rows]
+        negatives = dataset.negatives.get(split)
+        if negatives is None:
+            negatives = sample_negatives(
+                dataset, split, self.hparams["n_negatives"], self.hparams["seed"]
+            )
+        elif (negatives == positives[:, None]).any():
+            raise DataError(
+                f"{dataset.name}: stored negatives of split {split!r} contain the "
+                f"positive music in some rows"
+            )
+        return EvalTask(
+            video_idx=rows,
+            positive=positives,
+            candidates=np.concatenate([positives[:, None], negatives], axis=1),
+            weights=row_weights(dataset, rows, self.hparams["weighting"]),
+        )
+
+
+class FullProtocol(_ProtocolBase):
+    name = "full"
+    description = "positive ranked against the whole music pool (honest default for research)"
+    defaults = dict(_COMMON)
+
+    def task(self, dataset: Dataset, split: str) -> EvalTask:
+        rows = dataset.splits[split]
+        return EvalTask(
+            video_idx=rows,
+            positive=dataset.video_music[rows],
+            candidates=None,
+            weights=row_weights(dataset, rows, self.hparams["weighting"]),
+        )
+
+
+@dataclass
+class Evaluation:
+    """Metric values plus where each row's positive landed (for paired tests across methods)."""
+
+    metrics: dict[str, float]
+    ranks: RankInfo
+
+
+def rank_positives(
+    method: Method,
+    dataset: Dataset,
+    task: EvalTask,
+    device: torch.device,
+    tie_policy: str,
+    chunk_elements: int = 2**23,
+) -> RankInfo:
+    """Score every row's candidates and count, per row, candidates above / level with the positive."""
+    was_training = method.training
+    method.eval()
+    try:
+        music = as_tensor(dataset.music_features, device)
+        n_music = music.shape[0]
+        step_m = max(1, chunk_elements // max(1, dataset.music_features.shape[1]))
+        music_codes = torch.cat(
+            [method.music_codes(music[s : s + step_m].float()) for s in range(0, n_music, step_m)]
+        )
+        all_items = torch.arange(n_music, device=device)
+        prior = dataset.video_prior if dataset.has("uploaders") else None
+        n = task.video_idx.size
+        n_greater = np.empty(n, dtype=np.int64)
+        n_equal = np.empty(n, dtype=np.int64)
+        step = max(1, chunk_elements // n_music)
+        for s in range(0, n, step):
+            rows = task.video_idx[s : s + step]
+            query = Query(
+                video_idx=as_tensor(rows, device),
+                column_music_idx=all_items,
+                uploader_idx=None
+                if dataset.video_uploader is None
+                else as_tensor(dataset.video_uploader[rows], device),
+                prior=None if prior is None else as_tensor(prior[rows], device),
+            )
+            codes = method.video_codes(as_tensor(dataset.video_features[rows], device).float())
+            scores = method.score(codes, music_codes, query)
+            if task.candidates is None:
+                items = all_items.expand(len(rows), n_music)
+                pos_col = as_tensor(task.positive[s : s + step], device)[:, None]
+            else:
+                items = as_tensor(task.candidates[s : s + step], device)
+                scores = scores.gather(1, items)
+                pos_col = torch.zeros((len(rows), 1), dtype=torch.long, device=device)
+            scores = method.rerank(scores, items, query)
+            if not torch.isfinite(scores).all():
+                raise DataError(
+                    "the model produced NaN or infinite scores; training diverged "
+                    "(try a lower learning rate)"
+                )
+            pos = scores.gather(1, pos_col)
+            n_greater[s : s + step] = (scores > pos).sum(dim=1).cpu().numpy()
+            n_equal[s : s + step] = (scores == pos).sum(dim=1).cpu().numpy() - 1
+    finally:
+        method.train(was_training)
+    n_candidates = n_music if task.candidates is None else task.candidates.shape[1]
+    return RankInfo(
+        n_greater=n_greater,
+        n_equal=n_equal,
+        weights=task.weights,
+        n_candidates=n_candidates,
+        tie_policy=tie_policy,
+    )
+
+
+def evaluate(
+    method: Method,
+    dataset: Dataset,
+    protocol: Protocol,
+    metrics: Registry[Any],
+    split: str = "test",
+    device: torch.device | None = None,
+) -> Evaluation:
+    """Evaluate ``method`` on one split of ``dataset`` under ``protocol``."""
+    if device is None:
+        device = next(method.parameters()).device
+    task = protocol.task(dataset, split)
+    ranks = rank_positives(method, dataset, task, device, protocol.tie_policy)
+    values: dict[str, float] = {}
+    for name in protocol.metrics:
+        metric = metrics.get(name)
+        for k in protocol.ks:
+            values[f"{name}@{k}"] = metric(ranks, k)
+    return Evaluation(metrics=values, ranks=ranks)
+
+
+@hookimpl
+def register_protocols(register: Any) -> None:
+    register(PaperProtocol)
+    register(FullProtocol)

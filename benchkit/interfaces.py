@@ -1,0 +1,460 @@
+"""The contracts between the harness and its plugins.
+
+The harness (training loop, evaluation, CLI) only ever talks to these types; every method is a
+plugin that fills them in. A backbone encodes both modalities and says what its loss is made of,
+*before* reduction, so that a strategy can re-weight anchors (IPS) or cells (DU), move the music
+code (deconfounders), add terms (distillation) or re-rank at evaluation (Calibration) without the
+loop knowing which method it runs.
+
+Conventions: a training batch holds B matched pairs; pair i is video i with its music i. The
+in-batch score matrix is ``S[i, j] = score(video_i, music_j)`` (rows are videos).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, ABCMeta, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from benchkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from benchkit.data.dataset import Dataset
+    from benchkit.plugins import Plugins
+
+REQUIREMENTS = frozenset({"genres", "uploaders", "pgc", "truth"})
+
+
+# --------------------------------------------------------------------------------------------
+# Hyperparameters
+
+
+def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
+    """Make an override take the type of its default (CLI values arrive as str/int/float)."""
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+            return value.lower() in {"true", "1", "yes"}
+        raise ConfigError(f"{owner}: hyperparameter {name!r} is a boolean, got {value!r}")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{owner}: hyperparameter {name!r} must be finite, got {value!r}")
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind in (tuple, list) and isinstance(value, (tuple, list)):
+        return kind(value)
+    if isinstance(value, kind):
+        return value
+    raise ConfigError(
+        f"{owner}: hyperparameter {name!r} expects {kind.__name__} (default {default!r}), "
+        f"got {value!r}"
+    )
+
+
+class Configurable:
+    """Scikit-learn hygiene: the constructor only stores validated hyperparameters.
+
+    ``defaults`` holds every hyperparameter with the value its method card gives; overrides must
+    name one of them, and take its type.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    hparams: dict[str, Any]
+
+    def _set_hparams(self, overrides: Mapping[str, Any]) -> None:
+        owner = f"{type(self).__name__}({self.name!r})"
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise ConfigError(
+                f"{owner}: unknown hyperparameter(s) {', '.join(unknown)}; valid: {valid}"
+            )
+        merged = dict(self.defaults)
+        for key, value in overrides.items():
+            merged[key] = _coerce(key, self.defaults[key], value, owner)
+        self.hparams = merged
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(self.hparams)
+
+
+# --------------------------------------------------------------------------------------------
+# Data that flows through a model
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model must know about the data to build its layers."""
+
+    video_dim: int
+    music_dim: int
+    n_genres: int
+    n_music: int
+    n_uploaders: int
+
+
+@dataclass
+class Latent:
+    """An encoder's output. ``logvar`` is ``None`` for deterministic encoders; ``z`` is the code used
+    in the loss (a reparametrised sample in training, the mean otherwise)."""
+
+    mu: Tensor
+    logvar: Tensor | None = None
+    z: Tensor | None = None
+
+    @property
+    def code(self) -> Tensor:
+        return self.mu if self.z is None else self.z
+
+    def map(self, fn: Any) -> Latent:
+        """Apply ``fn`` to the mean and the sample (a deconfounder moving the music code)."""
+        return Latent(mu=fn(self.mu), logvar=self.logvar, z=None if self.z is None else fn(self.z))
+
+
+@dataclass
+class Batch:
+    """B matched pairs, all tensors on the training device.
+
+    ``prior`` is the uploader's genre distribution d_u computed on the training split; ``genre`` is
+    the genre of each pair's music; both are ``None`` when the dataset has no genres / uploaders.
+    """
+
+    video: Tensor
+    music: Tensor
+    video_idx: Tensor
+    music_idx: Tensor
+    uploader_idx: Tensor | None = None
+    genre: Tensor | None = None
+    prior: Tensor | None = None
+    propensity: Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.video.shape[0])
+
+    @property
+    def column_music_idx(self) -> Tensor:
+        """The music of each column of the in-batch score matrix."""
+        return self.music_idx
+
+    @cached_property
+    def same_music(self) -> Tensor:
+        """(B, B) bool: cell (i, j) pairs a video with its own music (false negatives if i != j)."""
+        return self.music_idx[:, None] == self.music_idx[None, :]
+
+
+@dataclass
+class Query:
+    """Evaluation rows: test videos scored against a set of music columns."""
+
+    video_idx: Tensor
+    column_music_idx: Tensor
+    uploader_idx: Tensor | None = None
+    prior: Tensor | None = None
+
+
+@dataclass
+class Output:
+    """What the harness computes for a batch before asking the backbone for its loss terms.
+
+    ``music`` is the encoder's posterior; ``music_scored`` is the code after the strategies'
+    ``adjust_music`` (the same object when none moved it). Regularisers (KL, distillation) use
+    ``music``; matching and cross-generation use ``music_scored``.
+    """
+
+    video: Latent
+    music: Latent
+    music_scored: Latent
+    scorer: Any = field(repr=False)
+    strategies: Sequence[Strategy] = field(repr=False, default=())
+    batch: Batch | None = field(repr=False, default=None)
+
+    @cached_property
+    def scores(self) -> Tensor:
+        """(B, B) in-batch scores S[i, j] = s(video_i, music_j), strategies' score terms added."""
+        s = self.scorer(self.video.code, self.music_scored.code)
+        if self.batch is not None:
+            for strategy in self.strategies:
+                s = strategy.adjust_score(s, self.batch)
+        return s
+
+
+@dataclass
+class LossTerm:
+    """One unreduced loss term.
+
+    ``kind``:
+      - ``"scalar"``: already reduced; strategies cannot weight it (e.g. a weight-decay-like term).
+      - ``"anchor"``: shape (B,), one value per pair; reduced as Σ a_i v_i / Σ a_i.
+      - ``"cell"``: shape (B, C), row i = pair i's anchor, column c = the other pair ``cols[i, c]``
+        (dense when ``cols`` is None and C == B); ``valid`` masks cells that count. Each row is a
+        weighted mean over its valid cells, then rows are reduced like anchor terms.
+        ``transposed`` says the anchor of row i is pair i's *music* (the music-to-video direction),
+        so cell (i, j) concerns video j with music i.
+    """
+
+    value: Tensor
+    kind: str = "anchor"
+    coef: float = 1.0
+    cols: Tensor | None = None
+    valid: Tensor | None = None
+    transposed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"scalar", "anchor", "cell"}:
+            raise ValueError(f"LossTerm kind must be scalar, anchor or cell, not {self.kind!r}")
+
+    def scaled(self, coef: float) -> LossTerm:
+        return replace(self, coef=self.coef * coef)
+
+
+@dataclass
+class Weights:
+    """Loss weights from a strategy. ``anchor``: (B,) per pair; ``cell``: (B, B) for cell (i, j) =
+    video i with music j. Several strategies' weights multiply."""
+
+    anchor: Tensor | None = None
+    cell: Tensor | None = None
+
+    def combine(self, other: Weights | None) -> Weights:
+        if other is None:
+            return self
+        return Weights(
+            anchor=_mul(self.anchor, other.anchor),
+            cell=_mul(self.cell, other.cell),
+        )
+
+
+def _mul(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a * b
+
+
+# --------------------------------------------------------------------------------------------
+# Components
+
+
+class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
+    """A cross-modal matching model: two encoders into one space, a score, and its loss terms.
+
+    Subclasses set ``name``, ``description``, ``defaults`` (the card's hyperparameters, including the
+    optimisation ones: ``lr``, ``weight_decay``, ``batch_size``, ``epochs``) and
+    ``loss_granularity`` — the finest granularity of their matching terms: ``"anchor"`` (per pair;
+    IPS can weight it) or ``"cell"`` (per in-batch cell; DU can weight it too).
+    """
+
+    loss_granularity: ClassVar[str] = "anchor"
+    variational: ClassVar[bool] = False
+
+    def __init__(self, **hparams: Any) -> None:
+        nn.Module.__init__(self)
+        self._set_hparams(hparams)
+        self.spec: DataSpec | None = None
+
+    def build(self, spec: DataSpec) -> None:
+        """Create the layers for data of this shape. Called once before training."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def encode_video(self, x: Tensor) -> Latent: ...
+
+    @abstractmethod
+    def encode_music(self, x: Tensor) -> Latent: ...
+
+    def sample(self, latent: Latent) -> Latent:
+        """The code used in the loss: a reparametrised sample in training, the mean otherwise."""
+        if latent.logvar is None or not self.training:
+            return Latent(latent.mu, latent.logvar, latent.mu)
+        eps = torch.randn_like(latent.mu)
+        return Latent(latent.mu, latent.logvar, latent.mu + eps * torch.exp(0.5 * latent.logvar))
+
+    def score(self, video: Tensor, music: Tensor) -> Tensor:
+        """(Nv, Nm) matching scores between video codes and music codes (dot product here)."""
+        return video @ music.T
+
+    @abstractmethod
+    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+        """The unreduced loss terms of this batch, by name."""
+
+    def configure_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            params, lr=self.hparams["lr"], weight_decay=self.hparams.get("weight_decay", 0.0)
+        )
+
+    def fresh(self) -> Backbone:
+        """An unbuilt copy with the same hyperparameters (for teachers and plain companions)."""
+        return type(self)(**copy.deepcopy(self.hparams))
+
+
+class Strategy(nn.Module, Configurable):
+    """A debias method: implements any of the hook points below; the defaults do nothing.
+
+    ``requires`` names what the dataset must hold (``genres``, ``uploaders``, ``pgc``, ``truth``);
+    ``requires_cells`` says the backbone must expose cell-level terms. Both are checked before
+    training, so a run that cannot work fails with one line instead of a traceback.
+    Parameters a strategy creates in ``build`` are trained jointly with the backbone.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    requires_cells: ClassVar[bool] = False
+
+    def __init__(self, **hparams: Any) -> None:
+        nn.Module.__init__(self)
+        self._set_hparams(hparams)
+
+    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+        """Create parameters (e.g. genre embeddings) once the data and backbone are known."""
+
+    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+        """Before training: compute statistics, train a teacher on PGC, ..."""
+
+    def weights(self, batch: Batch) -> Weights | None:
+        """Per-anchor / per-cell loss weights for this batch (IPS, DU)."""
+        return None
+
+    def adjust_music(self, music: Latent, rows: Batch | None) -> Latent:
+        """Move the music code (deconfounders). ``rows`` is ``None`` at inference."""
+        return music
+
+    def adjust_score(self, scores: Tensor, rows: Batch | Query) -> Tensor:
+        """Change the (rows × columns) score matrix, in training and at inference."""
+        return scores
+
+    def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+        """Additional loss terms (distillation)."""
+        return {}
+
+    def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
+        """Re-score candidates at evaluation (Calibration); ``items`` are their music ids."""
+        return scores
+
+
+@dataclass(frozen=True)
+class StackAlias:
+    """A named stack of strategies, declared by the plugin that owns it (e.g. ``debcm``)."""
+
+    name: str
+    members: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass
+class RunContext:
+    """What a strategy's ``prepare`` may use: the device, the seed, the plugins (to build a teacher
+    backbone by name), a logger and a cache folder."""
+
+    device: torch.device
+    seed: int
+    plugins: Plugins
+    log: Any = print
+    cache_dir: Any = None
+    quiet: bool = True
+
+
+class DatasetProvider(ABC):
+    """Builds or loads a :class:`benchkit.data.Dataset` on demand."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def load(self, **options: Any) -> Dataset: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class EvalTask:
+    """The rows of one evaluation: each test video, its positive music, its candidate music
+    (``None`` = the whole pool) and its weight (the weights sum to 1)."""
+
+    video_idx: np.ndarray
+    positive: np.ndarray
+    candidates: np.ndarray | None
+    weights: np.ndarray
+
+
+@dataclass
+class RankInfo:
+    """Where each row's positive landed: ``n_greater`` candidates scored strictly above it and
+    ``n_equal`` other candidates tied with it; ``n_candidates`` per row."""
+
+    n_greater: np.ndarray
+    n_equal: np.ndarray
+    weights: np.ndarray
+    n_candidates: int
+    tie_policy: str = "expected"
+
+
+class Metric(ABC):
+    """A ranking metric at cut-off K, from where the positives landed."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def __call__(self, ranks: RankInfo, k: int) -> float: ...
+
+
+class Protocol(Configurable, ABC):
+    """How a split is turned into ranking tasks, which metrics at which K, and the tie policy.
+
+    A protocol's ``fingerprint`` hashes its name and settings; results carry it and tables refuse to
+    mix protocols.
+    """
+
+    selection_metric: ClassVar[str] = "recall@25"
+
+    def __init__(self, **hparams: Any) -> None:
+        self._set_hparams(hparams)
+
+    @abstractmethod
+    def task(self, dataset: Dataset, split: str) -> EvalTask: ...
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return tuple(self.hparams["ks"])
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.hparams["metrics"])
+
+    @property
+    def tie_policy(self) -> str:
+        return str(self.hparams["tie"])
+
+    def fingerprint(self) -> str:
+        from benchkit.hashing import stable_hash
+
+        return stable_hash({"protocol": self.name, **self.hparams})[:16]
+
+
+INTERFACES: dict[str, type] = {
+    "backbone": Backbone,
+    "strategy": Strategy,
+    "dataset": DatasetProvider,
+    "protocol": Protocol,
+    "metric": Metric,
+}

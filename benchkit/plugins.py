@@ -1,0 +1,284 @@
+"""Plugin loading: hook specs → entry points → benchkit's own builtins → check.
+
+Nothing is discovered at import time: :func:`load_plugins` builds a manager on demand (tests build
+one without entry points). Each plugin's hooks are called one plugin at a time with a ``register``
+callback bound to that plugin, so a broken plugin — one that fails to import, raises in a hook, or
+registers a bad or clashing name — is recorded with its error and dropped, while every other plugin
+keeps working. ``benchkit plugins`` shows both lists.
+
+Environment:
+  ``BENCHKIT_PLUGINS=a,b``       load only these entry points (by entry-point or distribution name)
+  ``BENCHKIT_BLOCK_PLUGINS=c,d`` never load these
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from benchkit import __version__, hookspecs
+from benchkit.errors import PluginError
+from benchkit.registry import Entry, Registry
+
+ENTRY_POINT_GROUP = "benchkit"
+ENV_ONLY = "BENCHKIT_PLUGINS"
+ENV_BLOCK = "BENCHKIT_BLOCK_PLUGINS"
+
+# The harness's own plugins: protocols, metrics and the synthetic world. Methods are never here;
+# they arrive through entry points like any third party's.
+BUILTIN_MODULES = ("benchkit.metrics", "benchkit.evaluate", "benchkit.data.synth")
+
+HOOK_TO_REGISTRY = {
+    "register_backbones": "backbones",
+    "register_strategies": "strategies",
+    "register_datasets": "datasets",
+    "register_protocols": "protocols",
+    "register_metrics": "metrics",
+}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin: its name, the distribution that ships it, and what it registered."""
+
+    name: str
+    distribution: str
+    version: str
+    registered: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    distribution: str
+    version: str
+    error: str
+
+
+def _env_list(var: str) -> set[str]:
+    return {x.strip() for x in os.environ.get(var, "").split(",") if x.strip()}
+
+
+def _check_subclass(base_path: str) -> Any:
+    def check(obj: Any) -> str | None:
+        from benchkit import interfaces
+
+        base = getattr(interfaces, base_path)
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            return f"expected a subclass of benchkit.interfaces.{base_path}, got {obj!r}"
+        abstract = getattr(obj, "__abstractmethods__", None)
+        if abstract:
+            missing = ", ".join(sorted(abstract))
+            return f"{obj.__name__} does not implement {missing}"
+        return None
+
+    return check
+
+
+def _check_instance(base_path: str) -> Any:
+    def check(obj: Any) -> str | None:
+        from benchkit import interfaces
+
+        base = getattr(interfaces, base_path)
+        if not isinstance(obj, base):
+            return f"expected an instance of benchkit.interfaces.{base_path}, got {obj!r}"
+        return None
+
+    return check
+
+
+def _check_strategy(obj: Any) -> str | None:
+    from benchkit.interfaces import StackAlias
+
+    if isinstance(obj, StackAlias):
+        return None if obj.members else "a stack alias needs at least one member"
+    return _check_subclass("Strategy")(obj)
+
+
+class Plugins:
+    """The loaded plugins and their registries."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.backbones: Registry[Any] = Registry("backbone", _check_subclass("Backbone"))
+        self.strategies: Registry[Any] = Registry("strategy", _check_strategy)
+        self.datasets: Registry[Any] = Registry("dataset", _check_instance("DatasetProvider"))
+        self.protocols: Registry[Any] = Registry("protocol", _check_subclass("Protocol"))
+        self.metrics: Registry[Any] = Registry("metric", _check_instance("Metric"))
+        self.info: dict[str, PluginInfo] = {}
+        self.failures: list[PluginFailure] = []
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def add_module(
+        self, module: ModuleType | Any, name: str, dist: str = "", version: str = ""
+    ) -> None:
+        """Register one plugin object (module or instance) and run its register hooks."""
+        self.pm.register(module, name=name)
+        self.info[name] = PluginInfo(name, dist or "benchkit", version or __version__)
+
+    def _fail(self, name: str, dist: str, version: str, error: str) -> None:
+        self.failures.append(PluginFailure(name, dist, version, error))
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        self.info.pop(name, None)
+
+    def collect(self, strict: bool = False) -> None:
+        """Call every register hook plugin by plugin; a plugin's registrations land all or none."""
+        self.pm.check_pending()
+        for plugin_name in list(self.info):
+            try:
+                staged = self._stage(plugin_name)
+                committed: list[tuple[Registry[Any], Entry[Any]]] = []
+                try:
+                    for registry, entry in staged:
+                        registry.add(entry)
+                        committed.append((registry, entry))
+                except Exception:
+                    for registry, entry in committed:
+                        registry.remove(entry)
+                    raise
+            except Exception as exc:  # a broken plugin must not break the others
+                if strict:
+                    raise
+                info = self.info[plugin_name]
+                self._fail(plugin_name, info.distribution, info.version, _describe(exc))
+                continue
+            self.info[plugin_name].registered = [(r.kind, e.name) for r, e in staged]
+
+    def _stage(self, plugin_name: str) -> list[tuple[Registry[Any], Entry[Any]]]:
+        """Run one plugin's register hooks, validating each registration as it is made."""
+        plugin = self.pm.get_plugin(plugin_name)
+        staged: list[tuple[Registry[Any], Entry[Any]]] = []
+        for hook_name, attr in HOOK_TO_REGISTRY.items():
+            registry: Registry[Any] = getattr(self, attr)
+
+            def register(
+                obj: Any,
+                *,
+                name: str | None = None,
+                aliases: Iterable[str] = (),
+                _reg: Registry[Any] = registry,
+            ) -> None:
+                entry = _reg.validate(obj, plugin=plugin_name, name=name, aliases=tuple(aliases))
+                staged.append((_reg, entry))
+
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=register)
+        return staged
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def registry(self, kind: str) -> Registry[Any]:
+        kinds = {
+            "backbones": self.backbones,
+            "strategies": self.strategies,
+            "datasets": self.datasets,
+            "protocols": self.protocols,
+            "metrics": self.metrics,
+        }
+        return kinds[kind]
+
+    def add_commands(self, cli: Any) -> None:
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                info = self.info.get(impl.plugin_name)
+                self._fail(
+                    impl.plugin_name,
+                    info.distribution if info else "?",
+                    info.version if info else "?",
+                    _describe(exc),
+                )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PluginError):
+        return str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def load_plugins(
+    *,
+    entry_points: bool = True,
+    builtins: bool = True,
+    extra: Iterable[tuple[str, Any]] = (),
+    strict: bool = False,
+) -> Plugins:
+    """Build a plugin set.
+
+    ``entry_points``: load the ``benchkit`` entry-point group (built-in methods and third parties),
+    honouring ``BENCHKIT_PLUGINS`` / ``BENCHKIT_BLOCK_PLUGINS``. ``builtins``: benchkit's own
+    protocols, metrics and synthetic world. ``extra``: (name, module-or-object) pairs to register
+    directly, as tests and notebooks do. ``strict``: raise on the first broken plugin.
+    """
+    plugins = Plugins()
+    only, block = _env_list(ENV_ONLY), _env_list(ENV_BLOCK)
+    if entry_points:
+        for ep in _entry_points():
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            if {ep.name, dist} & block or (only and not {ep.name, dist} & only):
+                continue
+            if plugins.pm.get_plugin(ep.name) is not None:
+                plugins._fail(
+                    ep.name,
+                    dist,
+                    version,
+                    f"entry-point name {ep.name!r} is already used by another plugin",
+                )
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:
+                if strict:
+                    raise
+                plugins.failures.append(PluginFailure(ep.name, dist, version, _describe(exc)))
+                continue
+            plugins.add_module(module, ep.name, dist, version)
+    if builtins:
+        for modname in BUILTIN_MODULES:
+            short = "benchkit." + modname.rsplit(".", 1)[-1]
+            if short in block:
+                continue
+            plugins.add_module(importlib.import_module(modname), short)
+    for name, obj in extra:
+        plugins.add_module(
+            obj, name, getattr(obj, "__distribution__", "local"), getattr(obj, "__version__", "")
+        )
+    plugins.collect(strict=strict)
+    return plugins
+
+
+_DEFAULT: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set used by the CLI and the Python API (loaded once)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_plugins()
+    return _DEFAULT
+
+
+def reset_plugins() -> None:
+    """Forget the cached plugin set (after installing a plugin, or in tests)."""
+    global _DEFAULT
+    _DEFAULT = None

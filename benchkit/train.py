@@ -1,0 +1,152 @@
+"""The one training loop every method shares.
+
+Tensors live on the device; an epoch is a random permutation cut into batches, each gathered by
+index — no DataLoader, no per-sample Python. After every epoch the method is validated with the
+protocol's selection metric; the best state is kept in memory and restored at the end, and training
+stops early when the metric has not improved for ``patience`` epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchkit.device import Pairs
+from benchkit.errors import BenchkitError
+from benchkit.method import Method
+
+
+class DivergedError(BenchkitError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    epochs_run: int
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+    seconds_per_epoch: float
+    pairs_per_second: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_val": self.best_score,
+            "stopped_early": self.stopped_early,
+            "seconds_per_epoch": self.seconds_per_epoch,
+            "pairs_per_second": self.pairs_per_second,
+        }
+
+
+def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def fit(
+    method: Method,
+    pairs: Pairs,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    validate: Callable[[Method], float] | None = None,
+    patience: int = 10,
+    progress: bool = False,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``method`` on ``pairs``; ``validate`` returns the selection metric (higher is better).
+
+    Without ``validate`` the last epoch is kept. Batches smaller than 2 are skipped: in-batch
+    negatives need at least two pairs.
+    """
+    n = len(pairs)
+    if n < 2:
+        raise BenchkitError(f"need at least 2 training pairs, got {n}")
+    device = pairs.video_row.device
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = method.backbone.configure_optimizer(params)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(n / batch_size)
+
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    history: list[dict[str, float]] = []
+    train_seconds, stale, epoch = 0.0, 0, 0
+    bar = tqdm(
+        total=epochs,
+        desc=desc,
+        unit="epoch",
+        disable=not progress,
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(1, epochs + 1):
+            method.train()
+            order = torch.randperm(n, generator=generator).to(device)
+            running = torch.zeros((), device=device)
+            t0 = time.perf_counter()
+            for step in range(steps_per_epoch):
+                idx = order[step * batch_size : (step + 1) * batch_size]
+                if idx.numel() < 2:
+                    continue
+                loss, _ = method.loss(pairs.batch(idx))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                running += loss.detach()
+            mean_loss = float(running) / steps_per_epoch  # one host sync per epoch
+            train_seconds += time.perf_counter() - t0
+            if not math.isfinite(mean_loss):
+                raise DivergedError(
+                    f"training diverged at epoch {epoch}: the loss is {mean_loss}; lower the "
+                    f"learning rate (--set lr=...)"
+                )
+            record = {"epoch": float(epoch), "loss": mean_loss}
+            if validate is not None:
+                score = float(validate(method))
+                record["val"] = score
+                if score > best_score:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best_state = _state_copy(method)
+                else:
+                    stale += 1
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{mean_loss:.4f}",
+                **(
+                    {"val": f"{record['val']:.4f}", "best": f"{best_score:.4f}"}
+                    if validate is not None
+                    else {}
+                ),
+            )
+            if validate is not None and stale >= patience:
+                break
+    finally:
+        bar.close()
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+    method.eval()
+    epochs_run = len(history)
+    return FitResult(
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        best_score=best_score if validate is not None else float("nan"),
+        stopped_early=epochs_run < epochs,
+        seconds_per_epoch=train_seconds / max(1, epochs_run),
+        pairs_per_second=n * epochs_run / max(train_seconds, 1e-9),
+        history=history,
+    )

@@ -1,0 +1,1 @@
+"""Built-in debias strategies: one module each."""

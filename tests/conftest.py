@@ -1,0 +1,65 @@
+"""Shared fixtures: a private cache folder, the tiny synthetic world, the installed plugins."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Before benchkit is imported anywhere: keep the tests' synthetic worlds out of the user's cache.
+os.environ.setdefault("BENCHKIT_CACHE", tempfile.mkdtemp(prefix="benchkit-test-cache-"))
+os.environ.pop("BENCHKIT_PLUGINS", None)
+os.environ.pop("BENCHKIT_BLOCK_PLUGINS", None)
+
+
+@pytest.fixture(scope="session")
+def plugins():
+    from benchkit.plugins import load_plugins
+
+    return load_plugins(strict=True)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from benchkit.data.synth import make_world
+
+    return make_world("tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_plugins():
+    """Each test sees a freshly loaded default plugin set (tests change env vars and sys.path)."""
+    from benchkit.plugins import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """Install a throw-away distribution with ``benchkit`` entry points on ``sys.path``.
+
+    ``install_plugin("dist-name", {"ep-name": "module"}, {"module": "source"})`` writes the modules and
+    a ``.dist-info`` folder, exactly what pip leaves behind, so entry-point discovery finds it.
+    """
+    import importlib
+    import textwrap
+
+    def install(
+        dist: str, entry_points: dict[str, str], modules: dict[str, str], version: str = "1.0"
+    ) -> None:
+        root = tmp_path / f"site-{dist}"
+        root.mkdir()
+        for mod, source in modules.items():
+            (root / f"{mod}.py").write_text(textwrap.dedent(source))
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        eps = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[benchkit]\n{eps}\n")
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+
+    return install

@@ -1,0 +1,134 @@
+"""The synthetic world and the dataset model: determinism, cache, causal structure, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchkit.data.dataset import Dataset
+from benchkit.data.synth import GENRE_COUNTS, PRESETS, generate, genre_counts, make_world
+from benchkit.errors import ConfigError, DataError
+
+
+def test_deterministic_per_seed_and_cached(tiny):
+    fresh = generate(PRESETS["tiny"], seed=0, name="synth-tiny")
+    np.testing.assert_array_equal(fresh.video_features, tiny.video_features)
+    np.testing.assert_array_equal(fresh.video_music, tiny.video_music)
+    assert fresh.fingerprint == tiny.fingerprint
+    again = make_world("tiny", seed=0)  # from the disk cache
+    np.testing.assert_array_equal(again.music_features, tiny.music_features)
+    np.testing.assert_array_equal(again.pgc.pairs, tiny.pgc.pairs)
+    np.testing.assert_array_equal(again.truth.counterfactual, tiny.truth.counterfactual)
+    other = make_world("tiny", seed=1)
+    assert other.fingerprint != tiny.fingerprint
+    assert not np.array_equal(other.video_music, tiny.video_music)
+
+
+def test_genre_counts_follow_table2():
+    np.testing.assert_array_equal(genre_counts(3003), GENRE_COUNTS)
+    small = genre_counts(120)
+    assert small.sum() == 120 and (small >= 1).all()
+
+
+def test_paper_preset_has_table2_size():
+    cfg = PRESETS["paper"]
+    assert (cfg.n_music, cfg.n_videos, cfg.video_dim, sum(cfg.music_dims)) == (
+        3003,
+        146351,
+        2048,
+        256,
+    )
+
+
+def test_taste_is_a_confounder_of_the_choice(tiny):
+    # Without taste the counterfactual is the choice itself; with it, some choices move genre.
+    no_taste = make_world("tiny", seed=0, taste_strength=0.0)
+    np.testing.assert_array_equal(no_taste.truth.counterfactual, no_taste.video_music)
+    moved = tiny.truth.counterfactual != tiny.video_music
+    assert 0.05 < moved.mean() < 0.6
+    # Where the choice differs from the counterfactual it is taste-driven: a different genre, and
+    # one the uploader likes more.
+    g = tiny.music_genre
+    assert (g[tiny.truth.counterfactual[moved]] != g[tiny.video_music[moved]]).all()
+    taste = tiny.meta["uploader_taste"][tiny.video_uploader[moved]]
+    rows = np.arange(moved.sum())
+    chosen = taste[rows, g[tiny.video_music[moved]]]
+    counterfactual = taste[rows, g[tiny.truth.counterfactual[moved]]]
+    assert (chosen > counterfactual).mean() > 0.9
+
+
+def test_true_compatibility_drives_the_choice(tiny):
+    rows = tiny.splits["test"]
+    compat = tiny.truth.compatibility(rows)
+    chosen = compat[np.arange(rows.size), tiny.video_music[rows]]
+    assert chosen.mean() > compat.mean() + 1.0  # chosen music fit far better than average
+
+
+def test_features_look_like_the_paper(tiny):
+    assert tiny.video_features.dtype == np.float32 and (tiny.video_features >= 0).all()
+    assert np.isfinite(tiny.music_features).all()
+    assert tiny.pgc.video_features.shape[1] == tiny.video_features.shape[1]
+    assert set(tiny.pgc.splits) == {"train", "val"}
+
+
+def test_unknown_knob_and_preset():
+    with pytest.raises(ConfigError, match="unknown synthetic-world knob"):
+        make_world("tiny", tastes=1.0)
+    with pytest.raises(ConfigError, match="unknown synthetic preset 'huge'"):
+        make_world("huge")
+
+
+def test_priors_come_from_the_training_split_only(tiny):
+    prior = tiny.video_prior
+    assert prior.shape == (tiny.n_videos, tiny.n_genres)
+    np.testing.assert_allclose(prior.sum(axis=1), 1.0, rtol=1e-5)
+    # Changing the music of every test video must not change any prior.
+    altered_music = tiny.video_music.copy()
+    test = tiny.splits["test"]
+    altered_music[test] = (altered_music[test] + 1) % tiny.n_music
+    altered = Dataset(
+        name="altered",
+        video_features=tiny.video_features,
+        music_features=tiny.music_features,
+        video_music=altered_music,
+        splits=tiny.splits,
+        video_uploader=tiny.video_uploader,
+        music_genre=tiny.music_genre,
+        genre_names=tiny.genre_names,
+    )
+    np.testing.assert_array_equal(altered.video_prior, prior)
+    # An uploader's prior is the genre histogram of their training videos.
+    u = tiny.video_uploader[tiny.splits["train"][0]]
+    mine = tiny.splits["train"][tiny.video_uploader[tiny.splits["train"]] == u]
+    hist = np.bincount(tiny.music_genre[tiny.video_music[mine]], minlength=tiny.n_genres)
+    np.testing.assert_allclose(prior[mine[0]], hist / hist.sum(), rtol=1e-6)
+
+
+def _base(**change):
+    args = dict(
+        name="bad",
+        video_features=np.zeros((4, 3), np.float32),
+        music_features=np.zeros((2, 3), np.float32),
+        video_music=[0, 1, 0, 1],
+        splits={"train": [0, 1], "val": [2], "test": [3]},
+    )
+    args.update(change)
+    return Dataset(**args)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"video_features": np.array([[np.nan, 0, 0]] * 4, np.float32)}, "NaN or inf"),
+        ({"video_music": [0, 1, 0, 5]}, "music ids out of range"),
+        ({"video_music": [0, 1, 0]}, "one entry per video"),
+        ({"splits": {"train": [0, 1], "val": [2], "test": []}}, "split 'test' is empty"),
+        ({"splits": {"train": [0, 1], "val": [1], "test": [3]}}, "both 'train' and 'val'"),
+        ({"splits": {"train": [0, 1], "val": [2]}}, "missing split 'test'"),
+        ({"video_features": np.zeros(4, np.float32)}, "2-d array"),
+        ({"music_genre": [0]}, "one genre per music"),
+    ],
+)
+def test_validation_names_the_field(change, message):
+    with pytest.raises(DataError, match=message):
+        _base(**change)
