@@ -21,7 +21,14 @@ from benchkit.data.dataset import Dataset
 from benchkit.device import select_device, ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
-from benchkit.interfaces import Backbone, Protocol, RunContext, StackAlias, Strategy
+from benchkit.interfaces import (
+    TRAINING_HOOKS,
+    Backbone,
+    Protocol,
+    RunContext,
+    StackAlias,
+    Strategy,
+)
 from benchkit.method import Method
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.train import fit
@@ -77,7 +84,19 @@ def split_overrides(
 
 def check_compatible(backbone: Backbone, strategies: list[Strategy], dataset: Dataset) -> None:
     """Fail before training, in one line, when a strategy cannot work with this backbone or data."""
+    missing = sorted(r for r in backbone.requirements() if not dataset.has(r))
+    if missing:
+        raise ConfigError(
+            f"backbone {backbone.name!r} needs {', '.join(missing)}, which dataset "
+            f"{dataset.name!r} does not have"
+        )
     for s in strategies:
+        training = sorted(s.hook_points() & TRAINING_HOOKS)
+        if backbone.closed_form and training:
+            raise ConfigError(
+                f"backbone {backbone.name!r} is fitted in closed form, but strategy {s.name!r} "
+                f"acts during training ({', '.join(training)})"
+            )
         missing = sorted(r for r in s.requires if not dataset.has(r))
         if missing:
             raise ConfigError(

@@ -185,11 +185,15 @@ class Output:
     scorer: Any = field(repr=False)
     strategies: Sequence[Strategy] = field(repr=False, default=())
     batch: Batch | None = field(repr=False, default=None)
+    on_sample: bool = True
 
     @cached_property
     def scores(self) -> Tensor:
         """(B, B) in-batch scores S[i, j] = s(video_i, music_j), strategies' score terms added."""
-        s = self.scorer(self.video.code, self.music_scored.code)
+        if self.on_sample:
+            s = self.scorer(self.video.code, self.music_scored.code)
+        else:
+            s = self.scorer(self.video.mu, self.music_scored.mu)
         if self.batch is not None:
             for strategy in self.strategies:
                 s = strategy.adjust_score(s, self.batch)
@@ -204,10 +208,12 @@ class LossTerm:
       - ``"scalar"``: already reduced; strategies cannot weight it (e.g. a weight-decay-like term).
       - ``"anchor"``: shape (B,), one value per pair; reduced as Σ a_i v_i / Σ a_i.
       - ``"cell"``: shape (B, C), row i = pair i's anchor, column c = the other pair ``cols[i, c]``
-        (dense when ``cols`` is None and C == B); ``valid`` masks cells that count. Each row is a
-        weighted mean over its valid cells, then rows are reduced like anchor terms.
+        (dense when ``cols`` is None and C == B); ``valid`` masks cells that count. Each row is the
+        mean (``row_reduce="mean"``) or the sum (``"sum"``) of its valid cells; rows are averaged.
         ``transposed`` says the anchor of row i is pair i's *music* (the music-to-video direction),
         so cell (i, j) concerns video j with music i.
+
+    See :func:`benchkit.method.reduce_term` for how strategy weights enter.
     """
 
     value: Tensor
@@ -216,10 +222,13 @@ class LossTerm:
     cols: Tensor | None = None
     valid: Tensor | None = None
     transposed: bool = False
+    row_reduce: str = "mean"
 
     def __post_init__(self) -> None:
         if self.kind not in {"scalar", "anchor", "cell"}:
             raise ValueError(f"LossTerm kind must be scalar, anchor or cell, not {self.kind!r}")
+        if self.row_reduce not in {"mean", "sum"}:
+            raise ValueError(f"LossTerm row_reduce must be mean or sum, not {self.row_reduce!r}")
 
     def scaled(self, coef: float) -> LossTerm:
         return replace(self, coef=self.coef * coef)
@@ -261,10 +270,18 @@ class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
     optimisation ones: ``lr``, ``weight_decay``, ``batch_size``, ``epochs``) and
     ``loss_granularity`` — the finest granularity of their matching terms: ``"anchor"`` (per pair;
     IPS can weight it) or ``"cell"`` (per in-batch cell; DU can weight it too).
+
+    ``score_on_sample``: the in-batch scores use the sampled codes (``True``, VAE-style) or the means.
+    ``closed_form``: the model is fitted by :meth:`fit_closed_form` instead of gradient steps
+    (then ``loss_granularity`` is ``"none"`` and training-time strategies are refused).
+    ``requires``: what the data must hold (e.g. ``genres`` for label-space losses).
     """
 
     loss_granularity: ClassVar[str] = "anchor"
     variational: ClassVar[bool] = False
+    score_on_sample: ClassVar[bool] = True
+    closed_form: ClassVar[bool] = False
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)
@@ -295,6 +312,14 @@ class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
     @abstractmethod
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         """The unreduced loss terms of this batch, by name."""
+
+    def requirements(self) -> frozenset[str]:
+        """What the data must hold for these hyperparameters (``requires`` unless overridden)."""
+        return self.requires
+
+    def fit_closed_form(self, pairs: Any) -> None:
+        """Fit from all training pairs at once (``closed_form`` backbones only)."""
+        raise NotImplementedError(f"{type(self).__name__} is trained by gradient steps")
 
     def configure_optimizer(self, params: Any) -> torch.optim.Optimizer:
         return torch.optim.Adam(
@@ -347,6 +372,15 @@ class Strategy(nn.Module, Configurable):
     def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
         """Re-score candidates at evaluation (Calibration); ``items`` are their music ids."""
         return scores
+
+    @classmethod
+    def hook_points(cls) -> frozenset[str]:
+        """The hook points this strategy overrides (what it changes, and when)."""
+        hooks = ("prepare", "weights", "adjust_music", "adjust_score", "extra_loss", "rerank")
+        return frozenset(h for h in hooks if getattr(cls, h) is not getattr(Strategy, h))
+
+
+TRAINING_HOOKS = frozenset({"weights", "adjust_music", "adjust_score", "extra_loss"})
 
 
 @dataclass(frozen=True)

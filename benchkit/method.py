@@ -17,26 +17,38 @@ from benchkit.interfaces import Backbone, Batch, LossTerm, Output, Query, Strate
 
 
 def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
-    """Reduce one term to a scalar: rows are weighted means over their valid cells (cell weights),
-    then rows are self-normalised by the anchor weights (SNIPS); unweighted, both are plain means."""
+    """Reduce one term to a scalar.
+
+    Unweighted, a term reduces its own way: an anchor term to its mean, a cell term to the mean over
+    rows of the mean (``row_reduce="mean"``) or sum (``"sum"``) over each row's valid cells.
+    Weights are self-normalised in the batch first — anchor weights to mean 1 over the anchors, the
+    per-cell weight a_i · w_ij to mean 1 over the term's valid cells — so IPS is SNIPS over anchors
+    and DU normalises positives and negatives apart, each over the whole batch.
+    """
     if term.kind == "scalar":
         return term.value
     anchor = weights.anchor if weights is not None else None
+    cell = weights.cell if weights is not None else None
+    value = term.value
     if term.kind == "anchor":
-        rows = term.value
-    else:
-        value = term.value
-        valid = term.valid if term.valid is not None else torch.ones_like(value, dtype=torch.bool)
+        if anchor is None:
+            return value.mean()
+        return (anchor * value).sum() / anchor.sum().clamp_min(1e-12)
+    valid = term.valid if term.valid is not None else torch.ones_like(value, dtype=torch.bool)
+    value = value.masked_fill(~valid, 0.0)
+    if anchor is not None or cell is not None:
         mass = valid.to(value.dtype)
-        if weights is not None and weights.cell is not None:
-            cell = weights.cell.T if term.transposed else weights.cell
-            mass = mass * (cell if term.cols is None else cell.gather(1, term.cols))
-        num = (mass * value.masked_fill(~valid, 0.0)).sum(dim=1)
-        den = mass.sum(dim=1)
-        rows = torch.where(den > 0, num / den.clamp_min(1e-12), torch.zeros_like(num))
-    if anchor is None:
-        return rows.mean()
-    return (anchor * rows).sum() / anchor.sum().clamp_min(1e-12)
+        if anchor is not None:
+            mass = mass * anchor[:, None]
+        if cell is not None:
+            oriented = cell.T if term.transposed else cell
+            mass = mass * (oriented if term.cols is None else oriented.gather(1, term.cols))
+        mean_mass = mass.sum() / valid.sum().clamp_min(1)
+        value = value * mass / mean_mass.clamp_min(1e-12)
+    rows = value.sum(dim=1)
+    if term.row_reduce == "mean":
+        rows = rows / valid.sum(dim=1).clamp_min(1)
+    return rows.mean()
 
 
 class Method(nn.Module):
@@ -79,6 +91,7 @@ class Method(nn.Module):
             scorer=bb.score,
             strategies=self._strategies(),
             batch=batch,
+            on_sample=bb.score_on_sample,
         )
         terms = dict(bb.loss_terms(batch, out))
         for s in self._strategies():

@@ -52,6 +52,27 @@ def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _fit_closed_form(
+    method: Method, pairs: Pairs, validate: Callable[[Method], float] | None
+) -> FitResult:
+    """Backbones fitted in one shot (CCA, the chance scorer): no epochs, same record."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        method.backbone.fit_closed_form(pairs)
+    seconds = time.perf_counter() - t0
+    method.eval()
+    score = float(validate(method)) if validate is not None else float("nan")
+    return FitResult(
+        epochs_run=0,
+        best_epoch=0,
+        best_score=score,
+        stopped_early=False,
+        seconds_per_epoch=seconds,
+        pairs_per_second=len(pairs) / max(seconds, 1e-9),
+        history=[{"epoch": 0.0, "val": score}] if validate is not None else [],
+    )
+
+
 def fit(
     method: Method,
     pairs: Pairs,
@@ -72,6 +93,8 @@ def fit(
     n = len(pairs)
     if n < 2:
         raise BenchkitError(f"need at least 2 training pairs, got {n}")
+    if method.backbone.closed_form:
+        return _fit_closed_form(method, pairs, validate)
     device = pairs.video_row.device
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)

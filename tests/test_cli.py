@@ -69,7 +69,7 @@ def test_progress_bar_goes_to_stderr():
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--backbone", "nosuch"], "unknown backbone 'nosuch'; installed: cmvae"),
+        (["--backbone", "nosuch"], "unknown backbone 'nosuch'; installed: cca, cevar, cmvae"),
         (["--debias", "nosuch"], "unknown strategy 'nosuch'; installed: none"),
         (["--protocol", "sampled"], "unknown protocol 'sampled'; installed: full, paper"),
         (["--set", "margn=0.1"], "unknown hyperparameter(s) margn"),

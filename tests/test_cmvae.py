@@ -10,7 +10,8 @@ import torch
 from benchkit.device import ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.method import Method
-from benchkit_plugins.backbones.cmvae import CMVAE, hinge_cells
+from benchkit.nn import hinge_cells
+from benchkit_plugins.backbones.cmvae import CMVAE
 
 
 def built(tiny, seed=0, **hp):

@@ -33,13 +33,33 @@ def test_cell_reduction_uses_cols_validity_and_orientation():
     cell = torch.tensor([[1.0, 1.0, 3.0], [5.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     term = LossTerm(value, kind="cell", cols=cols, valid=valid)
     assert reduce_term(term, None) == pytest.approx(((1 + 3) / 2 + 2) / 2)
-    # Row 0 weights cells (0,1)=1 and (0,2)=3; row 1 has one valid cell.
+    # Cell weights of the valid cells (0,1)=1, (0,2)=3, (1,0)=5 are normalised to mean 1 over the
+    # batch: 1/3, 1, 5/3. Row 0 = (1/3·1 + 1·3)/2, row 1 = 5/3·2.
     got = reduce_term(term, Weights(cell=cell))
-    assert got == pytest.approx(((1 * 1 + 3 * 3) / 4 + 2) / 2)
-    # Transposed: row i is music i, so the weight of cell (i, j) is cell[j, i].
+    assert got == pytest.approx(((1 / 3 + 3) / 2 + 10 / 3) / 2)
+    # Transposed: row i is music i, so the weight of cell (i, j) is cell[j, i]: 5, 1 and 1.
     term_t = LossTerm(value, kind="cell", cols=cols, valid=valid, transposed=True)
     got_t = reduce_term(term_t, Weights(cell=cell))
-    assert got_t == pytest.approx(((5 * 1 + 1 * 3) / 6 + 2) / 2)
+    assert got_t == pytest.approx(((15 / 7 + 9 / 7) / 2 + 6 / 7) / 2)
+    # Anchor weights on a cell term weight its rows (SNIPS over rows when rows are full).
+    full = LossTerm(torch.tensor([[1.0, 3.0], [5.0, 7.0]]), kind="cell")
+    assert reduce_term(full, Weights(anchor=torch.tensor([1.0, 3.0]))) == pytest.approx(
+        (1 * 2 + 3 * 6) / 4
+    )
+
+
+def test_sum_rows_keep_skipped_anchors_in_the_denominator():
+    term = LossTerm(
+        torch.tensor([[2.0], [0.0], [4.0]]),
+        kind="cell",
+        valid=torch.tensor([[True], [False], [True]]),
+        cols=torch.tensor([[1], [0], [0]]),
+        row_reduce="sum",
+    )
+    assert reduce_term(term, None) == pytest.approx(6 / 3)
+    # Cell weights 1 and 3 on the two valid cells → 0.5 and 1.5 after normalisation.
+    cell = torch.tensor([[1.0, 1.0, 1.0], [9.0, 1.0, 1.0], [3.0, 1.0, 1.0]])
+    assert reduce_term(term, Weights(cell=cell)) == pytest.approx((0.5 * 2 + 1.5 * 4) / 3)
 
 
 def test_row_without_valid_cells_counts_as_zero():

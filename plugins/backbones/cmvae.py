@@ -23,73 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from benchkit import hookimpl
 from benchkit.errors import ConfigError
 from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.nn import Decoder, GaussianEncoder, hinge_cells, kl_to_standard
 
 VARIANTS = ("paper", "reference")
-
-
-class GaussianEncoder(nn.Module):
-    """BN → dropout → two linear heads, both L2-normalised (so σ² stays within [e⁻¹, e])."""
-
-    def __init__(self, in_dim: int, latent_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm1d(in_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.mu = nn.Linear(in_dim, latent_dim)
-        self.logvar = nn.Linear(in_dim, latent_dim)
-        nn.init.xavier_normal_(self.mu.weight)
-        nn.init.xavier_normal_(self.logvar.weight)
-
-    def forward(self, x: Tensor) -> Latent:
-        h = self.dropout(self.bn(x))
-        return Latent(mu=F.normalize(self.mu(h), dim=1), logvar=F.normalize(self.logvar(h), dim=1))
-
-
-class Decoder(nn.Module):
-    """BN → dropout → linear → ReLU (the features being reconstructed are non-negative or scaled)."""
-
-    def __init__(self, latent_dim: int, out_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.bn = nn.BatchNorm1d(latent_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(latent_dim, out_dim)
-        nn.init.xavier_normal_(self.out.weight)
-
-    def forward(self, z: Tensor) -> Tensor:
-        return F.relu(self.out(self.dropout(self.bn(z))))
-
-
-def gaussian_kl_standard(latent: Latent) -> Tensor:
-    """Per-row KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d (μ² + σ² − 1 − log σ²)."""
-    assert latent.logvar is not None
-    lv = latent.logvar
-    return 0.5 * (latent.mu.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)
-
-
-def hinge_cells(scores: Tensor, same: Tensor, margin: float, k: int, variant: str) -> LossTerm:
-    """Top-k hinge cells of a (B, B) score matrix whose rows are anchors and diagonal positives.
-
-    ``paper``: [δ − S_ii + S_ij]_+ on the k hardest negatives, same-music cells masked.
-    ``reference``: [S_ii − S_ij − δ]_+ on the k largest values (the easiest negatives), only the
-    diagonal masked; the caller gives the term a negative coefficient, as the release does.
-    """
-    b = scores.shape[0]
-    pos = scores.diagonal()[:, None]
-    if variant == "paper":
-        cells = (margin - pos + scores).clamp_min(0.0)
-        invalid = same
-    else:
-        cells = (pos - scores - margin).clamp(0.0, 1e6)
-        invalid = torch.eye(b, dtype=torch.bool, device=scores.device)
-    cells = cells.masked_fill(invalid, float("-inf"))
-    values, cols = cells.topk(min(k, b - 1), dim=1)
-    return LossTerm(values, kind="cell", cols=cols, valid=torch.isfinite(values))
 
 
 class CMVAE(Backbone):
@@ -149,8 +90,8 @@ class CMVAE(Backbone):
         return {
             "match_video": match_video.scaled(sign),
             "match_music": match_music.scaled(sign * hp["music_loss_weight"]),
-            "kl_video": LossTerm(gaussian_kl_standard(out.video), coef=hp["kl_weight"]),
-            "kl_music": LossTerm(gaussian_kl_standard(out.music), coef=hp["kl_weight"]),
+            "kl_video": LossTerm(kl_to_standard(out.video), coef=hp["kl_weight"]),
+            "kl_music": LossTerm(kl_to_standard(out.music), coef=hp["kl_weight"]),
             "recon_video": LossTerm(recon_video, coef=hp["recon_weight"]),
             "recon_music": LossTerm(recon_music, coef=hp["recon_weight"]),
         }

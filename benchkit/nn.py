@@ -1,0 +1,111 @@
+"""Building blocks that backbone plugins share (and third-party plugins may use).
+
+Kept in the harness so that plugins never import each other: an MLP, the Gaussian encoder and the
+decoder of CMVAE-style models, the top-k hinge, Gaussian KL divergences, and a cosine head.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchkit.interfaces import Latent, LossTerm
+
+
+def mlp(dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
+    """Linear layers ``dims[0] → … → dims[-1]`` with ReLU (and dropout) between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    """BN → dropout → two linear heads (μ and log σ²).
+
+    ``normalise=True`` L2-normalises both heads as the DebCM/CMVAE release does, so σ² stays within
+    [e⁻¹, e] and dot products of means are cosines.
+    """
+
+    def __init__(
+        self, in_dim: int, latent_dim: int, dropout: float, normalise: bool = True
+    ) -> None:
+        super().__init__()
+        self.normalise = normalise
+        self.bn = nn.BatchNorm1d(in_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.mu = nn.Linear(in_dim, latent_dim)
+        self.logvar = nn.Linear(in_dim, latent_dim)
+        nn.init.xavier_normal_(self.mu.weight)
+        nn.init.xavier_normal_(self.logvar.weight)
+
+    def forward(self, x: Tensor) -> Latent:
+        h = self.dropout(self.bn(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        if self.normalise:
+            mu, logvar = F.normalize(mu, dim=1), F.normalize(logvar, dim=1)
+        return Latent(mu=mu, logvar=logvar)
+
+
+class Decoder(nn.Module):
+    """BN → dropout → linear → ReLU, as in the CMVAE release."""
+
+    def __init__(self, latent_dim: int, out_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(latent_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(latent_dim, out_dim)
+        nn.init.xavier_normal_(self.out.weight)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.relu(self.out(self.dropout(self.bn(z))))
+
+
+def kl_to_standard(latent: Latent) -> Tensor:
+    """Per-row KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d (μ² + σ² − 1 − log σ²)."""
+    if latent.logvar is None:
+        raise ValueError("kl_to_standard needs a Gaussian latent (logvar is None)")
+    lv = latent.logvar
+    return 0.5 * (latent.mu.pow(2) + lv.exp() - 1.0 - lv).sum(dim=1)
+
+
+def gaussian_kl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor) -> Tensor:
+    """Per-row analytic KL(N(μ_p, σ_p²) ‖ N(μ_q, σ_q²)) for diagonal Gaussians:
+    ½ Σ_d [log(σ_q²/σ_p²) + (σ_p² + (μ_p − μ_q)²)/σ_q² − 1]."""
+    var_ratio = (logvar_p - logvar_q).exp()
+    return 0.5 * (
+        logvar_q - logvar_p + var_ratio + (mu_p - mu_q).pow(2) / logvar_q.exp() - 1.0
+    ).sum(dim=1)
+
+
+def hinge_cells(
+    scores: Tensor, exclude: Tensor, margin: float, k: int, variant: str = "paper"
+) -> LossTerm:
+    """Top-k hinge cells of a (B, B) score matrix whose rows are anchors and diagonal positives.
+
+    ``paper``: [δ − S_ii + S_ij]_+ on the k *hardest* negatives (largest S_ij), cells in ``exclude``
+    (e.g. another copy of the anchor's own music) never count as negatives.
+    ``reference``: the DebCM release's [S_ii − S_ij − δ]_+ on the k largest values (the easiest
+    negatives), only the diagonal excluded; the caller gives the term a negative coefficient.
+    """
+    b = scores.shape[0]
+    pos = scores.diagonal()[:, None]
+    if variant == "paper":
+        cells = (margin - pos + scores).clamp_min(0.0)
+        invalid = exclude
+    elif variant == "reference":
+        cells = (pos - scores - margin).clamp(0.0, 1e6)
+        invalid = torch.eye(b, dtype=torch.bool, device=scores.device)
+    else:
+        raise ValueError(f"hinge variant must be paper or reference, not {variant!r}")
+    cells = cells.masked_fill(invalid, float("-inf"))
+    values, cols = cells.topk(min(k, b - 1), dim=1)
+    return LossTerm(values, kind="cell", cols=cols, valid=torch.isfinite(values))

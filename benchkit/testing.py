@@ -1,0 +1,213 @@
+"""Conformance checks for plugin authors: run them in your own test suite.
+
+    from benchkit.testing import check_backbone
+
+    def test_my_backbone_conforms():
+        check_backbone(MyBackbone)
+
+Each check raises ``AssertionError`` naming the class and what failed; on success the returned
+:class:`Report` lists what was checked and the trained model's figures. The checks use the tiny
+synthetic world (seconds) unless you pass a dataset. benchkit's own backbones pass the same checks in
+its test suite.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchkit.data.dataset import Dataset
+from benchkit.device import Pairs, ugc_pairs
+from benchkit.evaluate import FullProtocol, evaluate
+from benchkit.interfaces import Backbone, LossTerm, Weights
+from benchkit.method import Method
+from benchkit.plugins import load_plugins
+from benchkit.registry import SLUG
+from benchkit.train import fit
+
+GRANULARITIES = ("anchor", "cell", "none")
+
+
+@dataclass
+class Report:
+    name: str
+    checks: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+
+def _tiny() -> Dataset:
+    from benchkit.data.synth import make_world
+
+    return make_world("tiny", seed=0)
+
+
+def _fail(cls: type, what: str) -> AssertionError:
+    return AssertionError(f"check_backbone({cls.__name__}): {what}")
+
+
+def _build(cls: type[Backbone], data: Dataset, seed: int, hparams: dict[str, Any]) -> Method:
+    torch.manual_seed(seed)
+    bb = cls(**hparams)
+    bb.build(data.spec())
+    return Method(bb)
+
+
+def _check_term(cls: type, key: str, term: LossTerm, b: int) -> None:
+    v = term.value
+    if term.kind == "scalar" and v.dim() != 0:
+        raise _fail(cls, f"scalar term {key!r} has shape {tuple(v.shape)}")
+    if term.kind == "anchor" and tuple(v.shape) != (b,):
+        raise _fail(cls, f"anchor term {key!r} must have shape ({b},), got {tuple(v.shape)}")
+    if term.kind == "cell":
+        if v.dim() != 2 or v.shape[0] != b:
+            raise _fail(cls, f"cell term {key!r} must have shape ({b}, C), got {tuple(v.shape)}")
+        if term.cols is None and v.shape[1] != b:
+            raise _fail(cls, f"dense cell term {key!r} must be ({b}, {b}) or give cols")
+        if term.cols is not None and (
+            term.cols.shape != v.shape or term.cols.min() < 0 or term.cols.max() >= b
+        ):
+            raise _fail(cls, f"cell term {key!r}: cols must match its shape and index the batch")
+
+
+def _batch_terms(
+    method: Method, pairs: Pairs, weights: Weights | None, seed: int
+) -> dict[str, torch.Tensor]:
+    """Each loss term of one fixed batch, reduced under ``weights`` (uncoefficiented)."""
+    from benchkit.method import reduce_term
+
+    torch.manual_seed(seed)
+    batch = pairs.batch(torch.arange(min(len(pairs), 256)))
+    _, terms = method(batch)
+    return {k: reduce_term(t, weights) for k, t in terms.items()}
+
+
+def _batch_loss(method: Method, pairs: Pairs, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    loss, _ = method.loss(pairs.batch(torch.arange(min(len(pairs), 256))))
+    return loss
+
+
+def check_backbone(
+    cls: type[Backbone],
+    *,
+    dataset: Dataset | None = None,
+    hparams: dict[str, Any] | None = None,
+    epochs: int = 15,
+    min_gain: float = 0.05,
+) -> Report:
+    """Check a backbone class against the contract and that it learns.
+
+    Checks: class attributes; code and score shapes; loss terms of the declared granularity;
+    a forward/backward pass reaching every parameter; determinism under a seed; a state round trip
+    through ``torch.save`` / ``torch.load(weights_only=True)``; that anchor (and, for ``cell``
+    backbones, cell) weights reach the loss; and that after at most ``epochs`` epochs on the tiny
+    world it beats the chance scorer's Recall@25 under the ``full`` protocol by ``min_gain``.
+    """
+    data = dataset if dataset is not None else _tiny()
+    hp = dict(hparams or {})
+    report = Report(name=getattr(cls, "name", cls.__name__))
+
+    if not (isinstance(cls, type) and issubclass(cls, Backbone)):
+        raise _fail(cls, "not a subclass of benchkit.interfaces.Backbone")
+    if not SLUG.match(cls.name or ""):
+        raise _fail(cls, f"name {cls.name!r} is not a lower-case slug")
+    if not cls.description:
+        raise _fail(cls, "give the class a one-line `description`")
+    if cls.loss_granularity not in GRANULARITIES:
+        raise _fail(cls, f"loss_granularity must be one of {GRANULARITIES}")
+    needed = {"batch_size", "epochs"} | (set() if cls.closed_form else {"lr"})
+    if not needed <= set(cls.defaults):
+        raise _fail(cls, f"defaults must include {sorted(needed - set(cls.defaults))}")
+    report.checks.append("attributes")
+
+    device = torch.device("cpu")
+    pairs = ugc_pairs(data, "train", device)
+    method = _build(cls, data, 0, hp)
+    method.eval()
+    x_v = torch.from_numpy(data.video_features[:7]).float()
+    x_m = torch.from_numpy(data.music_features[:5]).float()
+    cv, cm = method.video_codes(x_v), method.music_codes(x_m)
+    if cv.shape[0] != 7 or cm.shape[0] != 5:
+        raise _fail(cls, f"codes have {cv.shape[0]} and {cm.shape[0]} rows for 7 and 5 inputs")
+    scores = method.backbone.score(cv, cm)
+    if tuple(scores.shape) != (7, 5) or not torch.isfinite(scores).all():
+        raise _fail(cls, f"score(video, music) must be a finite (7, 5) matrix, got {scores.shape}")
+    report.checks.append("shapes")
+
+    if not cls.closed_form:
+        method.train()
+        torch.manual_seed(0)
+        batch = pairs.batch(torch.arange(min(len(pairs), 256)))
+        _, terms = method(batch)
+        if not terms:
+            raise _fail(cls, "loss_terms returned no terms")
+        for key, term in terms.items():
+            _check_term(cls, key, term, batch.size)
+        kinds = {t.kind for t in terms.values()}
+        if cls.loss_granularity == "cell" and "cell" not in kinds:
+            raise _fail(cls, "declares cell granularity but exposes no cell term")
+        if cls.loss_granularity == "anchor" and "cell" in kinds:
+            raise _fail(cls, "exposes cell terms: declare loss_granularity = 'cell'")
+        report.checks.append("loss terms")
+
+        loss = _batch_loss(method, pairs, 1)
+        if not torch.isfinite(loss):
+            raise _fail(cls, f"loss is {loss.item()}")
+        loss.backward()
+        for pname, p in method.named_parameters():
+            if p.requires_grad and (
+                p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+            ):
+                raise _fail(cls, f"parameter {pname!r} receives no (finite) gradient")
+        report.checks.append("gradients")
+
+        again = _build(cls, data, 0, hp)
+        again.train()
+        if _batch_loss(again, pairs, 1).item() != loss.item():
+            raise _fail(cls, "the loss differs between two builds under the same seed")
+        report.checks.append("determinism")
+
+        b = min(len(pairs), 256)
+        ramp = torch.linspace(0.1, 2.0, b)
+        with torch.no_grad():
+            base = _batch_terms(method, pairs, None, 2)
+            anchor = _batch_terms(method, pairs, Weights(anchor=ramp), 2)
+            if all(base[k].item() == anchor[k].item() for k in base):
+                raise _fail(cls, "anchor weights change no loss term: are the terms reduced?")
+            if cls.loss_granularity == "cell":
+                cell = _batch_terms(method, pairs, Weights(cell=ramp[:, None] * ramp[None, :]), 2)
+                if all(base[k].item() == cell[k].item() for k in base):
+                    raise _fail(cls, "cell weights change no loss term")
+        report.checks.append("weights")
+
+    result = fit(method, pairs, epochs=epochs, batch_size=cls.defaults["batch_size"], seed=0)
+    buf = io.BytesIO()
+    torch.save(method.state_dict(), buf)
+    buf.seek(0)
+    clone = _build(cls, data, 1, hp)
+    clone.load_state_dict(torch.load(buf, weights_only=True))
+    clone.eval()
+    method.eval()
+    if not (
+        torch.allclose(method.video_codes(x_v), clone.video_codes(x_v))
+        and torch.allclose(method.music_codes(x_m), clone.music_codes(x_m))
+    ):
+        raise _fail(cls, "codes change after a save/load round trip of the state dict")
+    report.checks.append("save/load")
+
+    metrics = load_plugins(entry_points=False).metrics
+    protocol = FullProtocol()
+    got = evaluate(method, data, protocol, metrics, "test", device).metrics["recall@25"]
+    chance = 25 / data.n_music
+    report.figures.update({"recall@25": got, "chance": chance, "epochs": float(result.epochs_run)})
+    if got < chance + min_gain:
+        raise _fail(
+            cls,
+            f"after {result.epochs_run} epochs Recall@25 is {got:.3f}, not above "
+            f"chance {chance:.3f} + {min_gain}",
+        )
+    report.checks.append("learns")
+    return report
