@@ -10,7 +10,8 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ import torch
 
 from benchkit import __version__
 from benchkit.data.dataset import Dataset
+from benchkit.data.io import open_dataset, read_pgc_any
+from benchkit.data.splits import apply_test_set
 from benchkit.device import select_device, ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
@@ -116,9 +119,22 @@ def load_dataset(
     preset: str = "small",
     world_seed: int = 0,
     log: Callable[[str], None] | None = None,
+    *,
+    path: str | Path | None = None,
+    pgc: str | Path | None = None,
+    test_set: str | None = None,
+    normalise_weights: bool = False,
 ) -> Dataset:
-    """The built-in synthetic world at a preset."""
-    return plugins.datasets.get("synth").load(preset=preset, seed=world_seed, log=log)
+    """The dataset at ``path`` (any layout a dataset plugin detects), else the synthetic world at
+    ``preset``; ``pgc`` replaces its PGC clips; ``test_set`` re-splits it (see
+    :func:`benchkit.data.splits.apply_test_set`)."""
+    if path is not None:
+        data = open_dataset(plugins, path, pgc=pgc, normalise_weights=normalise_weights)
+    else:
+        data = plugins.datasets.get("synth").load(preset=preset, seed=world_seed, log=log)
+        if pgc is not None:
+            data = replace(data, pgc=read_pgc_any(pgc))
+    return apply_test_set(data, test_set, seed=world_seed)
 
 
 @dataclass
@@ -156,6 +172,10 @@ def run(
     *,
     preset: str = "small",
     dataset: Dataset | None = None,
+    data: str | Path | None = None,
+    pgc: str | Path | None = None,
+    test_set: str | None = None,
+    normalise_weights: bool = False,
     world_seed: int = 0,
     seed: int = 1234,
     epochs: int | None = None,
@@ -172,8 +192,10 @@ def run(
     """Train ``backbone`` with the ``debias`` stack on the training split, select the epoch on the
     validation split, and evaluate on ``split`` under ``protocol``.
 
-    ``dataset`` defaults to the synthetic world at ``preset`` (seed ``world_seed``); ``seed`` seeds
-    initialisation and batching. ``overrides`` set hyperparameters: plain keys go to the backbone,
+    ``dataset`` (an in-memory Dataset) or ``data`` (a path: the DebCM layout or tables, with PGC
+    clips from ``pgc``) default to the synthetic world at ``preset`` (seed ``world_seed``);
+    ``test_set`` re-splits the data (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed``
+    seeds initialisation and batching. ``overrides`` set hyperparameters: plain keys go to the backbone,
     ``<strategy>.<key>`` to a strategy. ``epochs`` caps training (early stopping still applies).
     """
     started = time.perf_counter()
@@ -191,17 +213,28 @@ def run(
     strategies = [cls(**st_over.get(cls.name, {})) for cls in strategy_classes]
     torch_device = select_device(device)
 
-    data = dataset if dataset is not None else load_dataset(plugins, preset, world_seed, log)
-    if split not in data.splits:
-        raise ConfigError(
-            f"dataset {data.name!r} has no split {split!r}; splits: "
-            f"{', '.join(sorted(data.splits))}"
+    if dataset is not None:
+        ds = apply_test_set(dataset, test_set, seed=world_seed)
+    else:
+        ds = load_dataset(
+            plugins,
+            preset,
+            world_seed,
+            log,
+            path=data,
+            pgc=pgc,
+            test_set=test_set,
+            normalise_weights=normalise_weights,
         )
-    check_compatible(bb, strategies, data)
+    if split not in ds.splits:
+        raise ConfigError(
+            f"dataset {ds.name!r} has no split {split!r}; splits: {', '.join(sorted(ds.splits))}"
+        )
+    check_compatible(bb, strategies, ds)
 
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    spec = data.spec()
+    spec = ds.spec()
     bb.build(spec)
     for s in strategies:
         s.build(spec, bb)
@@ -210,15 +243,15 @@ def run(
         device=torch_device, seed=seed, plugins=plugins, log=log or (lambda _m: None), quiet=quiet
     )
     for s in strategies:
-        s.prepare(data, ctx)
+        s.prepare(ds, ctx)
 
     def validate(m: Method) -> float:
-        ev = evaluate(m, data, protocol_obj, plugins.metrics, "val", torch_device)
+        ev = evaluate(m, ds, protocol_obj, plugins.metrics, "val", torch_device)
         return ev.metrics[protocol_obj.selection_metric]
 
     fitted = fit(
         method,
-        ugc_pairs(data, "train", torch_device),
+        ugc_pairs(ds, "train", torch_device),
         epochs=bb.hparams["epochs"],
         batch_size=bb.hparams["batch_size"],
         seed=seed,
@@ -227,14 +260,15 @@ def run(
         progress=not quiet,
         desc=f"{backbone}+{debias}",
     )
-    result = evaluate(method, data, protocol_obj, plugins.metrics, split, torch_device)
+    result = evaluate(method, ds, protocol_obj, plugins.metrics, split, torch_device, oracle=True)
     return RunResult(
         method={"backbone": backbone, "debias": debias, "strategies": [s.name for s in strategies]},
         hparams=method.hparams,
         dataset={
-            "name": data.name,
-            "fingerprint": data.fingerprint,
-            "world_seed": world_seed if dataset is None else None,
+            "name": ds.name,
+            "fingerprint": ds.fingerprint,
+            "test_set": test_set or "given",
+            "world_seed": world_seed if dataset is None and data is None else None,
         },
         protocol={
             "name": protocol_obj.name,
@@ -247,7 +281,7 @@ def run(
         training={
             **fitted.to_dict(),
             "wall_seconds": time.perf_counter() - started,
-            "train_pairs": int(data.splits["train"].size),
+            "train_pairs": int(ds.splits["train"].size),
         },
         environment={
             "benchkit": __version__,

@@ -59,6 +59,67 @@ def cli() -> None:
     """benchkit: benchmark debiased cross-modal (video → music) matching."""
 
 
+def _metric_table(metrics: dict[str, float]) -> str:
+    """Rows = K; columns = the protocol's metrics, then the oracle/bias ones."""
+    ks = sorted({int(k.split("@")[1]) for k in metrics})
+    names = sorted(
+        {k.split("@")[0] for k in metrics}, key=lambda n: (n not in ("recall", "ndcg"), n)
+    )
+    rows = [[k, *(metrics.get(f"{n}@{k}", float("nan")) for n in names)] for k in ks]
+    heads = {"recall": "Recall", "ndcg": "NDCG"}
+    return tabulate(
+        rows, headers=["K", *(heads.get(n, n) for n in names)], floatfmt=".4f", tablefmt="github"
+    )
+
+
+def data_options(f: Any) -> Any:
+    """Where the data comes from: the synthetic world, or a dataset on disk; and the test set."""
+    for option in reversed(
+        [
+            click.option(
+                "--preset",
+                default="small",
+                show_default=True,
+                help="Synthetic-world size: tiny, small or paper.",
+            ),
+            click.option(
+                "--world-seed",
+                type=click.IntRange(min=0),
+                default=0,
+                show_default=True,
+                help="Seed of the synthetic world (and of the test-set split).",
+            ),
+            click.option(
+                "--data",
+                "data_path",
+                type=click.Path(exists=True),
+                default=None,
+                help="A dataset on disk (DebCM layout or tables) instead of the world.",
+            ),
+            click.option(
+                "--pgc",
+                "pgc_path",
+                type=click.Path(exists=True),
+                default=None,
+                help="PGC clips (data_pgc/ or a tables pgc/ folder).",
+            ),
+            click.option(
+                "--test-set",
+                default="given",
+                show_default=True,
+                help="given, random, diverse (T_diverse), matching (T_matching), ratio:X.",
+            ),
+            click.option(
+                "--normalise-weights",
+                is_flag=True,
+                help="Rescale stored evaluation weights that do not sum to 1.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.option("--backbone", "-b", default="cmvae", show_default=True, help="Backbone plugin name.")
 @click.option(
@@ -68,19 +129,7 @@ def cli() -> None:
     show_default=True,
     help="Strategy or stack, e.g. 'ips' or 'decrs+label_distill'.",
 )
-@click.option(
-    "--preset",
-    default="small",
-    show_default=True,
-    help="Synthetic-world size: tiny, small or paper.",
-)
-@click.option(
-    "--world-seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the synthetic world.",
-)
+@data_options
 @click.option(
     "--seed",
     type=click.IntRange(min=0),
@@ -124,6 +173,10 @@ def run(
     debias: str,
     preset: str,
     world_seed: int,
+    data_path: str | None,
+    pgc_path: str | None,
+    test_set: str,
+    normalise_weights: bool,
     seed: int,
     epochs: int | None,
     patience: int,
@@ -134,21 +187,24 @@ def run(
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Train one method on the synthetic world and evaluate it."""
+    """Train one method and evaluate it (on the synthetic world unless --data is given)."""
     from benchkit.api import run as run_method
 
-    overrides = parse_set(sets)
     result = run_method(
         backbone,
         debias,
         preset=preset,
         world_seed=world_seed,
+        data=data_path,
+        pgc=pgc_path,
+        test_set=test_set,
+        normalise_weights=normalise_weights,
         seed=seed,
         epochs=epochs,
         patience=patience,
         protocol=protocol,
         split=split,
-        overrides=overrides,
+        overrides=parse_set(sets),
         device=device,
         quiet=quiet,
         log=_log(quiet),
@@ -156,9 +212,6 @@ def run(
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
-    ks = sorted({int(k.split("@")[1]) for k in result.metrics})
-    names = sorted({k.split("@")[0] for k in result.metrics})
-    rows = [[k, *(result.metrics.get(f"{n}@{k}", float("nan")) for n in names)] for k in ks]
     tr = result.training
     click.echo(f"method   {backbone} + {debias}")
     click.echo(f"dataset  {result.dataset['name']}  (fingerprint {result.dataset['fingerprint']})")
@@ -171,14 +224,142 @@ def run(
         f"(val {tr['best_val']:.4f}); {tr['seconds_per_epoch']:.2f} s/epoch, "
         f"{tr['pairs_per_second']:,.0f} pairs/s on {result.environment['device']}"
     )
+    click.echo(_metric_table(result.metrics))
+
+
+@cli.group()
+def data() -> None:
+    """Make, describe and validate datasets."""
+
+
+@data.command()
+@click.option("--preset", default="small", show_default=True, help="tiny, small or paper.")
+@click.option("--world-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(), required=True, help="Folder to write (must not exist).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["reference", "tables"]),
+    default="reference",
+    show_default=True,
+    help="DebCM release layout or generic tables.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KNOB=VALUE",
+    help="Change a knob of the world, e.g. taste_strength=0.",
+)
+@click.option("--quiet", "-q", is_flag=True)
+def synth(
+    preset: str, world_seed: int, out: str, fmt: str, sets: tuple[str, ...], quiet: bool
+) -> None:
+    """Write the synthetic world to disk."""
+    from benchkit.data.reference import write_reference
+    from benchkit.data.synth import make_world
+    from benchkit.data.tables import write_tables
+
+    ds = make_world(preset, seed=world_seed, log=_log(quiet), **parse_set(sets))
+    path = write_reference(ds, out) if fmt == "reference" else write_tables(ds, out)
+    click.echo(
+        f"wrote {ds.name} ({ds.n_videos:,} videos, {ds.n_music:,} music) to {path} "
+        f"in the {fmt} format"
+    )
+
+
+def _open(
+    path: str | None,
+    pgc: str | None,
+    preset: str,
+    world_seed: int,
+    test_set: str,
+    normalise: bool,
+    quiet: bool,
+) -> Any:
+    from benchkit.api import load_dataset
+    from benchkit.plugins import get_plugins
+
+    return load_dataset(
+        get_plugins(),
+        preset,
+        world_seed,
+        _log(quiet),
+        path=path,
+        pgc=pgc,
+        test_set=test_set,
+        normalise_weights=normalise,
+    )
+
+
+@data.command()
+@data_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def describe(
+    preset: str,
+    world_seed: int,
+    data_path: str | None,
+    pgc_path: str | None,
+    test_set: str,
+    normalise_weights: bool,
+    as_json: bool,
+) -> None:
+    """Table 2's statistics of a dataset (the synthetic world unless --data is given)."""
+    d = _open(data_path, pgc_path, preset, world_seed, test_set, normalise_weights, True).describe()
+    if as_json:
+        click.echo(json.dumps(d, sort_keys=True))
+        return
+    click.echo(f"{d['name']}  (fingerprint {d['fingerprint']})")
     click.echo(
         tabulate(
-            rows,
-            headers=["K", *(n.upper() if n == "ndcg" else n.capitalize() for n in names)],
-            floatfmt=".4f",
+            [
+                [
+                    f"{d['music']:,}",
+                    f"{d['videos']:,}",
+                    f"{d['videos_per_music_mean']:.1f} ± {d['videos_per_music_std']:.1f}",
+                    f"{d['videos_per_music_min']} / {d['videos_per_music_max']}",
+                ]
+            ],
+            headers=["#Music", "#Video", "avg ± std #v/#m", "min/max #v/#m"],
             tablefmt="github",
         )
     )
+    if "genres" in d:
+        click.echo(
+            tabulate(
+                [list(d["genres"].values())],
+                headers=[f"#{g}" for g in d["genres"]],
+                tablefmt="github",
+            )
+        )
+    extra = [["uploaders", f"{d['uploaders']:,}"]]
+    if "uploader_entropy_mean" in d:
+        extra.append(
+            [
+                "uploader genre-history entropy (nats)",
+                f"{d['uploader_entropy_mean']:.2f} ± {d['uploader_entropy_std']:.2f}",
+            ]
+        )
+    extra.append(["splits", ", ".join(f"{k} {v:,}" for k, v in d["splits"].items())])
+    extra.append(["PGC pairs", f"{d['pgc_pairs']:,}"])
+    click.echo(tabulate(extra, tablefmt="plain"))
+
+
+@data.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--pgc", "pgc_path", type=click.Path(exists=True), default=None)
+@click.option("--normalise-weights", is_flag=True)
+def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
+    """Load a dataset with every check; print what was found, or the first problem."""
+    ds = _open(path, pgc_path, "small", 0, "given", normalise_weights, True)
+    parts = [
+        f"{ds.n_videos:,} videos",
+        f"{ds.n_music:,} music",
+        ", ".join(f"{k} {v.size:,}" for k, v in ds.splits.items()),
+    ]
+    if ds.pgc is not None:
+        parts.append(f"{ds.pgc.pairs.shape[0]:,} PGC pairs")
+    click.echo(f"OK: {ds.name}: " + "; ".join(parts))
 
 
 @cli.command(name="list")

@@ -15,6 +15,7 @@ never by array order. Re-rankers see only the candidates of each row, after ``ad
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from benchkit.errors import ConfigError, DataError
 from benchkit.interfaces import EvalTask, Protocol, Query, RankInfo
 from benchkit.method import Method
 from benchkit.metrics import TIE_POLICIES
+from benchkit.oracle import OracleAccumulator
 from benchkit.registry import Registry
 
 KS = (10, 15, 20, 25)
@@ -40,8 +42,13 @@ _COMMON = {
 }
 
 
-def row_weights(dataset: Dataset, rows: np.ndarray, weighting: str) -> np.ndarray:
-    """Per-row weights summing to 1: the inverse popularity of each row's music, or uniform."""
+def row_weights(
+    dataset: Dataset, rows: np.ndarray, weighting: str, split: str | None = None
+) -> np.ndarray:
+    """Per-row weights summing to 1: the inverse popularity of each row's music (as the dataset
+    stores them for ``split``, when it does), or uniform."""
+    if weighting == "inverse_popularity" and split in dataset.eval_weights:
+        return np.asarray(dataset.eval_weights[split], dtype=np.float64)
     if weighting == "uniform":
         return np.full(rows.size, 1.0 / rows.size)
     if weighting == "inverse_popularity":
@@ -69,8 +76,8 @@ _NEGATIVES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
 def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) -> np.ndarray:
     """(n, n_negatives) distinct music per row, none of them the row's positive.
 
-    Deterministic in (dataset fingerprint, split, seed); kept in a small in-process cache because
-    validation asks for the same set every epoch.
+    Deterministic in (seed, the split's rows and positives, the number of music); kept in a small
+    in-process cache because validation asks for the same set every epoch.
     """
     key = (dataset.fingerprint, split, n_negatives, seed)
     if key in _NEGATIVES:
@@ -84,8 +91,12 @@ def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) 
             f"protocol wants {n_negatives} negatives but the dataset has only "
             f"{n_music} music; lower n_negatives or use the full protocol"
         )
-    entropy = [seed, int(dataset.fingerprint, 16) % (2**63), sum(split.encode())]
-    rng = np.random.default_rng(entropy)
+    # Seeded by the rows themselves (which videos, which positives, how many music), not by the
+    # dataset's fingerprint: the same evaluation rows get the same negatives in every file format.
+    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
+    h.update(np.ascontiguousarray(positives).tobytes())
+    h.update(str(n_music).encode())
+    rng = np.random.default_rng([seed, int(h.hexdigest()[:15], 16)])
     out = np.empty((rows.size, n_negatives), dtype=np.int64)
     step = max(1, 2**24 // n_music)
     for s in range(0, rows.size, step):
@@ -114,16 +125,11 @@ class PaperProtocol(_ProtocolBase):
             negatives = sample_negatives(
                 dataset, split, self.hparams["n_negatives"], self.hparams["seed"]
             )
-        elif (negatives == positives[:, None]).any():
-            raise DataError(
-                f"{dataset.name}: stored negatives of split {split!r} contain the "
-                f"positive music in some rows"
-            )
         return EvalTask(
             video_idx=rows,
             positive=positives,
             candidates=np.concatenate([positives[:, None], negatives], axis=1),
-            weights=row_weights(dataset, rows, self.hparams["weighting"]),
+            weights=row_weights(dataset, rows, self.hparams["weighting"], split),
         )
 
 
@@ -138,7 +144,7 @@ class FullProtocol(_ProtocolBase):
             video_idx=rows,
             positive=dataset.video_music[rows],
             candidates=None,
-            weights=row_weights(dataset, rows, self.hparams["weighting"]),
+            weights=row_weights(dataset, rows, self.hparams["weighting"], split),
         )
 
 
@@ -157,8 +163,13 @@ def rank_positives(
     device: torch.device,
     tie_policy: str,
     chunk_elements: int = 2**23,
+    oracle: OracleAccumulator | None = None,
 ) -> RankInfo:
-    """Score every row's candidates and count, per row, candidates above / level with the positive."""
+    """Score every row's candidates and count, per row, candidates above / level with the positive.
+
+    With ``oracle``, each chunk's whole-pool scores (re-ranked when a strategy re-ranks) are also
+    handed to it.
+    """
     was_training = method.training
     method.eval()
     try:
@@ -185,15 +196,19 @@ def rank_positives(
                 prior=None if prior is None else as_tensor(prior[rows], device),
             )
             codes = method.video_codes(as_tensor(dataset.video_features[rows], device).float())
-            scores = method.score(codes, music_codes, query)
+            full = method.score(codes, music_codes, query)
+            pool = all_items.expand(len(rows), n_music)
+            if task.candidates is None or (oracle is not None and oracle.active):
+                reranked = method.rerank(full, pool, query)
+                if oracle is not None and oracle.active:
+                    oracle.add(rows, reranked)
             if task.candidates is None:
-                items = all_items.expand(len(rows), n_music)
+                scores = reranked
                 pos_col = as_tensor(task.positive[s : s + step], device)[:, None]
             else:
                 items = as_tensor(task.candidates[s : s + step], device)
-                scores = scores.gather(1, items)
+                scores = method.rerank(full.gather(1, items), items, query)
                 pos_col = torch.zeros((len(rows), 1), dtype=torch.long, device=device)
-            scores = method.rerank(scores, items, query)
             if not torch.isfinite(scores).all():
                 raise DataError(
                     "the model produced NaN or infinite scores; training diverged "
@@ -221,17 +236,25 @@ def evaluate(
     metrics: Registry[Any],
     split: str = "test",
     device: torch.device | None = None,
+    oracle: bool = False,
 ) -> Evaluation:
-    """Evaluate ``method`` on one split of ``dataset`` under ``protocol``."""
+    """Evaluate ``method`` on one split of ``dataset`` under ``protocol``.
+
+    ``oracle=True`` adds the oracle and bias metrics of :mod:`benchkit.oracle` where the data allows
+    (truth on the synthetic world; genres and uploaders for bias amplification).
+    """
     if device is None:
-        device = next(method.parameters()).device
+        device = next(iter(method.parameters()), torch.zeros(0)).device
     task = protocol.task(dataset, split)
-    ranks = rank_positives(method, dataset, task, device, protocol.tie_policy)
+    acc = OracleAccumulator(dataset, protocol.ks) if oracle else None
+    ranks = rank_positives(method, dataset, task, device, protocol.tie_policy, oracle=acc)
     values: dict[str, float] = {}
     for name in protocol.metrics:
         metric = metrics.get(name)
         for k in protocol.ks:
             values[f"{name}@{k}"] = metric(ranks, k)
+    if acc is not None:
+        values.update(acc.result())
     return Evaluation(metrics=values, ranks=ranks)
 
 

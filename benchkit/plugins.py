@@ -34,7 +34,12 @@ ENV_BLOCK = "BENCHKIT_BLOCK_PLUGINS"
 
 # The harness's own plugins: protocols, metrics and the synthetic world. Methods are never here;
 # they arrive through entry points like any third party's.
-BUILTIN_MODULES = ("benchkit.metrics", "benchkit.evaluate", "benchkit.data.synth")
+BUILTIN_MODULES = (
+    "benchkit.metrics",
+    "benchkit.evaluate",
+    "benchkit.data.synth",
+    "benchkit.data.io",
+)
 
 HOOK_TO_REGISTRY = {
     "register_backbones": "backbones",

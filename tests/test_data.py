@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from benchkit.data.dataset import Dataset
-from benchkit.data.synth import GENRE_COUNTS, PRESETS, generate, genre_counts, make_world
+from benchkit.data.synth import (
+    GENRE_COUNTS,
+    PRESETS,
+    generate,
+    genre_counts,
+    make_world,
+    popularity_targets,
+)
 from benchkit.errors import ConfigError, DataError
 
 
@@ -40,16 +47,42 @@ def test_paper_preset_has_table2_size():
     )
 
 
+def test_popularity_targets_have_table2_shape():
+    t = popularity_targets(3003, 146351, 57 / 49, 3, 219)
+    assert t.mean() == pytest.approx(146351 / 3003)
+    assert t.std() == pytest.approx(57, abs=1.0)
+    assert t.min() >= 3 and t.max() <= 219
+
+
+def test_videos_per_music_stay_within_the_range(tiny):
+    counts = np.bincount(tiny.video_music, minlength=tiny.n_music)
+    assert counts.min() >= 3 and counts.max() <= 219
+    assert counts.std() / counts.mean() == pytest.approx(57 / 49, rel=0.15)
+
+
+@pytest.mark.slow
+def test_paper_preset_reproduces_table2():
+    ds = make_world("paper", seed=0)
+    counts = np.bincount(ds.video_music, minlength=ds.n_music)
+    assert (ds.n_music, ds.n_videos) == (3003, 146351)
+    assert counts.mean() == pytest.approx(48.7, abs=0.1)
+    assert counts.std() == pytest.approx(57, abs=2)
+    assert (counts.min(), counts.max()) == (3, 219)
+    np.testing.assert_array_equal(np.bincount(ds.music_genre), GENRE_COUNTS)
+
+
 def test_taste_is_a_confounder_of_the_choice(tiny):
     # Without taste the counterfactual is the choice itself; with it, some choices move genre.
+    # (Only the few videos that the min/max-support repair moved may differ.)
     no_taste = make_world("tiny", seed=0, taste_strength=0.0)
-    np.testing.assert_array_equal(no_taste.truth.counterfactual, no_taste.video_music)
+    differ = (no_taste.truth.counterfactual != no_taste.video_music).sum()
+    assert differ <= no_taste.meta["videos_moved_by_support_repair"]
     moved = tiny.truth.counterfactual != tiny.video_music
     assert 0.05 < moved.mean() < 0.6
     # Where the choice differs from the counterfactual it is taste-driven: a different genre, and
     # one the uploader likes more.
     g = tiny.music_genre
-    assert (g[tiny.truth.counterfactual[moved]] != g[tiny.video_music[moved]]).all()
+    assert (g[tiny.truth.counterfactual[moved]] != g[tiny.video_music[moved]]).mean() > 0.95
     taste = tiny.meta["uploader_taste"][tiny.video_uploader[moved]]
     rows = np.arange(moved.sum())
     chosen = taste[rows, g[tiny.video_music[moved]]]

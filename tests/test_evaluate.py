@@ -114,8 +114,8 @@ def test_stored_negatives_are_used_and_checked():
     np.testing.assert_array_equal(PaperProtocol().task(ok, "test").candidates[:, 1:], clean)
     dirty = clean.copy()
     dirty[3, 7] = pos[3]
-    with pytest.raises(DataError, match="contain the positive"):
-        PaperProtocol().task(handmade(negatives={"test": dirty}), "test")
+    with pytest.raises(DataError, match="contain the positive music in 1 row"):
+        handmade(negatives={"test": dirty})
 
 
 def test_protocol_fingerprint_tracks_settings():

@@ -41,7 +41,7 @@ def test_manager_without_entry_points_has_only_builtins_and_extras():
     assert ps.strategies.names() == []
     assert set(ps.protocols.names()) == {"paper", "full"}
     assert set(ps.metrics.names()) == {"recall", "ndcg"}
-    assert ps.datasets.names() == ["synth"]
+    assert ps.datasets.names() == ["reference", "synth", "tables"]
     assert ps.info["toyplug"].registered == [("backbone", "toy")]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchkit.errors import DataError
-from benchkit.hashing import array_digest, stable_hash
+from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
 
 REQUIRED_SPLITS = ("train", "val", "test")
@@ -48,14 +48,16 @@ class Truth:
     video_content: np.ndarray
     music_content: np.ndarray
     counterfactual: np.ndarray
+    scale: float = 1.0
 
     def compatibility(
         self, video_idx: np.ndarray, music_idx: np.ndarray | None = None
     ) -> np.ndarray:
-        """True compatibility of videos (rows) with music (columns; all music by default)."""
+        """True compatibility of videos (rows) with music (columns; all music by default), in the
+        units of the selection model (standard deviation ≈ 1 over random pairs)."""
         m = self.music_content if music_idx is None else self.music_content[music_idx]
         v = self.video_content[video_idx]
-        return (v @ m.T) / np.sqrt(v.shape[1])
+        return (v @ m.T) / (np.sqrt(v.shape[1]) * self.scale)
 
 
 def _features(a: np.ndarray, what: str) -> np.ndarray:
@@ -84,6 +86,8 @@ class Dataset:
     given_prior: np.ndarray | None = None  # (Nv, G) uploader priors supplied by the data
     propensity: np.ndarray | None = None  # (Nv,) selection propensity supplied by the data
     negatives: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (n, 100) stored
+    eval_weights: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (n,) stored
+    video_columns: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-video columns
     content_id: str | None = None  # a cheap identity for the arrays (e.g. the synth config hash)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -166,8 +170,10 @@ class Dataset:
         if self.music_genre is not None:
             if self.music_genre.shape != (nm,):
                 raise DataError(f"{self.name}: music_genre must give one genre per music ({nm})")
-            if (self.music_genre < 0).any():
-                raise DataError(f"{self.name}: music_genre has negative genre ids")
+            if (self.music_genre < -1).any():
+                raise DataError(
+                    f"{self.name}: music_genre has negative genre ids (only -1, unknown, is allowed)"
+                )
         for name in REQUIRED_SPLITS:
             if name not in self.splits:
                 raise DataError(
@@ -186,6 +192,37 @@ class Dataset:
             if overlap:
                 raise DataError(
                     f"{self.name}: {len(overlap)} video(s) are in both 'train' and {name!r}"
+                )
+        for name, negs in self.negatives.items():
+            stored_rows = self.splits.get(name)
+            if stored_rows is None or negs.ndim != 2 or negs.shape[0] != stored_rows.size:
+                raise DataError(
+                    f"{self.name}: stored negatives of {name!r} must have one row per "
+                    f"video of that split"
+                )
+            _check_ids(negs, nm, f"{self.name}: negatives of {name!r}", "music")
+            hits = negs == self.video_music[stored_rows][:, None]
+            if hits.any():
+                bad = int(hits.any(axis=1).sum())
+                raise DataError(
+                    f"{self.name}: stored negatives of split {name!r} contain the "
+                    f"positive music in {bad} row(s)"
+                )
+        for name, w in self.eval_weights.items():
+            weighted_rows = self.splits.get(name)
+            if weighted_rows is None or w.shape != (weighted_rows.size,):
+                raise DataError(
+                    f"{self.name}: stored weights of {name!r} must have one value per "
+                    f"video of that split"
+                )
+            if not np.isfinite(w).all() or (w < 0).any():
+                raise DataError(
+                    f"{self.name}: stored weights of {name!r} must be finite and non-negative"
+                )
+            if abs(float(w.sum()) - 1.0) > 1e-6:
+                raise DataError(
+                    f"{self.name}: stored weights of {name!r} sum to {w.sum():.6g}, "
+                    f"not 1; rerun with --normalise-weights to rescale them"
                 )
 
     # -- identity ------------------------------------------------------------------------------
@@ -221,7 +258,9 @@ class Dataset:
 
     def with_splits(self, splits: dict[str, np.ndarray], name: str | None = None) -> Dataset:
         """The same data with other splits (a test-set protocol); arrays are shared, not copied."""
-        return replace(self, splits=dict(splits), name=name or self.name, negatives={})
+        return replace(
+            self, splits=dict(splits), name=name or self.name, negatives={}, eval_weights={}
+        )
 
     # -- derived statistics (training split only) ----------------------------------------------
 
@@ -258,26 +297,38 @@ class Dataset:
         return self.video_prior[self.splits["train"]].mean(axis=0).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
+        """Table 2's statistics (and a few more): sizes, videos per music, genres, uploaders."""
         counts = self.music_popularity
         out: dict[str, Any] = {
             "name": self.name,
             "fingerprint": self.fingerprint,
             "music": self.n_music,
             "videos": self.n_videos,
+            "videos_per_music_mean": float(counts.mean()),
+            "videos_per_music_std": float(counts.std()),
+            "videos_per_music_min": int(counts.min()),
+            "videos_per_music_max": int(counts.max()),
             "uploaders": self.n_uploaders,
-            "videos_per_music": f"{counts.mean():.1f} ± {counts.std():.1f}",
-            "min/max videos per music": f"{counts.min()} / {counts.max()}",
             "splits": {k: int(v.size) for k, v in self.splits.items()},
             "pgc_pairs": 0 if self.pgc is None else int(self.pgc.pairs.shape[0]),
         }
         if self.music_genre is not None:
             names = self.genre_names or tuple(str(i) for i in range(self.n_genres))
-            gc = np.bincount(self.music_genre, minlength=self.n_genres)
+            gc = np.bincount(self.music_genre[self.music_genre >= 0], minlength=self.n_genres)
             out["genres"] = {names[i]: int(gc[i]) for i in range(self.n_genres)}
-        return out
+        if self.music_genre is not None and self.video_uploader is not None:
+            from benchkit.data.splits import genre_entropy
 
-    def summary_hash(self) -> str:
-        return stable_hash({"fingerprint": self.fingerprint, "name": self.name})
+            h = genre_entropy(
+                np.maximum(self.music_genre[self.video_music], 0),
+                self.video_uploader,
+                self.n_uploaders,
+                self.n_genres,
+            )
+            h = h[np.isfinite(h)]
+            out["uploader_entropy_mean"] = float(h.mean())
+            out["uploader_entropy_std"] = float(h.std())
+        return out
 
 
 def _check_ids(ids: np.ndarray, n: int, what: str, kind: str) -> None:

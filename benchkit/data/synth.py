@@ -8,11 +8,17 @@ Causal story (every arrow is a knob of :class:`SynthConfig`):
 - Uploaders have power-law activity and a concentrated **genre taste** (Dirichlet). Part of an
   uploader's videos have content drawn towards their taste (``taste_content_coupling``): taste is a
   confounder that touches both the video and the choice.
-- Music have a long-tailed base **popularity**.
+- Music have a long-tailed base **popularity**: a per-music offset fitted (iterative proportional
+  fitting) so that the expected videos per music follow Table 2's shape — mean n_videos/n_music,
+  coefficient of variation ``popularity_skew`` (57/49), within ``popularity_range`` (3 … 219).
 - **Selection**: an uploader picks the music maximising
-  ``content_strength·compat + taste_strength·log taste[genre] + popularity_strength·log pop + Gumbel``.
-  The **counterfactual choice** re-uses the same Gumbel noise with the taste switched off
-  (do(taste = uniform)): the music this video would have had without the uploader's bias.
+  ``content_strength·compat + taste_strength·log taste[genre] + popularity + Gumbel``; music left
+  with fewer than the minimum videos take them from the videos that rate them highest (the real
+  dataset was filtered the same way). The **counterfactual choice** re-uses the same Gumbel noise
+  with the taste switched off (do(taste = uniform)): the music this video would have had without
+  the uploader's bias.
+- **Views**: a video's views grow with how well its music fits (``views_strength``), an observable
+  column (``dataset.video_columns["views"]``) for the T_matching test set.
 - **Features** are noisy views of the content plus nuisance factors: 2048-d non-negative
   "ResNet-like" video features and 128 "VGGish-like" + 128 normalised "OpenSMILE-like" music features.
 - **PGC**: separate professional clips (own videos, own music) matched on content alone, with
@@ -25,20 +31,21 @@ Deterministic per (config, seed); cached on disk by their hash (``$BENCHKIT_CACH
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from benchkit import hookimpl
 from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.data.store import load_npz, save_npz
 from benchkit.errors import ConfigError
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import DatasetProvider
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 GENRES = ("hiphop", "jazz", "classical", "reggae", "pop", "metal")
 GENRE_COUNTS = (651, 665, 1330, 311, 42, 4)  # TT-150k-genre, paper Table 2
 
@@ -60,11 +67,12 @@ class SynthConfig:
     video_spread: float = 0.8  # how far a video's content strays from its genre centre
     content_strength: float = 3.0
     taste_strength: float = 1.5
-    popularity_strength: float = 1.0
     taste_concentration: float = 0.3  # Dirichlet α per genre: small = concentrated tastes
     taste_floor: float = 0.02  # every genre keeps this share of an uploader's taste
     taste_content_coupling: float = 0.3
-    popularity_skew: float = 0.6  # σ of the log-normal base popularity
+    popularity_skew: float = 57 / 49  # coefficient of variation of videos per music (Table 2)
+    popularity_range: tuple[int, int] = (3, 219)  # min / max videos per music (Table 2)
+    views_strength: float = 0.5  # how much a good match raises a video's views
     activity_skew: float = 1.1  # Zipf exponent of uploader activity
     pgc_quality: float = 6.0
     feature_noise: float = 0.5
@@ -120,6 +128,65 @@ def _gumbel_argmax(rng: np.random.Generator, *bases: np.ndarray) -> list[np.ndar
     choices of the same units in different worlds (the factual and a counterfactual)."""
     g = rng.gumbel(size=bases[0].shape).astype(np.float32)
     return [np.argmax(base + g, axis=1) for base in bases]
+
+
+def popularity_targets(n_music: int, n_videos: int, cv: float, lo: float, hi: float) -> np.ndarray:
+    """Sorted target videos-per-music: log-normal quantiles, clipped to [lo, hi], rescaled to mean
+    n_videos / n_music, with σ chosen by bisection so that their coefficient of variation is ``cv``."""
+    mean = n_videos / n_music
+    lo, hi = min(lo, mean), max(hi, mean)
+    z = ndtri((np.arange(n_music) + 0.5) / n_music)
+
+    def shaped(sigma: float) -> np.ndarray:
+        x = np.exp(sigma * z)
+        for _ in range(100):
+            x = np.clip(x * mean / x.mean(), lo, hi)
+        return x
+
+    a, b = 1e-3, 4.0
+    for _ in range(60):
+        mid = 0.5 * (a + b)
+        a, b = (mid, b) if shaped(mid).std() / mean < cv else (a, mid)
+    return shaped(0.5 * (a + b))
+
+
+def _softmax_colsum(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.sum(axis=0)
+
+
+def _repair_support(
+    choice: np.ndarray, n_music: int, lo: int, hi: int, column_logits: Any, row_logits: Any
+) -> int:
+    """Keep every music's video count within [lo, hi] (in place), as the real dataset's filtering
+    did: a music short of ``lo`` takes the videos that rate it highest (from music that can spare
+    them); a music over ``hi`` sends its lowest-rating videos to their next-best music with room.
+    Returns how many videos moved (a small share; reported in the world's metadata)."""
+    counts = np.bincount(choice, minlength=n_music)
+    moved = 0
+    for m in np.flatnonzero(counts > hi):
+        mine = np.flatnonzero(choice == m)
+        worst = mine[np.argsort(column_logits(m)[mine])][: counts[m] - hi]
+        alternatives = row_logits(worst)
+        for v, row in zip(worst, alternatives, strict=True):
+            row[counts >= hi] = -np.inf
+            row[m] = -np.inf
+            choice[v] = int(np.argmax(row))
+            counts[m] -= 1
+            counts[choice[v]] += 1
+            moved += 1
+    for m in np.flatnonzero(counts < lo):
+        for v in np.argsort(-column_logits(m)):
+            if counts[m] >= lo:
+                break
+            if choice[v] != m and counts[choice[v]] > lo:
+                counts[choice[v]] -= 1
+                choice[v] = m
+                counts[m] += 1
+                moved += 1
+    return moved
 
 
 class _Content:
@@ -189,11 +256,14 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     g = len(GENRES)
     space = _Content(cfg, r_space)
 
-    # Music: genres in Table 2's shares, content, base popularity.
+    # Music: genres in Table 2's shares, content; popularity targets in random order.
     counts = genre_counts(cfg.n_music)
     music_genre = r_music.permutation(np.repeat(np.arange(g), counts))
     music_content = space.music_content(r_music, music_genre)
-    log_pop = r_music.normal(0.0, cfg.popularity_skew, size=cfg.n_music).astype(np.float32)
+    lo, hi = cfg.popularity_range
+    target = r_music.permutation(
+        popularity_targets(cfg.n_music, cfg.n_videos, cfg.popularity_skew, lo, hi)
+    )
 
     # Uploaders: Zipf activity, Dirichlet tastes.
     activity = (np.arange(cfg.n_uploaders) + 1.0) ** (-cfg.activity_skew)
@@ -213,16 +283,51 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     probe = r_space.choice(cfg.n_videos, size=min(cfg.n_videos, 512), replace=False)
     space.compat_scale = float(space.compat(video_content[probe], music_content).std()) or 1.0
 
+    log_taste = (cfg.taste_strength * np.log(taste)).astype(np.float32)
+    chunks = [slice(s, min(s + 4096, cfg.n_videos)) for s in range(0, cfg.n_videos, 4096)]
+
+    def logits(rows: slice, offsets: np.ndarray, with_taste: bool = True) -> np.ndarray:
+        out = cfg.content_strength * space.compat(video_content[rows], music_content) + offsets
+        if with_taste:
+            out += log_taste[video_uploader[rows]][:, music_genre]
+        return out
+
+    # Popularity offsets: iterative proportional fitting of the expected choices to the targets.
+    offsets = np.zeros(cfg.n_music, dtype=np.float32)
+    for _ in range(12):
+        expected = sum(_softmax_colsum(logits(rows, offsets)) for rows in chunks)
+        offsets += np.log(target / np.maximum(expected, 1e-9)).astype(np.float32)
+
     # Selection, and the counterfactual with the same noise and the taste switched off.
-    log_taste = np.log(taste).astype(np.float32)
     video_music = np.empty(cfg.n_videos, dtype=np.int64)
     counterfactual = np.empty(cfg.n_videos, dtype=np.int64)
-    for s in range(0, cfg.n_videos, 4096):
-        rows = slice(s, min(s + 4096, cfg.n_videos))
-        common = cfg.content_strength * space.compat(video_content[rows], music_content)
-        common += cfg.popularity_strength * log_pop
-        biased = common + cfg.taste_strength * log_taste[video_uploader[rows]][:, music_genre]
-        video_music[rows], counterfactual[rows] = _gumbel_argmax(r_choice, biased, common)
+    for rows in chunks:
+        video_music[rows], counterfactual[rows] = _gumbel_argmax(
+            r_choice, logits(rows, offsets), logits(rows, offsets, with_taste=False)
+        )
+
+    def column(m: int) -> np.ndarray:
+        one = music_content[m : m + 1]
+        return (
+            cfg.content_strength * space.compat(video_content, one)[:, 0]
+            + offsets[m]
+            + log_taste[video_uploader, music_genre[m]]
+        )
+
+    def row_logits(videos: np.ndarray) -> np.ndarray:
+        out = cfg.content_strength * space.compat(video_content[videos], music_content) + offsets
+        return out + log_taste[video_uploader[videos]][:, music_genre]
+
+    mean = cfg.n_videos / cfg.n_music
+    moved = _repair_support(
+        video_music, cfg.n_music, int(min(lo, mean)), int(max(hi, mean)), column, row_logits
+    )
+
+    # Views: better-matched videos are watched more (an observable column).
+    fit = (video_content * music_content[video_music]).sum(axis=1) / (
+        np.sqrt(cfg.content_dim) * space.compat_scale
+    )
+    views = np.exp(6.0 + cfg.views_strength * fit + r_video.normal(0.0, 1.0, cfg.n_videos))
 
     video_features = space.video_features(r_feat, video_content)
     music_features = space.music_features(r_feat, music_content)
@@ -266,7 +371,8 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
         music_genre=music_genre,
         genre_names=GENRES,
         pgc=pgc,
-        truth=Truth(video_content, music_content, counterfactual),
+        truth=Truth(video_content, music_content, counterfactual, scale=space.compat_scale),
+        video_columns={"views": views.astype(np.float32)},
         content_id=cfg.key(seed),
         meta={
             "generator": "benchkit.synth",
@@ -274,7 +380,8 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
             "seed": seed,
             "config": asdict(cfg),
             "uploader_taste": taste[used].astype(np.float32),
-            "compat_scale": space.compat_scale,
+            "popularity_offsets": offsets,
+            "videos_moved_by_support_repair": moved,
         },
     )
 
@@ -286,68 +393,6 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
 def cache_dir() -> Path:
     root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
     return Path(root)
-
-
-_ARRAYS = ("video_features", "music_features", "video_music", "video_uploader", "music_genre")
-
-
-def _save(ds: Dataset, path: Path) -> None:
-    arrays: dict[str, np.ndarray] = {a: getattr(ds, a) for a in _ARRAYS}
-    arrays.update({f"split_{k}": v for k, v in ds.splits.items()})
-    assert ds.pgc is not None and ds.truth is not None
-    arrays.update(
-        pgc_video_features=ds.pgc.video_features,
-        pgc_music_features=ds.pgc.music_features,
-        pgc_pairs=ds.pgc.pairs,
-        pgc_split_train=ds.pgc.splits["train"],
-        pgc_split_val=ds.pgc.splits["val"],
-        truth_video_content=ds.truth.video_content,
-        truth_music_content=ds.truth.music_content,
-        truth_counterfactual=ds.truth.counterfactual,
-        uploader_taste=ds.meta["uploader_taste"],
-        compat_scale=np.asarray(ds.meta["compat_scale"], dtype=np.float64),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _load(path: Path, cfg: SynthConfig, seed: int, name: str) -> Dataset:
-    with np.load(path, allow_pickle=False) as z:
-        a = {k: z[k] for k in z.files}
-    splits = {k[len("split_") :]: v for k, v in a.items() if k.startswith("split_")}
-    return Dataset(
-        name=name,
-        video_features=a["video_features"],
-        music_features=a["music_features"],
-        video_music=a["video_music"],
-        splits=splits,
-        video_uploader=a["video_uploader"],
-        music_genre=a["music_genre"],
-        genre_names=GENRES,
-        pgc=PGC(
-            a["pgc_video_features"],
-            a["pgc_music_features"],
-            a["pgc_pairs"],
-            {"train": a["pgc_split_train"], "val": a["pgc_split_val"]},
-        ),
-        truth=Truth(a["truth_video_content"], a["truth_music_content"], a["truth_counterfactual"]),
-        content_id=cfg.key(seed),
-        meta={
-            "generator": "benchkit.synth",
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "config": asdict(cfg),
-            "uploader_taste": a["uploader_taste"],
-            "compat_scale": float(a["compat_scale"]),
-        },
-    )
 
 
 def make_world(
@@ -383,11 +428,11 @@ def make_world(
         return generate(cfg, seed, name)
     path = cache_dir() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"
     if path.exists():
-        return _load(path, cfg, seed, name)
+        return load_npz(path)
     if log is not None:
         log(f"generating synthetic world {name} (seed {seed}); cached at {path}")
     ds = generate(cfg, seed, name)
-    _save(ds, path)
+    save_npz(ds, path)
     return ds
 
 

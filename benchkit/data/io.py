@@ -1,0 +1,79 @@
+"""Opening datasets from disk: the DebCM release layout and generic tables, as dataset plugins.
+
+``open_dataset(path)`` asks each registered dataset provider that can ``detect`` a path (the two
+built-in ones here, or a third party's) to load it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchkit import hookimpl
+from benchkit.data.dataset import PGC, Dataset
+from benchkit.data.reference import is_reference, read_pgc, read_reference
+from benchkit.data.tables import _read_pgc, is_tables, read_tables
+from benchkit.errors import DataError
+from benchkit.interfaces import DatasetProvider
+
+
+class ReferenceLayout(DatasetProvider):
+    name = "reference"
+    description = "the DebCM release layout (data_matching/, data_pgc/)"
+
+    def detect(self, path: Path) -> bool:
+        return is_reference(path)
+
+    def load(self, **options: Any) -> Dataset:
+        return read_reference(
+            options["path"],
+            pgc=options.get("pgc"),
+            normalise_weights=options.get("normalise_weights", False),
+        )
+
+
+class Tables(DatasetProvider):
+    name = "tables"
+    description = "interaction table (CSV/Parquet) + feature arrays (.npy) + music genres"
+
+    def detect(self, path: Path) -> bool:
+        return is_tables(path)
+
+    def load(self, **options: Any) -> Dataset:
+        return read_tables(options["path"], seed=options.get("seed", 0))
+
+
+def read_pgc_any(path: Path | str) -> PGC:
+    """PGC clips in either format: ``data_pgc/`` (train.npy …) or a tables ``pgc/`` folder."""
+    p = Path(path)
+    if (p / "pairs.csv").exists() or (p / "pairs.parquet").exists():
+        return _read_pgc(p)
+    if (p / "train.npy").exists():
+        return read_pgc(p)
+    raise DataError(f"{p}: no PGC data (expected data_pgc/train.npy … or pgc/pairs.csv)")
+
+
+def open_dataset(
+    plugins: Any, path: Path | str, pgc: Path | str | None = None, **options: Any
+) -> Dataset:
+    """Load ``path`` with the first dataset provider that recognises it; ``pgc`` adds PGC clips."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    for entry in plugins.datasets.entries():
+        detect = getattr(entry.obj, "detect", None)
+        if detect is not None and detect(p):
+            ds = entry.obj.load(path=p, **options)
+            return replace(ds, pgc=read_pgc_any(pgc)) if pgc is not None else ds
+    kinds = ", ".join(e.name for e in plugins.datasets.entries() if hasattr(e.obj, "detect"))
+    raise DataError(
+        f"{p}: not a dataset layout benchkit knows ({kinds}); see 'Bring your own "
+        f"data' in the README"
+    )
+
+
+@hookimpl
+def register_datasets(register: Any) -> None:
+    register(ReferenceLayout())
+    register(Tables())

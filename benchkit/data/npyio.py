@@ -1,0 +1,95 @@
+"""Reading and writing ``.npy`` files without ever unpickling arbitrary objects.
+
+The DebCM release stores some tables as NumPy *object* arrays, which ``np.load`` can only read with
+``allow_pickle=True`` — that would run any code a crafted file carries. :func:`load_npy` reads such
+files with an unpickler that only rebuilds arrays, lists and plain scalars.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchkit.errors import DataError
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (
+            (module, name) in _ALLOWED
+            or (module == "numpy" and name.endswith("Dtype"))
+            or (module == "numpy.dtypes" and name.endswith("DType"))
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_npy(path: Path | str, what: str = "") -> np.ndarray:
+    """Load a ``.npy`` file; object arrays go through the array-only unpickler."""
+    path = Path(path)
+    label = f"{path}" + (f" ({what})" if what else "")
+    if not path.is_file():
+        raise DataError(f"missing file {label}")
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+            if not dtype.hasobject:
+                return np.load(path, allow_pickle=False)
+            array = _ArrayOnlyUnpickler(f).load()
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise DataError(f"cannot read {label}: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{label} does not hold an array")
+    return array
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write one array (object arrays allowed: we wrote them, and we read them back safely)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, array, allow_pickle=array.dtype.hasobject)
+
+
+class AtomicDir:
+    """Write a folder under a temporary name and rename it into place only when complete."""
+
+    def __init__(self, target: Path | str) -> None:
+        self.target = Path(target)
+        if self.target.exists() and any(self.target.iterdir()):
+            raise DataError(f"{self.target} exists and is not empty; choose another --out")
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            if self.target.exists():
+                self.target.rmdir()
+            os.replace(self.tmp, self.target)
+        else:
+            import shutil
+
+            shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,394 @@
+"""The DebCM release layout (repo jing-1/DecCM), read and written.
+
+    <root>/data_matching/
+        train.npy                          rows [video, music, genre, user_prior (G floats), propensity]
+        100neg/val.npy, 100neg/test.npy    rows [video, positive music, 100 negative music]
+        video_popularity_val.npy, ..._test.npy   per-row evaluation weights (sum to 1)
+        user_prior_mean.npy                d̄, the mean uploader genre distribution
+        visual_features_resnet_V.npy       (n_videos, 2048)
+        music_features.npy                 (n_music, 128) VGGish
+        new_music_smile_features_norm.npy  (n_music, 128) OpenSMILE, normalised
+        benchkit/                          optional, written by benchkit: uploader ids, music genres,
+                                           genre names, extra video columns, the synthetic truth
+    <root>/data_pgc/
+        train.npy, val.npy                 (n, 2) rows [pgc video, pgc music]
+        mv_video_resnet_features.npy, vggish_features.npy, opensmile_features_norm.npy
+
+The release has no uploader ids: uploader priors come from ``train.npy`` (their mean for videos
+outside training) unless ``benchkit/video_uploader.npy`` is present. Music genres come from
+``benchkit/music_genre.npy`` or, failing that, from the genres of the training rows (``-1``, unknown,
+for music never used in training). The stored negatives and weights are used as given.
+Object arrays are read without unpickling arbitrary objects (:mod:`benchkit.data.npyio`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.data.npyio import AtomicDir, load_npy, save_npy
+from benchkit.errors import DataError
+
+MATCHING, PGC_DIR, EXTRA = "data_matching", "data_pgc", "benchkit"
+
+
+def find_root(path: Path | str) -> Path:
+    """The folder holding ``data_matching/`` (``path`` itself may be ``data_matching``)."""
+    p = Path(path)
+    if (p / MATCHING).is_dir():
+        return p
+    if p.name == MATCHING and p.is_dir():
+        return p.parent
+    raise DataError(f"{p}: not the DebCM layout (no {MATCHING}/ folder inside)")
+
+
+def is_reference(path: Path | str) -> bool:
+    try:
+        find_root(path)
+    except DataError:
+        return False
+    return True
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise DataError(f"{what}: {value!r} is not an integer id") from None
+
+
+def _parse_train(rows: np.ndarray, path: Path) -> dict[str, np.ndarray]:
+    if rows.ndim != 2 or rows.shape[1] < 4:
+        raise DataError(
+            f"{path}: expected rows [video, music, genre, user_prior, propensity], "
+            f"got an array of shape {rows.shape}"
+        )
+    if rows.dtype != object:  # a numeric table: video, music, genre, G prior columns, propensity
+        return {
+            "video": rows[:, 0].astype(np.int64),
+            "music": rows[:, 1].astype(np.int64),
+            "genre": rows[:, 2].astype(np.int64),
+            "prior": rows[:, 3:-1].astype(np.float32),
+            "propensity": rows[:, -1].astype(np.float64),
+        }
+    video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
+    music = np.array([_int(r[1], f"{path} column 2 (music)") for r in rows], dtype=np.int64)
+    genre = np.array([_int(r[2], f"{path} column 3 (genre)") for r in rows], dtype=np.int64)
+    try:
+        prior = np.array([np.asarray(r[3], dtype=np.float32) for r in rows])
+    except ValueError:
+        raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers") from None
+    if prior.ndim != 2:
+        raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers")
+    propensity = (
+        np.array([float(r[4]) for r in rows]) if rows.shape[1] > 4 else np.full(len(rows), np.nan)
+    )
+    return {
+        "video": video,
+        "music": music,
+        "genre": genre,
+        "prior": prior,
+        "propensity": propensity,
+    }
+
+
+def _parse_eval(rows: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if rows.dtype != object:
+        if rows.ndim != 2 or rows.shape[1] < 3:
+            raise DataError(
+                f"{path}: expected rows [video, positive, negatives...], got {rows.shape}"
+            )
+        return (
+            rows[:, 0].astype(np.int64),
+            rows[:, 1].astype(np.int64),
+            rows[:, 2:].astype(np.int64),
+        )
+    if rows.ndim != 2 or rows.shape[1] != 3:
+        raise DataError(f"{path}: expected rows [video, positive, negatives], got {rows.shape}")
+    video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
+    pos = np.array([_int(r[1], f"{path} column 2 (positive)") for r in rows], dtype=np.int64)
+    try:
+        negs = np.array([np.asarray(r[2], dtype=np.int64) for r in rows])
+    except ValueError:
+        raise DataError(f"{path} column 3 (negatives): every row needs the same number") from None
+    if negs.ndim != 2:
+        raise DataError(f"{path} column 3 (negatives): every row needs the same number")
+    return video, pos, negs
+
+
+def _weights(path: Path, n: int, normalise: bool) -> np.ndarray:
+    w = load_npy(path, "per-row evaluation weights").astype(np.float64).reshape(-1)
+    if w.shape != (n,):
+        raise DataError(f"{path}: {w.size} weights for {n} evaluation rows")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError(f"{path}: weights must be finite and non-negative")
+    if normalise and w.sum() > 0:
+        w = w / w.sum()
+    elif abs(w.sum() - 1.0) > 1e-6:
+        raise DataError(
+            f"{path}: weights sum to {w.sum():.6g}, not 1; rerun with "
+            f"--normalise-weights to rescale them"
+        )
+    return w
+
+
+def _features(path: Path, what: str) -> np.ndarray:
+    a = load_npy(path, what)
+    if a.ndim != 2:
+        raise DataError(f"{path} ({what}): expected a 2-d array, got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{path} ({what}): expected real numbers, got dtype {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{path} ({what}): NaN or inf in {int(bad.sum())} row(s), e.g. row "
+            f"{int(np.flatnonzero(bad)[0])}; clean or drop them"
+        )
+    return a
+
+
+def read_pgc(path: Path | str) -> PGC:
+    d = Path(path)
+    train = load_npy(d / "train.npy", "PGC training pairs").reshape(-1, 2).astype(np.int64)
+    val = load_npy(d / "val.npy", "PGC validation pairs").reshape(-1, 2).astype(np.int64)
+    video = _features(d / "mv_video_resnet_features.npy", "PGC video features")
+    music = np.concatenate(
+        [
+            _features(d / "vggish_features.npy", "PGC VGGish features"),
+            _features(d / "opensmile_features_norm.npy", "PGC OpenSMILE features"),
+        ],
+        axis=1,
+    )
+    pairs = np.concatenate([train, val])
+    for col, n, what in ((0, video.shape[0], "video"), (1, music.shape[0], "music")):
+        if pairs.size and (pairs[:, col].min() < 0 or pairs[:, col].max() >= n):
+            raise DataError(f"{d}: PGC {what} ids out of range [0, {n})")
+    n_train = train.shape[0]
+    return PGC(
+        video,
+        music,
+        pairs,
+        {"train": np.arange(n_train), "val": np.arange(n_train, pairs.shape[0])},
+    )
+
+
+def read_reference(
+    path: Path | str, pgc: Path | str | None = None, normalise_weights: bool = False
+) -> Dataset:
+    """Read the DebCM layout at ``path`` (PGC from ``pgc``, else ``<root>/data_pgc`` if present)."""
+    root = find_root(path)
+    d = root / MATCHING
+    video_features = _features(d / "visual_features_resnet_V.npy", "video features")
+    music_features = (
+        np.concatenate(
+            [
+                _features(d / "music_features.npy", "VGGish music features"),
+                _features(d / "new_music_smile_features_norm.npy", "OpenSMILE music features"),
+            ],
+            axis=1,
+        )
+        if (d / "new_music_smile_features_norm.npy").exists()
+        else _features(d / "music_features.npy", "music features")
+    )
+    nv, nm = video_features.shape[0], music_features.shape[0]
+    train = _parse_train(load_npy(d / "train.npy", "training rows"), d / "train.npy")
+    evals = {
+        s: _parse_eval(load_npy(d / "100neg" / f"{s}.npy", f"{s} rows"), d / "100neg" / f"{s}.npy")
+        for s in ("val", "test")
+    }
+
+    video_music = np.full(nv, -1, dtype=np.int64)
+    seen = np.zeros(nv, dtype=bool)
+    splits: dict[str, np.ndarray] = {}
+    for name, (videos, music) in {
+        "train": (train["video"], train["music"]),
+        **{s: (e[0], e[1]) for s, e in evals.items()},
+    }.items():
+        where = d / ("train.npy" if name == "train" else f"100neg/{name}.npy")
+        if videos.min() < 0 or videos.max() >= nv:
+            raise DataError(
+                f"{where}: video ids out of range [0, {nv}) (the rows of "
+                f"visual_features_resnet_V.npy)"
+            )
+        if music.min() < 0 or music.max() >= nm:
+            raise DataError(
+                f"{where}: music ids out of range [0, {nm}) (the rows of music_features.npy)"
+            )
+        uniq, counts = np.unique(videos, return_counts=True)
+        twice = np.r_[uniq[counts > 1], videos[seen[videos]]]
+        if twice.size:
+            raise DataError(
+                f"{where}: video {int(twice[0])} appears twice (in this file or in "
+                f"another split); each video has one row"
+            )
+        seen[videos] = True
+        video_music[videos] = music
+        splits[name] = videos
+    extra = d / EXTRA
+    if not seen.all():
+        # Videos in no split carry no choice: drop them and renumber the rest.
+        keep = np.flatnonzero(seen)
+        remap = np.full(nv, -1, dtype=np.int64)
+        remap[keep] = np.arange(keep.size)
+        video_features, video_music = video_features[keep], video_music[keep]
+        splits = {k: remap[v] for k, v in splits.items()}
+        for name in evals:
+            evals[name] = (remap[evals[name][0]], evals[name][1], evals[name][2])
+        train["video"] = remap[train["video"]]
+    else:
+        keep = None
+
+    genre_names: tuple[str, ...] = ()
+    if (extra / "music_genre.npy").exists():
+        music_genre = load_npy(extra / "music_genre.npy", "music genres").astype(np.int64)
+    else:
+        music_genre = np.full(nm, -1, dtype=np.int64)
+        music_genre[train["music"]] = train["genre"]
+        clash = music_genre[train["music"]] != train["genre"]
+        if clash.any():
+            m = int(train["music"][clash][0])
+            raise DataError(f"{d / 'train.npy'}: music {m} has two different genres")
+    if (extra / "genre_names.json").exists():
+        genre_names = tuple(json.loads((extra / "genre_names.json").read_text()))
+    uploader = None
+    given_prior = None
+    if (extra / "video_uploader.npy").exists():
+        uploader = load_npy(extra / "video_uploader.npy", "uploader ids").astype(np.int64)
+        uploader = uploader if keep is None else uploader[keep]
+    else:
+        mean_path = d / "user_prior_mean.npy"
+        mean = (
+            load_npy(mean_path, "mean uploader prior").astype(np.float32).reshape(-1)
+            if mean_path.exists()
+            else train["prior"].mean(axis=0)
+        )
+        given_prior = np.tile(mean, (video_music.size, 1))
+        given_prior[train["video"]] = train["prior"]
+    propensity = np.full(video_music.size, np.nan)
+    propensity[train["video"]] = train["propensity"]
+    if (extra / "propensity.json").exists() and json.loads(
+        (extra / "propensity.json").read_text()
+    ).get("derived"):
+        propensity[:] = np.nan  # benchkit wrote d_u[g(m)] there; recompute it, as the source did
+    truth = None
+    if (extra / "truth_counterfactual.npy").exists():
+        meta_t = json.loads((extra / "truth.json").read_text())
+        truth = Truth(
+            load_npy(extra / "truth_video_content.npy"),
+            load_npy(extra / "truth_music_content.npy"),
+            load_npy(extra / "truth_counterfactual.npy"),
+            scale=float(meta_t["scale"]),
+        )
+    columns = {p.stem[len("column_") :]: load_npy(p) for p in sorted(extra.glob("column_*.npy"))}
+    pgc_dir = Path(pgc) if pgc is not None else root / PGC_DIR
+    pgc_data = read_pgc(pgc_dir) if (pgc is not None or pgc_dir.is_dir()) else None
+    name = "reference:" + (
+        json.loads((extra / "dataset.json").read_text())["name"]
+        if (extra / "dataset.json").exists()
+        else root.name
+    )
+    return Dataset(
+        name=name,
+        video_features=video_features,
+        music_features=music_features,
+        video_music=video_music,
+        splits=splits,
+        video_uploader=uploader,
+        music_genre=music_genre,
+        genre_names=genre_names,
+        pgc=pgc_data,
+        truth=truth,
+        given_prior=given_prior,
+        propensity=None if np.isnan(propensity).all() else propensity,
+        negatives={s: e[2] for s, e in evals.items()},
+        eval_weights={
+            s: _weights(d / f"video_popularity_{s}.npy", e[0].size, normalise_weights)
+            for s, e in evals.items()
+        },
+        video_columns=columns,
+        meta={"source": str(root), "format": "reference"},
+    )
+
+
+def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Path:
+    """Write ``ds`` in the DebCM layout (plus benchkit's lossless extras) atomically."""
+    from benchkit.evaluate import row_weights, sample_negatives
+
+    if ds.music_genre is None:
+        raise DataError(
+            f"{ds.name}: the reference layout stores a genre per training row; this "
+            f"dataset has no music genres"
+        )
+    config = ds.meta.get("config", {})
+    split_at = int(config.get("music_dims", (ds.music_features.shape[1] // 2,))[0])
+    with AtomicDir(out) as tmp:
+        d = tmp / MATCHING
+        save_npy(d / "visual_features_resnet_V.npy", ds.video_features)
+        save_npy(d / "music_features.npy", np.ascontiguousarray(ds.music_features[:, :split_at]))
+        save_npy(
+            d / "new_music_smile_features_norm.npy",
+            np.ascontiguousarray(ds.music_features[:, split_at:]),
+        )
+        rows = ds.splits["train"]
+        prior = ds.video_prior
+        genre = ds.music_genre[ds.video_music[rows]]
+        if ds.propensity is not None:
+            propensity = ds.propensity[rows]
+        else:  # the genre propensity d_u[g(m)], IPS's default; marked so a reader recomputes it
+            propensity = prior[rows, np.maximum(genre, 0)].astype(np.float64)
+        train = np.empty((rows.size, 5), dtype=object)
+        for i, (v, g) in enumerate(zip(rows, genre, strict=True)):
+            train[i] = [
+                int(v),
+                int(ds.video_music[v]),
+                str(int(g)),
+                prior[v].tolist(),
+                float(propensity[i]),
+            ]
+        save_npy(d / "train.npy", train)
+        for split in ("val", "test"):
+            rows = ds.splits[split]
+            negs = ds.negatives.get(split)
+            if negs is None:
+                negs = sample_negatives(ds, split, 100, negatives_seed)
+            table = np.empty((rows.size, 3), dtype=object)
+            for i, v in enumerate(rows):
+                table[i] = [int(v), int(ds.video_music[v]), negs[i]]
+            save_npy(d / "100neg" / f"{split}.npy", table)
+            save_npy(
+                d / f"video_popularity_{split}.npy",
+                row_weights(ds, rows, "inverse_popularity", split),
+            )
+        save_npy(d / "user_prior_mean.npy", ds.prior_mean)
+        extra = d / EXTRA
+        save_npy(extra / "music_genre.npy", ds.music_genre)
+        (extra / "genre_names.json").write_text(json.dumps(list(ds.genre_names)))
+        (extra / "dataset.json").write_text(json.dumps({"name": ds.name}))
+        (extra / "propensity.json").write_text(json.dumps({"derived": ds.propensity is None}))
+        if ds.video_uploader is not None:
+            save_npy(extra / "video_uploader.npy", ds.video_uploader)
+        for key, col in ds.video_columns.items():
+            save_npy(extra / f"column_{key}.npy", col)
+        if ds.truth is not None:
+            save_npy(extra / "truth_video_content.npy", ds.truth.video_content)
+            save_npy(extra / "truth_music_content.npy", ds.truth.music_content)
+            save_npy(extra / "truth_counterfactual.npy", ds.truth.counterfactual)
+            (extra / "truth.json").write_text(json.dumps({"scale": ds.truth.scale}))
+        if ds.pgc is not None:
+            p = tmp / PGC_DIR
+            save_npy(p / "train.npy", ds.pgc.pairs[ds.pgc.splits["train"]])
+            save_npy(p / "val.npy", ds.pgc.pairs[ds.pgc.splits["val"]])
+            save_npy(p / "mv_video_resnet_features.npy", ds.pgc.video_features)
+            save_npy(
+                p / "vggish_features.npy", np.ascontiguousarray(ds.pgc.music_features[:, :split_at])
+            )
+            save_npy(
+                p / "opensmile_features_norm.npy",
+                np.ascontiguousarray(ds.pgc.music_features[:, split_at:]),
+            )
+    return Path(out)

@@ -1,0 +1,261 @@
+"""Test-set protocols (paper §5.1, §5.6.1): which videos train, validate and test.
+
+Each function returns the same data with new ``train`` / ``val`` / ``test`` splits (arrays are
+shared, the fingerprint changes). Uploader histories and popularity used by methods are always
+recomputed from the new training split, so nothing about a test video's choice leaks.
+
+- ``random``: 8:1:1 at random.
+- ``diverse`` (T_diverse): test videos of the uploaders whose genre history has the highest entropy.
+  Half of every multi-video uploader's videos are candidates; the entropy is measured on the other
+  half (which stays in training, so test uploaders keep a history); candidates of the most diverse
+  uploaders fill the test set. Validation is random among the rest.
+- ``matching`` (T_matching): the videos that match their music best, by the mean percentile rank of
+  a matching score (the true compatibility on the synthetic world, or a column you name) and of
+  video popularity (the ``views`` column when present). Validation is random among the rest.
+- ``ratio`` (Fig. 3's genre-ratio intervention X:(1−X)): music-disjoint train/test ("strong
+  generalisation"), stratified by popularity. Of the two named genres, the training music keep the
+  ratio X:(1−X) and the held-out music (1−X):X; the other genres split 8:1:1. The held-out share of
+  the two genres follows from the two ratio constraints (about half of them when their sizes are
+  alike); held-out music are split evenly between validation and test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from benchkit.data.dataset import Dataset
+from benchkit.errors import ConfigError, DataError
+
+
+def _split(ds: Dataset, train: np.ndarray, val: np.ndarray, test: np.ndarray, tag: str) -> Dataset:
+    for name, rows in (("train", train), ("val", val), ("test", test)):
+        if rows.size == 0:
+            raise DataError(
+                f"{ds.name}: the {tag} split left {name!r} empty; the dataset is too small for it"
+            )
+    out = ds.with_splits(
+        {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)},
+        name=f"{ds.name}/{tag}",
+    )
+    out.meta = {**ds.meta, "test_set": tag}
+    return out
+
+
+def random_splits(
+    n: int, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, np.ndarray]:
+    """Rows 0 … n−1 cut at random into train / val / test in the given ratios."""
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    n_train = round(ratios[0] / sum(ratios) * n)
+    n_val = round(ratios[1] / sum(ratios) * n)
+    return {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
+
+
+def random_split(
+    ds: Dataset, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> Dataset:
+    s = random_splits(ds.n_videos, seed, ratios)
+    return _split(ds, s["train"], s["val"], s["test"], "random")
+
+
+def genre_entropy(
+    genres: np.ndarray, owners: np.ndarray, n_owners: int, n_genres: int
+) -> np.ndarray:
+    """Entropy (nats) of each owner's genre histogram; owners without items get -inf."""
+    counts = np.zeros((n_owners, n_genres))
+    np.add.at(counts, (owners, genres), 1)
+    total = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return np.where(total[:, 0] > 0, h, -np.inf)
+
+
+def _rest_val(
+    rest: np.ndarray, n_val: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    shuffled = rng.permutation(rest)
+    return shuffled[n_val:], shuffled[:n_val]
+
+
+def diverse_split(
+    ds: Dataset, seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1
+) -> Dataset:
+    if ds.video_uploader is None or ds.music_genre is None:
+        raise DataError(f"{ds.name}: T_diverse needs uploader ids and music genres")
+    rng = np.random.default_rng([seed, 2])
+    upl = ds.video_uploader
+    genres = ds.music_genre[ds.video_music]
+    # Per uploader, alternate its videos (in random order) between "history" and "candidate".
+    order = rng.permutation(ds.n_videos)
+    by_upl = order[np.argsort(upl[order], kind="stable")]
+    sorted_upl = upl[by_upl]
+    new_group = np.r_[True, sorted_upl[1:] != sorted_upl[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(ds.n_videos), 0))
+    rank_in_uploader = np.empty(ds.n_videos, dtype=np.int64)
+    rank_in_uploader[by_upl] = np.arange(ds.n_videos) - group_start
+    candidate = rank_in_uploader % 2 == 1
+    history = ~candidate
+    entropy = genre_entropy(genres[history], upl[history], ds.n_uploaders, ds.n_genres)
+    n_test = round(test_fraction * ds.n_videos)
+    tiebreak = rng.random(ds.n_uploaders)
+    ranked_uploaders = np.lexsort((tiebreak, -entropy))
+    cand_rows = np.flatnonzero(candidate)
+    position = np.empty(ds.n_uploaders, dtype=np.int64)
+    position[ranked_uploaders] = np.arange(ds.n_uploaders)
+    cand_sorted = cand_rows[np.argsort(position[upl[cand_rows]], kind="stable")]
+    test = cand_sorted[:n_test]
+    rest = np.setdiff1d(np.arange(ds.n_videos), test)
+    train, val = _rest_val(rest, round(val_fraction * ds.n_videos), rng)
+    return _split(ds, train, val, test, "diverse")
+
+
+def matching_score(ds: Dataset, column: str | None) -> np.ndarray:
+    """Per video, how well its music matches: a named column, else the true compatibility."""
+    if column is not None:
+        if column not in ds.video_columns:
+            raise DataError(
+                f"{ds.name}: no per-video column {column!r}; columns: "
+                f"{', '.join(sorted(ds.video_columns)) or 'none'}"
+            )
+        return np.asarray(ds.video_columns[column], dtype=np.float64)
+    if ds.truth is None:
+        raise DataError(
+            f"{ds.name}: T_matching needs a matching score; real data has no true "
+            f"compatibility, so name a per-video score column (matching_column=...)"
+        )
+    t = ds.truth
+    fit = (t.video_content * t.music_content[ds.video_music]).sum(axis=1)
+    return fit / (np.sqrt(t.video_content.shape[1]) * t.scale)
+
+
+def _percentile(x: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(x, kind="stable"), kind="stable") / max(1, x.size - 1)
+
+
+def matching_split(
+    ds: Dataset,
+    seed: int = 0,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    matching_column: str | None = None,
+    popularity_column: str | None = "views",
+) -> Dataset:
+    rng = np.random.default_rng([seed, 3])
+    rank = _percentile(matching_score(ds, matching_column))
+    if popularity_column is not None and popularity_column in ds.video_columns:
+        rank = 0.5 * (rank + _percentile(ds.video_columns[popularity_column]))
+    jitter = rng.random(ds.n_videos) * 1e-9
+    order = np.argsort(-(rank + jitter), kind="stable")
+    n_test = round(test_fraction * ds.n_videos)
+    test = order[:n_test]
+    train, val = _rest_val(order[n_test:], round(val_fraction * ds.n_videos), rng)
+    return _split(ds, train, val, test, "matching")
+
+
+def stratified_pick(
+    items: np.ndarray, k: int, popularity: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """``k`` of ``items`` spread over their popularity: sort by popularity, cut into k contiguous
+    bins, draw one item per bin."""
+    if k <= 0:
+        return items[:0]
+    if k >= items.size:
+        return items.copy()
+    ranked = items[np.argsort(popularity[items] + rng.random(items.size) * 1e-6, kind="stable")]
+    edges = np.linspace(0, items.size, k + 1).round().astype(np.int64)
+    picks = edges[:-1] + (rng.random(k) * np.diff(edges)).astype(np.int64)
+    return ranked[picks]
+
+
+def _train_counts(n_a: int, n_b: int, x: float, train_share: float) -> tuple[int, int]:
+    """Training music of genres A and B with ratio x:(1−x) in training and (1−x):x held out."""
+    if abs(2 * x - 1) < 1e-9:
+        t = train_share * (n_a + n_b)
+    else:
+        t = (x * n_a - (1 - x) * n_b) / (2 * x - 1)
+    a, b = round(x * t), round((1 - x) * t)
+    return int(np.clip(a, 1, n_a - 2)), int(np.clip(b, 1, n_b - 2))
+
+
+def ratio_split(
+    ds: Dataset,
+    x: float,
+    genres: tuple[str, str] = ("hiphop", "jazz"),
+    seed: int = 0,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> Dataset:
+    if not 0.0 < x < 1.0:
+        raise ConfigError(f"the genre ratio X must be in (0, 1), got {x}")
+    if ds.music_genre is None:
+        raise DataError(f"{ds.name}: the genre-ratio intervention needs music genres")
+    names = list(ds.genre_names)
+    missing = [g for g in genres if g not in names]
+    if missing:
+        raise ConfigError(f"unknown genre(s) {', '.join(missing)}; genres: {', '.join(names)}")
+    rng = np.random.default_rng([seed, 4, round(x * 1000)])
+    pop = ds.music_popularity.astype(np.float64)
+    ga, gb = (names.index(g) for g in genres)
+    music = np.arange(ds.n_music)
+    split_of = np.full(ds.n_music, -1)
+    a_items, b_items = music[ds.music_genre == ga], music[ds.music_genre == gb]
+    if a_items.size < 3 or b_items.size < 3:
+        raise DataError(
+            f"{ds.name}: genres {genres} need at least 3 music each for the intervention"
+        )
+    share = ratios[0] / sum(ratios)
+    n_a, n_b = _train_counts(a_items.size, b_items.size, x, share)
+    for items, n_train in ((a_items, n_a), (b_items, n_b)):
+        train = stratified_pick(items, n_train, pop, rng)
+        held = np.setdiff1d(items, train)
+        val = stratified_pick(held, held.size // 2, pop, rng)
+        split_of[train], split_of[held], split_of[val] = 0, 2, 1
+    others = music[(ds.music_genre != ga) & (ds.music_genre != gb)]
+    train = stratified_pick(others, round(share * others.size), pop, rng)
+    held = np.setdiff1d(others, train)
+    val = stratified_pick(held, round(ratios[1] / (ratios[1] + ratios[2]) * held.size), pop, rng)
+    split_of[train], split_of[held], split_of[val] = 0, 2, 1
+    video_split = split_of[ds.video_music]
+    out = _split(
+        ds,
+        np.flatnonzero(video_split == 0),
+        np.flatnonzero(video_split == 1),
+        np.flatnonzero(video_split == 2),
+        f"ratio{x:g}",
+    )
+    out.meta["ratio_genres"] = list(genres)
+    return out
+
+
+TEST_SETS: dict[str, Callable[..., Dataset]] = {
+    "random": random_split,
+    "diverse": diverse_split,
+    "matching": matching_split,
+}
+
+
+def apply_test_set(ds: Dataset, spec: str | None, seed: int = 0, **options: Any) -> Dataset:
+    """``None``/``given`` keeps the dataset's splits; ``random``, ``diverse``, ``matching``, or
+    ``ratio:X`` (e.g. ``ratio:0.8``, genres from ``options['genres']``)."""
+    if spec in (None, "", "given"):
+        return ds
+    if spec.startswith("ratio:"):
+        try:
+            x = float(spec.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(
+                f"test set {spec!r}: write ratio:X with X a number, e.g. ratio:0.8"
+            ) from None
+        return ratio_split(ds, x, seed=seed, **options)
+    if spec not in TEST_SETS:
+        raise ConfigError(
+            f"unknown test set {spec!r}; choose given, random, diverse, matching or ratio:X"
+        )
+    return TEST_SETS[spec](ds, seed=seed, **options)

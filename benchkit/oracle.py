@@ -1,0 +1,113 @@
+"""Oracle and bias metrics: what the synthetic world's truth lets us measure, beside the usual ones.
+
+All are computed on the whole music pool (the counterfactual music need not be among a row's sampled
+candidates), rows weighted uniformly, ties broken by expectation (:mod:`benchkit.metrics`):
+
+- ``cf_recall@K`` / ``cf_ndcg@K``: Recall/NDCG of the *counterfactual* choice — the music the
+  uploader would have picked with their genre taste switched off. A debiased model should rank it
+  higher than a biased one does.
+- ``true_ndcg@K``: NDCG@K with graded relevance = the true compatibility of each music with the
+  video, clipped at 0 (music that fit better than a random pair); the ideal list is the K most
+  compatible music.
+- ``bias_amp@K``: bias amplification — the share of the top K in the uploader's majority genre
+  minus that genre's share of the uploader's (training) history, averaged over rows. Positive
+  values mean the model over-recommends what the uploader already chose most. Needs only genres
+  and uploader histories, so it is reported on real data too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchkit.data.dataset import Dataset
+
+
+def expected_topk(scores: Tensor, values: Tensor, k: int, discounted: bool) -> Tensor:
+    """Per row, Σ_items value · E[w(rank)] with rank uniform within each block of tied scores and
+    w(r) = 1(r < k) (or 1(r < k)/log2(r + 2) when ``discounted``)."""
+    n, m = scores.shape
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    s = scores.gather(1, order)
+    v = values.gather(1, order).to(torch.float64)
+    pos = torch.arange(m, device=scores.device).expand(n, m)
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
+    last = torch.ones_like(new)
+    last[:, :-1] = new[:, 1:]
+    big = torch.full_like(pos, m)
+    end = torch.where(last, pos + 1, big).flip(1).cummin(dim=1).values.flip(1)
+    steps = torch.arange(k + 1, device=scores.device, dtype=torch.float64)
+    if discounted:
+        disc = 1.0 / torch.log2(torch.arange(k, device=scores.device, dtype=torch.float64) + 2)
+        prefix = torch.cat(
+            [torch.zeros(1, dtype=torch.float64, device=scores.device), disc.cumsum(0)]
+        )
+    else:
+        prefix = steps
+    lo, hi = start.clamp(max=k), end.clamp(max=k)
+    weight = (prefix[hi] - prefix[lo]) / (end - start).to(torch.float64)
+    return (weight * v).sum(dim=1)
+
+
+def ideal_dcg(values: Tensor, k: int) -> Tensor:
+    top = values.to(torch.float64).topk(min(k, values.shape[1]), dim=1).values
+    disc = 1.0 / torch.log2(
+        torch.arange(top.shape[1], device=values.device, dtype=torch.float64) + 2
+    )
+    return (top * disc).sum(dim=1)
+
+
+class OracleAccumulator:
+    """Collects oracle/bias statistics chunk by chunk during one evaluation pass."""
+
+    def __init__(self, dataset: Dataset, ks: tuple[int, ...]) -> None:
+        self.dataset = dataset
+        self.ks = ks
+        self.truth = dataset.truth
+        self.bias = dataset.has("uploaders")
+        self.sums: dict[str, float] = {}
+        self.rows = 0
+        self.genre: Tensor | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.truth is not None or self.bias
+
+    def add(self, rows: np.ndarray, scores: Tensor) -> None:
+        """``scores``: (len(rows), n_music) final scores of these test videos over the whole pool."""
+        device = scores.device
+        n = len(rows)
+        self.rows += n
+        stats: dict[str, Tensor] = {}
+        if self.truth is not None:
+            cf = torch.from_numpy(self.truth.counterfactual[rows]).to(device)
+            onehot = torch.zeros_like(scores, dtype=torch.float64)
+            onehot[torch.arange(n, device=device), cf] = 1.0
+            compat = torch.from_numpy(self.truth.compatibility(rows)).to(device).clamp_min(0)
+            for k in self.ks:
+                stats[f"cf_recall@{k}"] = expected_topk(scores, onehot, k, discounted=False)
+                stats[f"cf_ndcg@{k}"] = expected_topk(scores, onehot, k, discounted=True)
+                ideal = ideal_dcg(compat, k)
+                dcg = expected_topk(scores, compat, k, discounted=True)
+                stats[f"true_ndcg@{k}"] = torch.where(
+                    ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg)
+                )
+        if self.bias:
+            assert self.dataset.music_genre is not None
+            if self.genre is None:
+                self.genre = torch.from_numpy(self.dataset.music_genre).to(device)
+            prior = torch.from_numpy(self.dataset.video_prior[rows]).to(device)
+            major = prior.argmax(dim=1)
+            in_major = (self.genre[None, :] == major[:, None]).to(torch.float64)
+            share = prior.gather(1, major[:, None]).squeeze(1).to(torch.float64)
+            for k in self.ks:
+                top = expected_topk(scores, in_major, k, discounted=False) / k
+                stats[f"bias_amp@{k}"] = top - share
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.sum())
+
+    def result(self) -> dict[str, float]:
+        return {k: v / max(1, self.rows) for k, v in sorted(self.sums.items())}
