@@ -21,7 +21,9 @@ from benchkit.plugins import get_plugins
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--preset", default="small")
     parser.add_argument("--backbones", default="cevar,cmvbr,dscmr,uwml,dual_vae,cmvae,random,cca")
     parser.add_argument("--protocols", default="paper,full")
@@ -36,7 +38,9 @@ def main() -> None:
         row: dict[str, object] = {"backbone": name}
         for protocol in args.protocols.split(","):
             t0 = time.perf_counter()
-            res = run(name, "none", dataset=data, protocol=protocol, seed=args.seed, plugins=plugins)
+            res = run(
+                name, "none", dataset=data, protocol=protocol, seed=args.seed, plugins=plugins
+            )
             row[f"R@{args.k} {protocol}"] = round(res.metrics[f"recall@{args.k}"], 4)
             row[f"N@{args.k} {protocol}"] = round(res.metrics[f"ndcg@{args.k}"], 4)
             row[f"epochs {protocol}"] = res.training["epochs_run"]

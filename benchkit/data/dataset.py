@@ -270,6 +270,11 @@ class Dataset:
         return np.bincount(self.video_music, minlength=self.n_music)
 
     @cached_property
+    def train_popularity(self) -> np.ndarray:
+        """Videos per music in the training split: the popularity a method may use."""
+        return np.bincount(self.video_music[self.splits["train"]], minlength=self.n_music)
+
+    @cached_property
     def video_prior(self) -> np.ndarray:
         """(Nv, G) float32: each video's uploader genre distribution d_u from the training split.
 

@@ -68,7 +68,7 @@ def _ids(path: Path) -> np.ndarray:
     ids = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise DataError(f"{path}: duplicate id {uniq[counts > 1][0]!r}")
+        raise DataError(f"{path}: duplicate id {str(uniq[counts > 1][0])!r}")
     return ids
 
 
