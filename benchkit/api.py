@@ -1,8 +1,13 @@
 """The Python API: one call trains and evaluates one method, exactly as ``benchkit run`` does.
 
-from benchkit.api import run
-result = run("cmvae", "none", preset="tiny", seed=1234)
-result.metrics["recall@25"]
+    from benchkit.api import run
+    result = run("cmvae", "debcm", preset="tiny", seed=1234)
+    result.metrics["recall@25"]
+
+Data settings (Table 3): ``ugc`` trains on the UGC pairs only (D_s; PGC dropped). ``ugc+pgc``
+(D_s ∪ D_t) hands the PGC to the strategies that consume it (``kl_distill``, ``label_distill``);
+with no strategy (``none``) the PGC pairs are pooled with the UGC pairs instead. ``auto`` picks
+``ugc+pgc`` when the data has PGC and the stack consumes it, else ``ugc``.
 """
 
 from __future__ import annotations
@@ -21,40 +26,38 @@ from benchkit import __version__
 from benchkit.data.dataset import Dataset
 from benchkit.data.io import open_dataset, read_pgc_any
 from benchkit.data.splits import apply_test_set
-from benchkit.device import select_device, ugc_pairs
+from benchkit.device import Pairs, PooledPairs, pgc_pairs, select_device, ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
-from benchkit.interfaces import (
-    TRAINING_HOOKS,
-    Backbone,
-    Protocol,
-    RunContext,
-    StackAlias,
-    Strategy,
-)
+from benchkit.interfaces import TRAINING_HOOKS, Backbone, Protocol, RunContext, StackAlias, Strategy
 from benchkit.method import Method
 from benchkit.plugins import Plugins, get_plugins
-from benchkit.train import fit
+from benchkit.train import Trainer
+
+SETTINGS = ("auto", "ugc", "ugc+pgc")
 
 
-def parse_stack(debias: str, plugins: Plugins) -> list[type[Strategy]]:
-    """``a+b`` → strategy classes, stack aliases expanded; ``none`` stands alone."""
+def parse_stack(debias: str, plugins: Plugins) -> list[tuple[type[Strategy], bool]]:
+    """``a+b`` → (strategy class, optional) pairs, stack aliases expanded; ``none`` stands alone.
+
+    Alias members written ``name?`` are optional (dropped when the data cannot support them).
+    """
     names = [n.strip() for n in debias.split("+")]
     if not debias.strip() or any(not n for n in names):
         raise ConfigError(
             f"empty strategy name in --debias {debias!r}; write e.g. 'ips' or 'decrs+label_distill'"
         )
-    expanded: list[type[Strategy]] = []
+    expanded: list[tuple[type[Strategy], bool]] = []
     for n in names:
         obj = plugins.strategies.get(n)
-        members = (
-            [plugins.strategies.get(m) for m in obj.members]
-            if isinstance(obj, StackAlias)
-            else [obj]
-        )
-        expanded.extend(members)
+        if isinstance(obj, StackAlias):
+            for member in obj.members:
+                optional = member.endswith("?")
+                expanded.append((plugins.strategies.get(member.rstrip("?")), optional))
+        else:
+            expanded.append((obj, False))
     seen: set[str] = set()
-    for cls in expanded:
+    for cls, _ in expanded:
         if cls.name in seen:
             raise ConfigError(f"strategy {cls.name!r} appears twice in --debias {debias!r}")
         seen.add(cls.name)
@@ -85,6 +88,28 @@ def split_overrides(
     return backbone, strategies
 
 
+def incompatibility(backbone: Backbone, strategy: Strategy, dataset: Dataset) -> str | None:
+    """Why ``strategy`` cannot run with this backbone and data, in one line (``None`` if it can)."""
+    training = sorted(strategy.hook_points() & TRAINING_HOOKS)
+    if backbone.closed_form and training:
+        return (
+            f"backbone {backbone.name!r} is fitted in closed form, but strategy "
+            f"{strategy.name!r} acts during training ({', '.join(training)})"
+        )
+    missing = sorted(r for r in strategy.requirements() if not dataset.has(r))
+    if missing:
+        return (
+            f"strategy {strategy.name!r} needs {', '.join(missing)}, which dataset "
+            f"{dataset.name!r} does not have"
+        )
+    if strategy.requires_cells and backbone.loss_granularity != "cell":
+        return (
+            f"strategy {strategy.name!r} weights in-batch cells, but backbone "
+            f"{backbone.name!r} exposes only {backbone.loss_granularity}-level loss terms"
+        )
+    return strategy.check_backbone(backbone)
+
+
 def check_compatible(backbone: Backbone, strategies: list[Strategy], dataset: Dataset) -> None:
     """Fail before training, in one line, when a strategy cannot work with this backbone or data."""
     missing = sorted(r for r in backbone.requirements() if not dataset.has(r))
@@ -94,24 +119,9 @@ def check_compatible(backbone: Backbone, strategies: list[Strategy], dataset: Da
             f"{dataset.name!r} does not have"
         )
     for s in strategies:
-        training = sorted(s.hook_points() & TRAINING_HOOKS)
-        if backbone.closed_form and training:
-            raise ConfigError(
-                f"backbone {backbone.name!r} is fitted in closed form, but strategy {s.name!r} "
-                f"acts during training ({', '.join(training)})"
-            )
-        missing = sorted(r for r in s.requires if not dataset.has(r))
-        if missing:
-            raise ConfigError(
-                f"strategy {s.name!r} needs {', '.join(missing)}, which dataset "
-                f"{dataset.name!r} does not have"
-            )
-        if s.requires_cells and backbone.loss_granularity != "cell":
-            raise ConfigError(
-                f"strategy {s.name!r} weights in-batch cells, but backbone "
-                f"{backbone.name!r} exposes only {backbone.loss_granularity}-level "
-                f"loss terms"
-            )
+        problem = incompatibility(backbone, s, dataset)
+        if problem:
+            raise ConfigError(problem)
 
 
 def load_dataset(
@@ -135,6 +145,31 @@ def load_dataset(
         if pgc is not None:
             data = replace(data, pgc=read_pgc_any(pgc))
     return apply_test_set(data, test_set, seed=world_seed)
+
+
+def resolve_setting(
+    setting: str, stack: list[Strategy], debias: str, ds: Dataset
+) -> tuple[str, Dataset, bool]:
+    """(resolved setting, the data as the method will see it, whether PGC pairs are pooled)."""
+    if setting not in SETTINGS:
+        raise ConfigError(f"unknown data setting {setting!r}; choose {', '.join(SETTINGS)}")
+    consumes = any("pgc" in s.requirements() for s in stack)
+    plain = [s.name for s in stack] == ["none"]
+    if setting == "auto":
+        setting = "ugc+pgc" if ds.pgc is not None and consumes else "ugc"
+    if setting == "ugc":
+        return setting, (replace(ds, pgc=None) if ds.pgc is not None else ds), False
+    if ds.pgc is None:
+        raise ConfigError(
+            f"setting ugc+pgc needs PGC data, which dataset {ds.name!r} does not "
+            f"have (give --pgc PATH)"
+        )
+    if not consumes and not plain:
+        raise ConfigError(
+            f"setting ugc+pgc: no strategy of {debias!r} uses the PGC data; add label_distill "
+            f"(Table 3's protocol for debias baselines) or use --setting ugc"
+        )
+    return setting, ds, plain
 
 
 @dataclass
@@ -174,6 +209,7 @@ def run(
     dataset: Dataset | None = None,
     data: str | Path | None = None,
     pgc: str | Path | None = None,
+    setting: str = "auto",
     test_set: str | None = None,
     normalise_weights: bool = False,
     world_seed: int = 0,
@@ -194,23 +230,25 @@ def run(
 
     ``dataset`` (an in-memory Dataset) or ``data`` (a path: the DebCM layout or tables, with PGC
     clips from ``pgc``) default to the synthetic world at ``preset`` (seed ``world_seed``);
-    ``test_set`` re-splits the data (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed``
-    seeds initialisation and batching. ``overrides`` set hyperparameters: plain keys go to the backbone,
+    ``setting`` is the data setting (module docstring); ``test_set`` re-splits the data
+    (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed`` seeds initialisation and
+    batching. ``overrides`` set hyperparameters: plain keys go to the backbone,
     ``<strategy>.<key>`` to a strategy. ``epochs`` caps training (early stopping still applies).
     """
     started = time.perf_counter()
     plugins = plugins or get_plugins()
+    log = log or (lambda _m: None)
     # Resolve every name before touching data, so a typo fails in milliseconds.
     backbone_cls = plugins.backbones.get(backbone)
-    strategy_classes = parse_stack(debias, plugins)
+    stack = parse_stack(debias, plugins)
     protocol_obj: Protocol = plugins.protocols.get(protocol)(**dict(protocol_params or {}))
-    bb_over, st_over = split_overrides(overrides or {}, [c.name for c in strategy_classes])
+    bb_over, st_over = split_overrides(overrides or {}, [c.name for c, _ in stack])
     if epochs is not None:
         if epochs < 1:
             raise ConfigError("epochs must be at least 1")
         bb_over["epochs"] = epochs
     bb: Backbone = backbone_cls(**bb_over)
-    strategies = [cls(**st_over.get(cls.name, {})) for cls in strategy_classes]
+    candidates = [(cls(**st_over.get(cls.name, {})), optional) for cls, optional in stack]
     torch_device = select_device(device)
 
     if dataset is not None:
@@ -230,6 +268,9 @@ def run(
         raise ConfigError(
             f"dataset {ds.name!r} has no split {split!r}; splits: {', '.join(sorted(ds.splits))}"
         )
+    setting, ds, pooled = resolve_setting(setting, [s for s, _ in candidates], debias, ds)
+    # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
+    strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
 
     torch.manual_seed(seed)
@@ -239,30 +280,27 @@ def run(
     for s in strategies:
         s.build(spec, bb)
     method = Method(bb, strategies).to(torch_device)
+    trainer = Trainer(plugins, torch_device, seed, patience=patience, progress=not quiet)
     ctx = RunContext(
-        device=torch_device, seed=seed, plugins=plugins, log=log or (lambda _m: None), quiet=quiet
+        device=torch_device, seed=seed, plugins=plugins, trainer=trainer, log=log, quiet=quiet
     )
     for s in strategies:
         s.prepare(ds, ctx)
 
-    def validate(m: Method) -> float:
-        ev = evaluate(m, ds, protocol_obj, plugins.metrics, "val", torch_device)
-        return ev.metrics[protocol_obj.selection_metric]
-
-    fitted = fit(
-        method,
-        ugc_pairs(ds, "train", torch_device),
-        epochs=bb.hparams["epochs"],
-        batch_size=bb.hparams["batch_size"],
-        seed=seed,
-        validate=validate,
-        patience=patience,
-        progress=not quiet,
-        desc=f"{backbone}+{debias}",
-    )
+    ugc = ugc_pairs(ds, "train", torch_device)
+    pairs: Pairs | PooledPairs = ugc
+    if pooled:
+        assert ds.pgc is not None
+        pairs = PooledPairs([ugc, pgc_pairs(ds.pgc, "train", torch_device)])
+    fitted = trainer.fit(method, ds, protocol_obj, pairs=pairs, desc=f"{backbone}+{debias}")
     result = evaluate(method, ds, protocol_obj, plugins.metrics, split, torch_device, oracle=True)
     return RunResult(
-        method={"backbone": backbone, "debias": debias, "strategies": [s.name for s in strategies]},
+        method={
+            "backbone": backbone,
+            "debias": debias,
+            "setting": setting,
+            "strategies": [s.name for s in strategies],
+        },
         hparams=method.hparams,
         dataset={
             "name": ds.name,
@@ -281,7 +319,7 @@ def run(
         training={
             **fitted.to_dict(),
             "wall_seconds": time.perf_counter() - started,
-            "train_pairs": int(ds.splits["train"].size),
+            "train_pairs": len(pairs),
         },
         environment={
             "benchkit": __version__,

@@ -129,6 +129,13 @@ def data_options(f: Any) -> Any:
     show_default=True,
     help="Strategy or stack, e.g. 'ips' or 'decrs+label_distill'.",
 )
+@click.option(
+    "--setting",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "ugc", "ugc+pgc"]),
+    help="Data setting: UGC only (D_s) or UGC with PGC (D_s ∪ D_t).",
+)
 @data_options
 @click.option(
     "--seed",
@@ -171,6 +178,7 @@ def data_options(f: Any) -> Any:
 def run(
     backbone: str,
     debias: str,
+    setting: str,
     preset: str,
     world_seed: int,
     data_path: str | None,
@@ -199,6 +207,7 @@ def run(
         pgc=pgc_path,
         test_set=test_set,
         normalise_weights=normalise_weights,
+        setting=setting,
         seed=seed,
         epochs=epochs,
         patience=patience,

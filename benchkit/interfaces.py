@@ -195,8 +195,9 @@ class Output:
         else:
             s = self.scorer(self.video.mu, self.music_scored.mu)
         if self.batch is not None:
+            music = self.music_scored.code if self.on_sample else self.music_scored.mu
             for strategy in self.strategies:
-                s = strategy.adjust_score(s, self.batch)
+                s = strategy.adjust_score(s, self.batch, music)
         return s
 
 
@@ -335,9 +336,10 @@ class Strategy(nn.Module, Configurable):
     """A debias method: implements any of the hook points below; the defaults do nothing.
 
     ``requires`` names what the dataset must hold (``genres``, ``uploaders``, ``pgc``, ``truth``);
-    ``requires_cells`` says the backbone must expose cell-level terms. Both are checked before
-    training, so a run that cannot work fails with one line instead of a traceback.
-    Parameters a strategy creates in ``build`` are trained jointly with the backbone.
+    ``requires_cells`` says the backbone must expose cell-level terms; :meth:`check_backbone` can
+    refuse a backbone for any other reason. All are checked before training, so a run that cannot
+    work fails with one line instead of a traceback. Parameters a strategy creates in ``build`` are
+    trained jointly with the backbone; frozen modules (teachers) must set ``requires_grad=False``.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -346,6 +348,14 @@ class Strategy(nn.Module, Configurable):
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)
         self._set_hparams(hparams)
+
+    def requirements(self) -> frozenset[str]:
+        """What the data must hold for these hyperparameters (``requires`` unless overridden)."""
+        return self.requires
+
+    def check_backbone(self, backbone: Backbone) -> str | None:
+        """Why this strategy cannot work with ``backbone`` (``None`` when it can)."""
+        return None
 
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
         """Create parameters (e.g. genre embeddings) once the data and backbone are known."""
@@ -361,8 +371,9 @@ class Strategy(nn.Module, Configurable):
         """Move the music code (deconfounders). ``rows`` is ``None`` at inference."""
         return music
 
-    def adjust_score(self, scores: Tensor, rows: Batch | Query) -> Tensor:
-        """Change the (rows × columns) score matrix, in training and at inference."""
+    def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
+        """Change the (rows × columns) score matrix, in training (``rows`` is the batch) and at
+        inference (a :class:`Query`); ``music`` holds the columns' music codes."""
         return scores
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
@@ -385,7 +396,11 @@ TRAINING_HOOKS = frozenset({"weights", "adjust_music", "adjust_score", "extra_lo
 
 @dataclass(frozen=True)
 class StackAlias:
-    """A named stack of strategies, declared by the plugin that owns it (e.g. ``debcm``)."""
+    """A named stack of strategies, declared by the plugin that owns it (e.g. ``debcm``).
+
+    A member written ``name?`` is optional: it is dropped, not refused, when the data lacks what it
+    needs (DebCM's distillation applies only when PGC data is present).
+    """
 
     name: str
     members: tuple[str, ...]
@@ -395,12 +410,15 @@ class StackAlias:
 @dataclass
 class RunContext:
     """What a strategy's ``prepare`` may use: the device, the seed, the plugins (to build a teacher
-    backbone by name), a logger and a cache folder."""
+    backbone by name), the trainer (the run's own recipe: loop, early stopping, protocol), a logger
+    and a cache folder."""
 
     device: torch.device
     seed: int
     plugins: Plugins
-    log: Any = print
+    trainer: Any = None
+    protocol: Any = "paper"
+    log: Any = field(default=lambda _message: None)
     cache_dir: Any = None
     quiet: bool = True
 

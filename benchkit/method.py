@@ -137,8 +137,12 @@ class Method(nn.Module):
     def score(self, video_codes: Tensor, music_codes: Tensor, query: Query) -> Tensor:
         scores = self.backbone.score(video_codes, music_codes)
         for s in self._strategies():
-            scores = s.adjust_score(scores, query)
+            scores = s.adjust_score(scores, query, music_codes)
         return scores
+
+    @property
+    def reranks(self) -> bool:
+        return any("rerank" in s.hook_points() for s in self._strategies())
 
     @torch.no_grad()
     def rerank(self, scores: Tensor, items: Tensor, query: Query) -> Tensor:

@@ -211,3 +211,138 @@ def check_backbone(
         )
     report.checks.append("learns")
     return report
+
+
+def _fail_s(cls: type, what: str) -> AssertionError:
+    return AssertionError(f"check_strategy({cls.__name__}): {what}")
+
+
+def check_strategy(
+    cls: type,
+    *,
+    dataset: Dataset | None = None,
+    backbone: str = "cmvae",
+    hparams: dict[str, Any] | None = None,
+    epochs: int = 2,
+    all_backbones: bool = True,
+) -> Report:
+    """Check a strategy class against the contract, with ``backbone`` (CMVAE by default).
+
+    Checks: class attributes; that the default backbone is compatible; each hook it overrides
+    returns the right shapes (weights positive and finite, music codes and scores shaped as given,
+    extra terms of valid granularity, re-ranked candidates finite); a forward/backward pass reaching
+    every parameter it adds; determinism under a seed; a state round trip of the whole method; that
+    it trains and evaluates; and, for every installed backbone, either a finite training step or a
+    clear refusal (listed in ``report.figures`` as 1.0 / 0.0 per backbone).
+    """
+    from benchkit.api import incompatibility
+    from benchkit.interfaces import REQUIREMENTS, Query, RunContext, Strategy
+    from benchkit.train import Trainer
+
+    data = dataset if dataset is not None else _tiny()
+    plugins = load_plugins()
+    hp = dict(hparams or {})
+    report = Report(name=getattr(cls, "name", cls.__name__))
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise _fail_s(cls, "not a subclass of benchkit.interfaces.Strategy")
+    if not SLUG.match(cls.name or "") or not cls.description:
+        raise _fail_s(cls, "needs a slug `name` and a one-line `description`")
+    if not set(cls.requires) <= REQUIREMENTS:
+        raise _fail_s(cls, f"requires must be a subset of {sorted(REQUIREMENTS)}")
+    report.checks.append("attributes")
+
+    device = torch.device("cpu")
+    ctx_for = {}
+
+    def build(seed: int, bb_name: str = backbone) -> tuple[Method, Any]:
+        torch.manual_seed(seed)
+        bb = plugins.backbones.get(bb_name)(epochs=epochs)
+        strategy = cls(**hp)
+        problem = incompatibility(bb, strategy, data)
+        if problem:
+            return Method(bb), problem
+        bb.build(data.spec())
+        strategy.build(data.spec(), bb)
+        method = Method(bb, [strategy]).to(device)
+        trainer = Trainer(plugins, device, seed)
+        ctx = RunContext(device=device, seed=seed, plugins=plugins, trainer=trainer)
+        ctx_for[id(method)] = ctx
+        strategy.prepare(data, ctx)
+        return method, None
+
+    method, problem = build(0)
+    if problem:
+        raise _fail_s(cls, f"the default backbone {backbone!r} is refused: {problem}")
+    strategy = method.strategies[0]
+    hooks = cls.hook_points()
+    pairs = ugc_pairs(data, "train", device)
+    method.train()
+    torch.manual_seed(0)
+    batch = pairs.batch(torch.arange(min(len(pairs), 128)))
+    b = batch.size
+    if "weights" in hooks:
+        w = strategy.weights(batch)  # type: ignore[operator]
+        for name, value, shape in (("anchor", w.anchor, (b,)), ("cell", w.cell, (b, b))):
+            if value is not None and (
+                tuple(value.shape) != shape or not torch.isfinite(value).all() or (value <= 0).any()
+            ):
+                raise _fail_s(cls, f"{name} weights must be positive, finite, shape {shape}")
+    out, terms = method(batch)
+    for key, term in terms.items():
+        _check_term(cls, key, term, b)
+    if tuple(out.scores.shape) != (b, b) or not torch.isfinite(out.scores).all():
+        raise _fail_s(cls, "in-batch scores lost their (B, B) shape or became non-finite")
+    report.checks.append("hooks")
+
+    torch.manual_seed(0)
+    loss, _ = method.loss(batch)
+    loss.backward()
+    for pname, p in strategy.named_parameters():
+        if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0):
+            raise _fail_s(cls, f"parameter {pname!r} receives no gradient")
+    again, _ = build(0)
+    again.train()
+    torch.manual_seed(0)
+    if again.loss(batch)[0].item() != loss.item():
+        raise _fail_s(cls, "the loss differs between two builds under the same seed")
+    report.checks.append("gradients/determinism")
+
+    protocol = FullProtocol()
+    ctx_for[id(method)].trainer.fit(method, data, protocol, pairs=pairs)
+    first = evaluate(method, data, protocol, plugins.metrics, "test", device).metrics
+    if not all(torch.isfinite(torch.tensor(v)) for v in first.values()):
+        raise _fail_s(cls, f"evaluation gave non-finite metrics: {first}")
+    buf = io.BytesIO()
+    torch.save(method.state_dict(), buf)
+    buf.seek(0)
+    clone, _ = build(1)
+    clone.load_state_dict(torch.load(buf, weights_only=True))
+    second = evaluate(clone, data, protocol, plugins.metrics, "test", device).metrics
+    if first != second:
+        raise _fail_s(cls, "metrics change after a save/load round trip of the state dict")
+    if "rerank" in hooks:
+        query = Query(
+            video_idx=torch.arange(3),
+            column_music_idx=torch.arange(data.n_music),
+            prior=torch.from_numpy(data.video_prior[:3]),
+        )
+        scores = torch.randn(3, data.n_music)
+        items = torch.arange(data.n_music).expand(3, -1)
+        if tuple(strategy.rerank(scores, items, query).shape) != (3, data.n_music):  # type: ignore[operator]
+            raise _fail_s(cls, "rerank must keep the (rows, candidates) shape")
+    report.checks.append("train/evaluate/save/load")
+    report.figures.update({f"test {k}": v for k, v in first.items() if k.startswith("recall")})
+
+    for name in plugins.backbones.names() if all_backbones else []:
+        m, refused = build(0, name)
+        if refused:
+            report.figures[f"backbone {name}"] = 0.0
+            continue
+        m.train()
+        step_loss, _ = m.loss(pairs.batch(torch.arange(min(len(pairs), 64))))
+        if not torch.isfinite(step_loss):
+            raise _fail_s(cls, f"non-finite loss with backbone {name!r}")
+        report.figures[f"backbone {name}"] = 1.0
+    if all_backbones:
+        report.checks.append("backbones")
+    return report

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchkit.device import Pairs
+from benchkit.device import Pairs, PooledPairs
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
 
@@ -53,7 +53,7 @@ def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _fit_closed_form(
-    method: Method, pairs: Pairs, validate: Callable[[Method], float] | None
+    method: Method, pairs: Pairs | PooledPairs, validate: Callable[[Method], float] | None
 ) -> FitResult:
     """Backbones fitted in one shot (CCA, the chance scorer): no epochs, same record."""
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def _fit_closed_form(
 
 def fit(
     method: Method,
-    pairs: Pairs,
+    pairs: Pairs | PooledPairs,
     *,
     epochs: int,
     batch_size: int,
@@ -95,7 +95,7 @@ def fit(
         raise BenchkitError(f"need at least 2 training pairs, got {n}")
     if method.backbone.closed_form:
         return _fit_closed_form(method, pairs, validate)
-    device = pairs.video_row.device
+    device = pairs.device
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)
     generator = torch.Generator().manual_seed(seed)
@@ -173,3 +173,50 @@ def fit(
         pairs_per_second=n * epochs_run / max(train_seconds, 1e-9),
         history=history,
     )
+
+
+@dataclass
+class Trainer:
+    """The run's training recipe — the loop above, early stopping on the validation split under a
+    protocol — handed to strategies (``RunContext.trainer``) so that companions they train (a PGC
+    teacher, DecRS's plain model) are trained exactly like the main model."""
+
+    plugins: Any
+    device: torch.device
+    seed: int
+    patience: int = 10
+    progress: bool = False
+
+    def fit(
+        self,
+        method: Method,
+        dataset: Any,
+        protocol: Any = "paper",
+        pairs: Pairs | PooledPairs | None = None,
+        desc: str = "train",
+    ) -> FitResult:
+        """Train on ``pairs`` (default: the dataset's training split), selecting the epoch on its
+        validation split under ``protocol`` (a name or a :class:`Protocol`)."""
+        from benchkit.device import ugc_pairs
+        from benchkit.evaluate import evaluate
+
+        proto = self.plugins.protocols.get(protocol)() if isinstance(protocol, str) else protocol
+        if pairs is None:
+            pairs = ugc_pairs(dataset, "train", self.device)
+
+        def validate(m: Method) -> float:
+            ev = evaluate(m, dataset, proto, self.plugins.metrics, "val", self.device)
+            return ev.metrics[proto.selection_metric]
+
+        hp = method.backbone.hparams
+        return fit(
+            method,
+            pairs,
+            epochs=hp["epochs"],
+            batch_size=hp["batch_size"],
+            seed=self.seed,
+            validate=validate,
+            patience=self.patience,
+            progress=self.progress,
+            desc=desc,
+        )

@@ -52,7 +52,7 @@ def measure(
     torch.manual_seed(0)
     bb = plugins.backbones.get(backbone)(**overrides)
     bb.build(data.spec())
-    strategies = [cls() for cls in parse_stack(debias, plugins)]
+    strategies = [cls() for cls, _ in parse_stack(debias, plugins)]
     for s in strategies:
         s.build(data.spec(), bb)
     method = Method(bb, strategies).to(device)

@@ -30,7 +30,12 @@ def test_cmvae_clearly_beats_random_on_tiny(protocol, chance_r25):
     )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["method"] == {"backbone": "cmvae", "debias": "none", "strategies": ["none"]}
+    assert out["method"] == {
+        "backbone": "cmvae",
+        "debias": "none",
+        "setting": "ugc",
+        "strategies": ["none"],
+    }
     assert out["hparams"]["backbone"]["variant"] == "paper"
     assert out["dataset"]["name"] == "synth-tiny" and len(out["dataset"]["fingerprint"]) == 16
     assert out["protocol"]["name"] == protocol and len(out["protocol"]["hash"]) == 16

@@ -32,11 +32,30 @@ class PGC:
     music_features: np.ndarray
     pairs: np.ndarray  # (n, 2): [pgc video row, pgc music row]
     splits: dict[str, np.ndarray]  # rows of ``pairs``: "train", "val"
+    music_genre: np.ndarray | None = None  # (n_pgc_music,), -1 = unknown
 
     def __post_init__(self) -> None:
         self.video_features = _features(self.video_features, "pgc.video_features")
         self.music_features = _features(self.music_features, "pgc.music_features")
         self.pairs = np.asarray(self.pairs, dtype=np.int64)
+        if self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
+            raise DataError(f"pgc.pairs must be (n, 2) [video, music], got {self.pairs.shape}")
+        for col, n, what in (
+            (0, self.video_features.shape[0], "video"),
+            (1, self.music_features.shape[0], "music"),
+        ):
+            _check_ids(self.pairs[:, col], n, "pgc.pairs", what)
+        for name in ("train", "val"):
+            if self.splits.get(name) is None or np.asarray(self.splits[name]).size == 0:
+                raise DataError(f"pgc: split {name!r} is missing or empty")
+        self.splits = {k: np.asarray(v, dtype=np.int64) for k, v in self.splits.items()}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.video_features, self.music_features, self.pairs, *self.splits.values()):
+            array_digest(h, a)
+        return h.hexdigest()[:16]
 
 
 @dataclass(eq=False)
@@ -237,9 +256,6 @@ class Dataset:
         for optional in (self.video_uploader, self.music_genre, self.given_prior, self.propensity):
             if optional is not None:
                 array_digest(h, optional)
-        if self.pgc is not None:
-            for a in (self.pgc.video_features, self.pgc.music_features, self.pgc.pairs):
-                array_digest(h, a)
         for name in sorted(self.negatives):
             array_digest(h, self.negatives[name])
         return h.hexdigest()
@@ -252,8 +268,7 @@ class Dataset:
             h.update(name.encode())
             array_digest(h, self.splits[name])
         if self.pgc is not None:
-            for name in sorted(self.pgc.splits):
-                array_digest(h, self.pgc.splits[name])
+            h.update(self.pgc.fingerprint.encode())
         return h.hexdigest()[:16]
 
     def with_splits(self, splits: dict[str, np.ndarray], name: str | None = None) -> Dataset:

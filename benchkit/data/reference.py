@@ -287,6 +287,8 @@ def read_reference(
     columns = {p.stem[len("column_") :]: load_npy(p) for p in sorted(extra.glob("column_*.npy"))}
     pgc_dir = Path(pgc) if pgc is not None else root / PGC_DIR
     pgc_data = read_pgc(pgc_dir) if (pgc is not None or pgc_dir.is_dir()) else None
+    if pgc_data is not None and pgc is None and (extra / "pgc_music_genre.npy").exists():
+        pgc_data.music_genre = load_npy(extra / "pgc_music_genre.npy").astype(np.int64)
     name = "reference:" + (
         json.loads((extra / "dataset.json").read_text())["name"]
         if (extra / "dataset.json").exists()
@@ -379,6 +381,8 @@ def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Pa
             save_npy(extra / "truth_music_content.npy", ds.truth.music_content)
             save_npy(extra / "truth_counterfactual.npy", ds.truth.counterfactual)
             (extra / "truth.json").write_text(json.dumps({"scale": ds.truth.scale}))
+        if ds.pgc is not None and ds.pgc.music_genre is not None:
+            save_npy(extra / "pgc_music_genre.npy", ds.pgc.music_genre)
         if ds.pgc is not None:
             p = tmp / PGC_DIR
             save_npy(p / "train.npy", ds.pgc.pairs[ds.pgc.splits["train"]])

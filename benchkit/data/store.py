@@ -44,6 +44,8 @@ def to_arrays(ds: Dataset) -> dict[str, np.ndarray]:
         out["pgc/pairs"] = ds.pgc.pairs
         for key, value in ds.pgc.splits.items():
             out[f"pgc/splits/{key}"] = value
+        if ds.pgc.music_genre is not None:
+            out["pgc/music_genre"] = ds.pgc.music_genre
     if ds.truth is not None:
         out["truth/video_content"] = ds.truth.video_content
         out["truth/music_content"] = ds.truth.music_content
@@ -76,7 +78,11 @@ def from_arrays(a: dict[str, np.ndarray]) -> Dataset:
     pgc = None
     if "pgc/pairs" in a:
         pgc = PGC(
-            a["pgc/video_features"], a["pgc/music_features"], a["pgc/pairs"], group("pgc/splits")
+            a["pgc/video_features"],
+            a["pgc/music_features"],
+            a["pgc/pairs"],
+            group("pgc/splits"),
+            a.get("pgc/music_genre"),
         )
     truth = None
     if "truth/counterfactual" in a:

@@ -348,6 +348,7 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
         music_features=space.music_features(r_pgc, pgc_music_content),
         pairs=np.stack([np.arange(cfg.n_pgc_pairs), pgc_choice], axis=1),
         splits={"train": np.sort(pgc_order[n_pgc_val:]), "val": np.sort(pgc_order[:n_pgc_val])},
+        music_genre=pgc_genre,
     )
 
     # Uploaders without videos are dropped; ids stay dense.

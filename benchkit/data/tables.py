@@ -111,7 +111,7 @@ def _lookup(ids: np.ndarray, values: pd.Series, path: Path, field: str, source: 
     return rows.astype(np.int64)
 
 
-def _read_pgc(folder: Path) -> PGC:
+def _read_pgc(folder: Path, genre_names: tuple[str, ...] = ()) -> PGC:
     video, video_ids = _features(folder, "video")
     music, music_ids = _features(folder, "music")
     df, path = _table(folder, "pairs")  # type: ignore[misc]
@@ -130,7 +130,15 @@ def _read_pgc(folder: Path) -> PGC:
         splits = {"train": np.sort(order[n_val:]), "val": np.sort(order[:n_val])}
     else:
         splits = {s: np.flatnonzero(split == s) for s in ("train", "val")}
-    return PGC(video, music, pairs, splits)
+    genre = None
+    found = _table(folder, "music_genres", required=False)
+    if found is not None and genre_names:
+        gdf, gpath = found
+        _columns(gdf, gpath, ("music_id", "genre"))
+        genre = np.full(music.shape[0], -1, dtype=np.int64)
+        rows = _lookup(music_ids, gdf["music_id"], gpath, "music_id", "pgc/music_ids.txt")
+        genre[rows] = pd.Index(genre_names).get_indexer(gdf["genre"].astype(str))
+    return PGC(video, music, pairs, splits, genre)
 
 
 def is_tables(path: Path | str) -> bool:
@@ -201,7 +209,7 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
         for c in df.columns
         if c not in skip and pd.api.types.is_numeric_dtype(df[c])
     }
-    pgc = _read_pgc(folder / "pgc") if (folder / "pgc").is_dir() else None
+    pgc = _read_pgc(folder / "pgc", names) if (folder / "pgc").is_dir() else None
     if "split" in df.columns:
         values = df["split"].astype(str).to_numpy()
         bad = sorted(set(values) - set(SPLITS))
@@ -273,6 +281,11 @@ def write_tables(ds: Dataset, out: Path | str) -> Path:
                 "\n".join(map(str, range(ds.pgc.video_features.shape[0]))) + "\n"
             )
             save_npy(p / "music_features.npy", ds.pgc.music_features)
+            if ds.pgc.music_genre is not None and ds.music_genre is not None:
+                known = np.flatnonzero(ds.pgc.music_genre >= 0)
+                pd.DataFrame(
+                    {"music_id": known, "genre": [names[g] for g in ds.pgc.music_genre[known]]}
+                ).to_csv(p / "music_genres.csv", index=False)
             (p / "music_ids.txt").write_text(
                 "\n".join(map(str, range(ds.pgc.music_features.shape[0]))) + "\n"
             )

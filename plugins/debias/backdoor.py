@@ -1,0 +1,134 @@
+"""Backdoor adjustment for the uploader confounder — DebCM's deconfounder (paper §4.3, METHODS.md
+§11) — and the ``debcm`` method (this deconfounder + KL distillation from a PGC teacher).
+
+The confounder is the uploader's genre distribution d_u; its embedding is z_u = Σ_g d[g] e_g. The
+backdoor adjustment P(y | do(z_m), z_v) = Σ_u P(u) P(y | z_m, z_v, u) is approximated by plugging
+in an estimate of E[d] (the NWGM approximation). ``estimate`` says which, in training:
+
+- ``batch`` (DebCM): the mean of d_u over the batch — a Monte Carlo estimate of E_P(u)[d];
+- ``global`` (DecRS): the training-set mean d̄;
+- ``sample``: each pair's own d_u — the conditional model P(y | z_m, z_v, u) of the textbook
+  adjustment, which then averages the confounder out at inference.
+
+At inference every form uses d̄. Two forms (``variant``):
+
+- ``reference``: as released — z̃_m = Linear([z_u ; z_m]). With one z_u for every music this is
+  W_z z_m + const, and the constant adds the same amount to every music of a video: it cannot change
+  a ranking at inference (METHODS.md §0, quirk 3). Kept so that this is observable.
+- ``interaction`` (default): z_uᵀ W z_m is added to the score. It depends on the music, so the
+  adjustment reaches the ranking; with per-sample d_u in training it can absorb the taste-driven part
+  of the choices and leave the content match to z_vᵀ z_m.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from benchkit import hookimpl
+from benchkit.data.dataset import Dataset
+from benchkit.errors import ConfigError
+from benchkit.interfaces import (
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    Query,
+    RunContext,
+    StackAlias,
+    Strategy,
+)
+
+VARIANTS = ("interaction", "reference")
+ESTIMATES = ("batch", "global", "sample")
+
+
+def code_dim(backbone: Backbone, spec: DataSpec) -> int:
+    """The size of a built backbone's music code (probed with two zero inputs in eval mode)."""
+    was = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        dim = int(backbone.encode_music(torch.zeros(2, spec.music_dim)).mu.shape[1])
+    backbone.train(was)
+    return dim
+
+
+class Backdoor(Strategy):
+    name = "backdoor"
+    description = "DebCM's backdoor adjustment: batch-mean confounder in training, d̄ at inference"
+    requires = frozenset({"genres", "uploaders"})
+    defaults = {"variant": "interaction", "estimate": "batch"}
+
+    prior_mean: Tensor
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        if self.hparams["variant"] not in VARIANTS:
+            raise ConfigError(f"{self.name}: variant must be one of {', '.join(VARIANTS)}")
+        if self.hparams["estimate"] not in ESTIMATES:
+            raise ConfigError(f"{self.name}: estimate must be one of {', '.join(ESTIMATES)}")
+
+    def check_backbone(self, backbone: Backbone) -> str | None:
+        if backbone.closed_form:
+            return (
+                f"strategy {self.name!r} learns a confounder embedding; {backbone.name!r} has none"
+            )
+        return None
+
+    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+        d = code_dim(backbone, spec)
+        self.genre_embedding = nn.Embedding(spec.n_genres, d)
+        nn.init.normal_(self.genre_embedding.weight, std=d**-0.5)
+        if self.hparams["variant"] == "reference":
+            self.mix = nn.Linear(2 * d, d)
+        else:
+            self.interaction = nn.Parameter(torch.randn(d, d) * 0.01)
+        self.register_buffer("prior_mean", torch.full((spec.n_genres,), 1.0 / spec.n_genres))
+
+    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+        self.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
+
+    def confounder(self, rows: Batch | Query | None) -> Tensor:
+        """z_u: (1, D) for an estimate shared by all rows, (B, D) for per-sample priors."""
+        training = self.training and isinstance(rows, Batch)
+        estimate = self.hparams["estimate"] if training else "global"
+        if estimate == "batch":
+            assert rows is not None and rows.prior is not None
+            d = rows.prior.mean(dim=0, keepdim=True)
+        elif estimate == "sample":
+            assert rows is not None and rows.prior is not None
+            d = rows.prior
+        else:
+            d = self.prior_mean[None, :]
+        return d @ self.genre_embedding.weight
+
+    def adjust_music(self, music: Latent, rows: Batch | None) -> Latent:
+        if self.hparams["variant"] != "reference":
+            return music
+        z_u = self.confounder(rows)
+
+        def mix(z: Tensor) -> Tensor:
+            return self.mix(torch.cat([z_u.expand(z.shape[0], -1), z], dim=1))
+
+        return music.map(mix)
+
+    def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
+        if self.hparams["variant"] != "interaction":
+            return scores
+        z_u = self.confounder(rows)
+        return scores + (z_u @ self.interaction) @ music.T
+
+
+@hookimpl
+def register_strategies(register: Any) -> None:
+    register(Backdoor)
+    register(
+        StackAlias(
+            "debcm",
+            ("backdoor", "kl_distill?"),
+            "DebCM (Yi & Chen): batch-level backdoor adjustment + KL distillation from a PGC teacher "
+            "(the distillation only when the data has PGC: Table 3's D_s column)",
+        )
+    )

@@ -1,0 +1,38 @@
+"""DU — debiasing clicked and unclicked data (Lee et al., SIGIR 2021). METHODS.md §8.
+
+Positive and negative cells get separate propensities, each self-normalised over the batch:
+θ⁺_i = d_u(i)[g(m_i)]^α for the pair's own music and θ⁻_ij = (1 − d_u(i)[g(m_j)])^β for the
+in-batch negative music j of video i (α = β = 0.5, both clipped to [0.1, 1]); the weights are 1/θ.
+In a pairwise term the cell (i, j) weighs 1/θ⁺_i · 1/θ⁻_ij (its anchor's weight times its own;
+:func:`benchkit.method.reduce_term`). Needs a backbone that exposes cell-level terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchkit import hookimpl
+from benchkit.interfaces import Batch, Strategy, Weights
+
+
+class DU(Strategy):
+    name = "du"
+    description = "DU: positive and negative in-batch cells weighted apart by genre propensities"
+    requires = frozenset({"genres", "uploaders"})
+    requires_cells = True
+    defaults = {"alpha": 0.5, "beta": 0.5, "clip": 0.1}
+
+    def weights(self, batch: Batch) -> Weights:
+        assert batch.prior is not None and batch.genre is not None
+        hp = self.hparams
+        genre = batch.genre.clamp_min(0)
+        own = batch.prior.gather(1, genre[:, None]).squeeze(1)
+        others = batch.prior[:, genre]  # (B, B): video i's uploader, genre of music j
+        theta_pos = own.pow(hp["alpha"]).clamp(hp["clip"], 1.0)
+        theta_neg = (1.0 - others).clamp_min(0.0).pow(hp["beta"]).clamp(hp["clip"], 1.0)
+        return Weights(anchor=1.0 / theta_pos, cell=1.0 / theta_neg)
+
+
+@hookimpl
+def register_strategies(register: Any) -> None:
+    register(DU)

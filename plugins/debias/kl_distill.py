@@ -1,0 +1,99 @@
+"""KL (feature) distillation — DebCM §4.4, METHODS.md §13.
+
+A CMVAE teacher trained on the PGC pairs and frozen guides the student's Gaussian posteriors on the
+UGC inputs: the loss adds λ_v KL(q_S(z_v|v) ‖ q_T(z_v|v)) + λ_m KL(q_S(z_m|m) ‖ q_T(z_m|m)), with the
+analytic KL of diagonal Gaussians (``variant="paper"``) — or, under ``variant="reference"``, the
+release's formula, whose quadratic term has the wrong sign and whose −1 sits outside the sum, so
+that with equal variances it *decreases* as the means move apart (METHODS.md §0, quirk 2).
+
+``weight`` is α (the release's 5e-5 by default; Fig. 4 sweeps 5e-2 … 5e-7). The student must be
+variational with the teacher's latent size (the teacher is built with the student's ``latent_dim``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchkit import hookimpl
+from benchkit.data.dataset import Dataset
+from benchkit.errors import ConfigError
+from benchkit.interfaces import Backbone, Batch, LossTerm, Output, RunContext, Strategy
+from benchkit.nn import gaussian_kl
+from benchkit.teacher import train_teacher
+
+EPS = 1e-15
+
+
+def release_kl(mu_s: Tensor, logvar_s: Tensor, mu_t: Tensor, logvar_t: Tensor) -> Tensor:
+    """The DebCM release's per-row "KL" (kl_loss_gaussian in Model.py), quirks included."""
+    var_s, var_t = logvar_s.exp(), logvar_t.exp()
+    inner = torch.log(var_t / (var_s + EPS) + EPS) - (var_s + (mu_s - mu_t).pow(2)) / (var_t + EPS)
+    return -0.5 * (1 - inner.sum(dim=1))
+
+
+class KLDistill(Strategy):
+    name = "kl_distill"
+    description = "KL distillation (DebCM §4.4): student posteriors pulled to a PGC teacher's"
+    requires = frozenset({"pgc"})
+    defaults = {
+        "weight": 5e-5,
+        "video_weight": 1.0,
+        "music_weight": 1.0,
+        "variant": "paper",
+        "teacher": "cmvae",
+        "teacher_lr": 1e-4,
+    }
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        if self.hparams["variant"] not in ("paper", "reference"):
+            raise ConfigError("kl_distill: variant must be paper or reference")
+
+    def check_backbone(self, backbone: Backbone) -> str | None:
+        if not backbone.variational or "latent_dim" not in backbone.hparams:
+            return (
+                f"strategy 'kl_distill' needs a backbone with Gaussian latents and a "
+                f"latent_dim; {backbone.name!r} has none"
+            )
+        return None
+
+    def build(self, spec: Any, backbone: Backbone) -> None:
+        self.latent_dim = int(backbone.hparams["latent_dim"])
+        self.frozen: dict[str, Any] = {}  # the teacher: frozen, cached apart, not a submodule
+
+    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+        teacher = train_teacher(
+            ctx,
+            dataset,
+            self.hparams["teacher"],
+            lr=self.hparams["teacher_lr"],
+            latent_dim=self.latent_dim,
+        )
+        self.frozen["teacher"] = teacher
+
+    def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+        teacher = self.frozen["teacher"].backbone
+        with torch.no_grad():
+            t_v, t_m = teacher.encode_video(batch.video), teacher.encode_music(batch.music)
+        kl = gaussian_kl if self.hparams["variant"] == "paper" else release_kl
+        assert out.video.logvar is not None and out.music.logvar is not None
+        assert t_v.logvar is not None and t_m.logvar is not None
+        w = self.hparams["weight"]
+        return {
+            "video": LossTerm(
+                kl(out.video.mu, out.video.logvar, t_v.mu, t_v.logvar),
+                coef=w * self.hparams["video_weight"],
+            ),
+            "music": LossTerm(
+                kl(out.music.mu, out.music.logvar, t_m.mu, t_m.logvar),
+                coef=w * self.hparams["music_weight"],
+            ),
+        }
+
+
+@hookimpl
+def register_strategies(register: Any) -> None:
+    register(KLDistill)

@@ -1,0 +1,95 @@
+"""Label-based distillation — KDCRec's refine label (Liu et al., SIGIR 2020). METHODS.md §12.
+
+A teacher trained on the PGC pairs (uniform, professionally matched data) and then frozen refines
+the labels of every training cell — the positive and the in-batch negatives:
+y' = (y + c·t̂) / (1 + c), with t̂ the teacher's score min-max normalised in the batch and c = 1
+(y = 1 for the pair's own music and for other copies of it). The student learns them through a
+pointwise head σ(κ·s + b) with an MSE loss (κ, b learned). ``bridge=True`` adds KDCRec's bridge
+strategy: B random (video, music) pairs per step and λ₂ (s_student − s_teacher)² (λ₂ = 0.1).
+
+This is how the paper gives the PGC to every debias baseline in the D_s ∪ D_t setting ("imputed
+labels combined with the original labels through a weighting parameter").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchkit import hookimpl
+from benchkit.data.dataset import Dataset
+from benchkit.device import as_tensor
+from benchkit.interfaces import Backbone, Batch, DataSpec, LossTerm, Output, RunContext, Strategy
+from benchkit.teacher import teacher_scores, train_teacher
+
+
+class LabelDistill(Strategy):
+    name = "label_distill"
+    description = "label distillation (KDCRec refine label): teacher-refined soft labels from PGC"
+    requires = frozenset({"pgc"})
+    defaults = {
+        "c": 1.0,
+        "weight": 1.0,
+        "bridge": False,
+        "bridge_weight": 0.1,
+        "teacher": "cmvae",
+        "teacher_lr": 1e-4,
+        "teacher_latent_dim": 128,
+    }
+
+    def check_backbone(self, backbone: Backbone) -> str | None:
+        if backbone.closed_form:
+            return f"strategy {self.name!r} adds a training loss; {backbone.name!r} has none"
+        return None
+
+    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+        self.head_scale = nn.Parameter(torch.tensor(5.0))
+        self.head_bias = nn.Parameter(torch.tensor(0.0))
+        # Not registered as submodules: the teacher is frozen and cached apart from the student.
+        self.frozen: dict[str, Any] = {"student": backbone}
+
+    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+        teacher = train_teacher(
+            ctx,
+            dataset,
+            self.hparams["teacher"],
+            lr=self.hparams["teacher_lr"],
+            latent_dim=self.hparams["teacher_latent_dim"],
+        )
+        self.frozen["teacher"] = teacher
+        if self.hparams["bridge"]:
+            self.frozen["pool"] = (
+                as_tensor(dataset.video_features, ctx.device),
+                as_tensor(dataset.music_features, ctx.device),
+                as_tensor(dataset.splits["train"], ctx.device),
+            )
+
+    def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+        c = self.hparams["c"]
+        t = teacher_scores(self.frozen["teacher"], batch.video, batch.music)
+        t_hat = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12)
+        target = (batch.same_music.to(t.dtype) + c * t_hat) / (1 + c)
+        pred = torch.sigmoid(self.head_scale * out.scores + self.head_bias)
+        terms = {
+            "refine": LossTerm((pred - target).pow(2), kind="cell", coef=self.hparams["weight"])
+        }
+        if self.hparams["bridge"]:
+            terms["bridge"] = self._bridge(batch.size)
+        return terms
+
+    def _bridge(self, b: int) -> LossTerm:
+        videos, music, train = self.frozen["pool"]
+        v = videos[train[torch.randint(len(train), (b,), device=train.device)]].float()
+        m = music[torch.randint(music.shape[0], (b,), device=train.device)].float()
+        student: Backbone = self.frozen["student"]
+        s = (student.encode_video(v).mu * student.encode_music(m).mu).sum(dim=1)
+        tv = self.frozen["teacher"].video_codes(v)
+        tm = self.frozen["teacher"].music_codes(m)
+        return LossTerm((s - (tv * tm).sum(dim=1)).pow(2), coef=self.hparams["bridge_weight"])
+
+
+@hookimpl
+def register_strategies(register: Any) -> None:
+    register(LabelDistill)
