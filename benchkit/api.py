@@ -29,7 +29,16 @@ from benchkit.data.splits import apply_test_set
 from benchkit.device import Pairs, PooledPairs, pgc_pairs, select_device, ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
-from benchkit.interfaces import TRAINING_HOOKS, Backbone, Protocol, RunContext, StackAlias, Strategy
+from benchkit.hashing import stable_hash
+from benchkit.interfaces import (
+    TRAINING_HOOKS,
+    Backbone,
+    Protocol,
+    RankInfo,
+    RunContext,
+    StackAlias,
+    Strategy,
+)
 from benchkit.method import Method
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.train import Trainer
@@ -186,9 +195,12 @@ class RunResult:
     training: dict[str, Any]
     environment: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    key: str = ""
+    ranks: RankInfo | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "key": self.key,
             "method": self.method,
             "hparams": self.hparams,
             "dataset": self.dataset,
@@ -201,7 +213,53 @@ class RunResult:
         }
 
 
-def run(
+@dataclass
+class RunPlan:
+    """A run resolved but not yet trained: every name looked up, every hyperparameter set, the data
+    split and set up. Its :attr:`key` hashes all that decides the numbers (the results store's key).
+    """
+
+    backbone_name: str
+    debias: str
+    backbone: Backbone
+    strategies: list[Strategy]
+    dataset: Dataset
+    setting: str
+    pooled: bool
+    protocol: Protocol
+    seed: int
+    split: str
+    patience: int
+    test_set: str
+    world_seed: int | None
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "backbone": dict(self.backbone.hparams),
+            "strategies": {s.name: dict(s.hparams) for s in self.strategies},
+        }
+
+    @property
+    def key(self) -> str:
+        return stable_hash(
+            {
+                "backbone": self.backbone_name,
+                "debias": self.debias,
+                "setting": self.setting,
+                "strategies": [s.name for s in self.strategies],
+                "hparams": self.hparams,
+                "dataset": self.dataset.fingerprint,
+                "protocol": self.protocol.fingerprint(),
+                "seed": self.seed,
+                "split": self.split,
+                "patience": self.patience,
+                "benchkit": __version__,
+            }
+        )[:24]
+
+
+def plan_run(
     backbone: str = "cmvae",
     debias: str = "none",
     *,
@@ -218,26 +276,13 @@ def run(
     protocol: str = "paper",
     protocol_params: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
-    device: str = "auto",
     split: str = "test",
     patience: int = 10,
-    quiet: bool = True,
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
-) -> RunResult:
-    """Train ``backbone`` with the ``debias`` stack on the training split, select the epoch on the
-    validation split, and evaluate on ``split`` under ``protocol``.
-
-    ``dataset`` (an in-memory Dataset) or ``data`` (a path: the DebCM layout or tables, with PGC
-    clips from ``pgc``) default to the synthetic world at ``preset`` (seed ``world_seed``);
-    ``setting`` is the data setting (module docstring); ``test_set`` re-splits the data
-    (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed`` seeds initialisation and
-    batching. ``overrides`` set hyperparameters: plain keys go to the backbone,
-    ``<strategy>.<key>`` to a strategy. ``epochs`` caps training (early stopping still applies).
-    """
-    started = time.perf_counter()
+) -> RunPlan:
+    """Resolve a run (see :func:`run` for the arguments) without training anything."""
     plugins = plugins or get_plugins()
-    log = log or (lambda _m: None)
     # Resolve every name before touching data, so a typo fails in milliseconds.
     backbone_cls = plugins.backbones.get(backbone)
     stack = parse_stack(debias, plugins)
@@ -249,8 +294,6 @@ def run(
         bb_over["epochs"] = epochs
     bb: Backbone = backbone_cls(**bb_over)
     candidates = [(cls(**st_over.get(cls.name, {})), optional) for cls, optional in stack]
-    torch_device = select_device(device)
-
     if dataset is not None:
         ds = apply_test_set(dataset, test_set, seed=world_seed)
     else:
@@ -268,53 +311,95 @@ def run(
         raise ConfigError(
             f"dataset {ds.name!r} has no split {split!r}; splits: {', '.join(sorted(ds.splits))}"
         )
-    setting, ds, pooled = resolve_setting(setting, [s for s, _ in candidates], debias, ds)
+    resolved, ds, pooled = resolve_setting(setting, [s for s, _ in candidates], debias, ds)
     # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
     strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
+    return RunPlan(
+        backbone,
+        debias,
+        bb,
+        strategies,
+        ds,
+        resolved,
+        pooled,
+        protocol_obj,
+        seed,
+        split,
+        patience,
+        test_set or "given",
+        world_seed if dataset is None and data is None else None,
+    )
 
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+
+def execute(
+    plan: RunPlan,
+    *,
+    device: str = "auto",
+    quiet: bool = True,
+    plugins: Plugins | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Train and evaluate a planned run."""
+    started = time.perf_counter()
+    plugins = plugins or get_plugins()
+    log = log or (lambda _m: None)
+    torch_device = select_device(device)
+    ds, bb, strategies = plan.dataset, plan.backbone, plan.strategies
+    torch.manual_seed(plan.seed)
+    np.random.seed(plan.seed % 2**32)
     spec = ds.spec()
     bb.build(spec)
     for s in strategies:
         s.build(spec, bb)
     method = Method(bb, strategies).to(torch_device)
-    trainer = Trainer(plugins, torch_device, seed, patience=patience, progress=not quiet)
+    trainer = Trainer(plugins, torch_device, plan.seed, patience=plan.patience, progress=not quiet)
     ctx = RunContext(
-        device=torch_device, seed=seed, plugins=plugins, trainer=trainer, log=log, quiet=quiet
+        device=torch_device,
+        seed=plan.seed,
+        plugins=plugins,
+        trainer=trainer,
+        protocol=plan.protocol,
+        log=log,
+        quiet=quiet,
     )
     for s in strategies:
         s.prepare(ds, ctx)
-
+    # Whatever prepare did (train a teacher, or load it from the cache), training starts from the
+    # same random state: results never depend on the state of a cache.
+    torch.manual_seed(plan.seed + 1)
     ugc = ugc_pairs(ds, "train", torch_device)
     pairs: Pairs | PooledPairs = ugc
-    if pooled:
+    if plan.pooled:
         assert ds.pgc is not None
         pairs = PooledPairs([ugc, pgc_pairs(ds.pgc, "train", torch_device)])
-    fitted = trainer.fit(method, ds, protocol_obj, pairs=pairs, desc=f"{backbone}+{debias}")
-    result = evaluate(method, ds, protocol_obj, plugins.metrics, split, torch_device, oracle=True)
+    fitted = trainer.fit(
+        method, ds, plan.protocol, pairs=pairs, desc=f"{plan.backbone_name}+{plan.debias}"
+    )
+    result = evaluate(
+        method, ds, plan.protocol, plugins.metrics, plan.split, torch_device, oracle=True
+    )
     return RunResult(
         method={
-            "backbone": backbone,
-            "debias": debias,
-            "setting": setting,
+            "backbone": plan.backbone_name,
+            "debias": plan.debias,
+            "setting": plan.setting,
             "strategies": [s.name for s in strategies],
         },
         hparams=method.hparams,
         dataset={
             "name": ds.name,
             "fingerprint": ds.fingerprint,
-            "test_set": test_set or "given",
-            "world_seed": world_seed if dataset is None and data is None else None,
+            "test_set": plan.test_set,
+            "world_seed": plan.world_seed,
         },
         protocol={
-            "name": protocol_obj.name,
-            "hash": protocol_obj.fingerprint(),
-            "params": protocol_obj.get_params(),
+            "name": plan.protocol.name,
+            "hash": plan.protocol.fingerprint(),
+            "params": plan.protocol.get_params(),
         },
-        split=split,
-        seed=seed,
+        split=plan.split,
+        seed=plan.seed,
         metrics=result.metrics,
         training={
             **fitted.to_dict(),
@@ -329,4 +414,33 @@ def run(
             "threads": torch.get_num_threads(),
         },
         history=fitted.history,
+        key=plan.key,
+        ranks=result.ranks,
     )
+
+
+def run(
+    backbone: str = "cmvae",
+    debias: str = "none",
+    *,
+    device: str = "auto",
+    quiet: bool = True,
+    plugins: Plugins | None = None,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Train ``backbone`` with the ``debias`` stack on the training split, select the epoch on the
+    validation split, and evaluate on ``split`` under ``protocol``.
+
+    Options: ``dataset`` (an in-memory Dataset) or ``data`` (a path: the DebCM layout or tables,
+    with PGC clips from ``pgc``), else the synthetic world at ``preset`` (seed ``world_seed``);
+    ``setting`` is the data setting (module docstring); ``test_set`` re-splits the data
+    (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed`` seeds initialisation and
+    batching; ``protocol`` (``paper`` or ``full``) and ``protocol_params``; ``overrides`` set
+    hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
+    ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
+    is the split evaluated.
+    """
+    plugins = plugins or get_plugins()
+    plan = plan_run(backbone, debias, plugins=plugins, log=log, **options)
+    return execute(plan, device=device, quiet=quiet, plugins=plugins, log=log)

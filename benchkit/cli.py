@@ -371,6 +371,192 @@ def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
     click.echo(f"OK: {ds.name}: " + "; ".join(parts))
 
 
+def grid_options(f: Any) -> Any:
+    """Options shared by table3, fig3, fig4 and experiment."""
+    for option in reversed(
+        [
+            click.option(
+                "--preset",
+                default="small",
+                show_default=True,
+                help="Synthetic-world size: tiny, small or paper.",
+            ),
+            click.option("--world-seed", type=click.IntRange(min=0), default=0, show_default=True),
+            click.option(
+                "--data",
+                "data_path",
+                type=click.Path(exists=True),
+                default=None,
+                help="A dataset on disk instead of the synthetic world.",
+            ),
+            click.option(
+                "--pgc",
+                "pgc_path",
+                type=click.Path(exists=True),
+                default=None,
+                help="PGC clips for --data.",
+            ),
+            click.option(
+                "--seeds",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help="Seeds per cell (mean ± std and paired tests over them).",
+            ),
+            click.option(
+                "--epochs",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Cap on epochs per run; early stopping still applies.",
+            ),
+            click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True),
+            click.option(
+                "--out",
+                default="benchkit-results",
+                show_default=True,
+                help="Folder for the results store and the outputs.",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(["md", "latex", "csv"]),
+                default="md",
+                show_default=True,
+                help="Table format printed (all three are written).",
+            ),
+            click.option(
+                "--executor",
+                type=click.Choice(["local", "process", "ray"]),
+                default="local",
+                show_default=True,
+            ),
+            click.option(
+                "--jobs",
+                type=click.IntRange(min=1),
+                default=1,
+                show_default=True,
+                help="Workers of the process or Ray executor.",
+            ),
+            click.option("--address", default=None, help="Ray cluster address (ray executor)."),
+            click.option("--device", default="auto", show_default=True),
+            click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> None:
+    from pathlib import Path
+
+    from benchkit.experiments.driver import Source, run_grid
+    from benchkit.experiments.grid import load_grid, paper_table3
+    from benchkit.report.tables import render
+
+    grid = load_grid(source, seeds=opts["seeds"])
+    quiet = opts["quiet"]
+    run = run_grid(
+        grid,
+        Source(opts["preset"], opts["world_seed"], opts["data_path"], opts["pgc_path"]),
+        opts["out"],
+        epochs=opts["epochs"],
+        patience=opts["patience"],
+        executor=opts["executor"],
+        jobs=opts["jobs"],
+        address=opts["address"],
+        device=opts["device"],
+        quiet=quiet,
+        log=_log(quiet),
+    )
+    numbers = paper_table3() if paper else None
+    out = Path(opts["out"])
+    written = []
+    for fmt, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
+        path = out / f"{grid.name}.{ext}"
+        path.write_text(render(grid, run.summary, fmt, numbers))
+        written.append(path)
+    if grid.kind == "figure":
+        from benchkit.report.figures import line_figure
+
+        written += line_figure(grid, run.summary, out)
+    click.echo(render(grid, run.summary, opts["fmt"], numbers))
+    if not quiet:
+        click.echo(
+            f"{run.ran} runs trained, {run.skipped} taken from the store, "
+            f"{run.seconds:.0f} s; wrote {', '.join(str(p) for p in written)}",
+            err=True,
+        )
+
+
+@cli.command()
+@grid_options
+@click.option("--paper", is_flag=True, help="Show the paper's numbers beside ours.")
+def table3(paper: bool, **opts: Any) -> None:
+    """Regenerate Table 3 (every method × D_s, D_s ∪ D_t × T_diverse, T_matching)."""
+    _grid_command("table3", opts, paper)
+
+
+@cli.command()
+@grid_options
+def fig3(**opts: Any) -> None:
+    """Regenerate Fig. 3 (DebCM vs DecRS under the genre-ratio intervention)."""
+    _grid_command("fig3", opts)
+
+
+@cli.command()
+@grid_options
+def fig4(**opts: Any) -> None:
+    """Regenerate Fig. 4 (the weight of the teacher loss)."""
+    _grid_command("fig4", opts)
+
+
+@cli.command()
+@click.argument("grid_file", type=click.Path(exists=True))
+@grid_options
+def experiment(grid_file: str, **opts: Any) -> None:
+    """Run a grid file (copy one of benchkit/experiments/grids/*.toml and edit it)."""
+    _grid_command(grid_file, opts)
+
+
+@cli.command()
+@click.option("--out", default="benchkit-results", show_default=True, help="The results folder.")
+@click.option("--grid", default=None, help="Only the runs of this grid.")
+@click.option(
+    "--export",
+    "export",
+    type=click.Path(),
+    default=None,
+    help="Write every run to a .csv or .parquet file.",
+)
+def results(out: str, grid: str | None, export: str | None) -> None:
+    """List the runs in a results store, or export them (CSV, Parquet)."""
+    from pathlib import Path
+
+    from benchkit.errors import DataError
+    from benchkit.experiments.store import Store
+
+    if not (Path(out) / "results.sqlite").exists():
+        raise DataError(f"no results store in {out} (run a grid with --out {out} first)")
+    frame = Store(out).frame(grid)
+    if export:
+        if export.endswith(".parquet"):
+            frame.to_parquet(export, index=False)
+        elif export.endswith(".csv"):
+            frame.to_csv(export, index=False)
+        else:
+            raise click.BadParameter("export to a .csv or .parquet file", param_hint="--export")
+        click.echo(f"wrote {len(frame)} runs to {export}")
+        return
+    if frame.empty:
+        click.echo("no runs")
+        return
+    cols = ["grid", "row_label", "column_key", "seed", "debias", "setting"]
+    cols += [c for c in ("recall@15", "ndcg@15", "recall@25", "ndcg@25") if c in frame]
+    click.echo(
+        tabulate(frame[cols].values.tolist(), headers=cols, tablefmt="github", floatfmt=".4f")
+    )
+
+
 @cli.command(name="list")
 @click.argument(
     "kind", type=click.Choice(["backbones", "strategies", "datasets", "protocols", "metrics"])

@@ -73,13 +73,8 @@ def train_teacher(
         ctx.log(f"PGC teacher {backbone} loaded from cache (val recall@25 {info['val']:.4f})")
     else:
         ctx.log(f"training the PGC teacher ({backbone}) on {len(pgc_ds.splits['train'])} pairs")
-        result = ctx.trainer.fit(
-            teacher,
-            pgc_ds,
-            protocol="full",
-            pairs=pgc_pairs(ds.pgc, "train", ctx.device),  # type: ignore[arg-type]
-            desc=f"teacher {backbone}",
-        )
+        with torch.random.fork_rng(devices=[] if ctx.device.type == "cpu" else None):
+            result = _fit_teacher(ctx, teacher, pgc_ds, ds, backbone)
         ctx.log(
             f"PGC teacher trained: val recall@25 {result.best_score:.4f} "
             f"(epoch {result.best_epoch})"
@@ -106,6 +101,20 @@ def train_teacher(
     while len(_MEMO) > 4:
         _MEMO.pop(next(iter(_MEMO)))
     return teacher
+
+
+def _fit_teacher(
+    ctx: RunContext, teacher: Method, pgc_ds: Dataset, ds: Dataset, backbone: str
+) -> Any:
+    assert ds.pgc is not None
+    torch.manual_seed(ctx.seed)
+    return ctx.trainer.fit(
+        teacher,
+        pgc_ds,
+        protocol="full",
+        pairs=pgc_pairs(ds.pgc, "train", ctx.device),
+        desc=f"teacher {backbone}",
+    )
 
 
 def teacher_scores(teacher: Method, video: torch.Tensor, music: torch.Tensor) -> torch.Tensor:

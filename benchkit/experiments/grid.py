@@ -1,0 +1,196 @@
+"""Experiment grids as data: a TOML file says which runs make a table or a figure.
+
+Two kinds:
+
+- ``table`` — ``rows`` (methods: label, group, backbone, debias — one stack or one per setting,
+  optional ``set`` overrides) × ``test_sets`` × ``settings`` × ``metrics`` (Table 3);
+- ``figure`` — ``series`` (label, backbone, debias, setting, test_set, ``set``) over an ``x`` axis
+  whose values either fill a test-set pattern (``test_set = "ratio:{x}"``, Fig. 3) or a
+  hyperparameter (``set = "kl_distill.weight"``, Fig. 4); one panel per metric.
+
+The built-in grids live in ``benchkit/experiments/grids``; copy one, edit it, and run it with
+``benchkit experiment FILE``. Plugins' methods are named exactly like built-ins.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from benchkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUILTIN = ("table3", "fig3", "fig4")
+BASE_SEED = 1234
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a grid: where it goes (row, column) and what it trains."""
+
+    row: str
+    column: tuple[str, ...]
+    backbone: str
+    debias: str
+    setting: str
+    test_set: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+    x: float | None = None
+
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+@dataclass
+class Grid:
+    name: str
+    title: str
+    kind: str
+    protocol: str
+    metrics: list[str]
+    jobs: list[Job]
+    rows: list[str]
+    groups: dict[str, str] = field(default_factory=dict)
+    columns: list[tuple[str, ...]] = field(default_factory=list)
+    x_label: str = ""
+    x_values: list[float] = field(default_factory=list)
+    x_log: bool = False
+    source: str = ""
+
+
+def _need(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ConfigError(f"{where}: missing key {key!r}")
+    return d[key]
+
+
+def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _overrides(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(dict(d.get("set", {})).items()))
+
+
+def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
+    """The TOML of a built-in grid (by name) or of a file."""
+    if str(source) in BUILTIN and not Path(source).exists():
+        text = resources.files("benchkit.experiments").joinpath(f"grids/{source}.toml").read_text()
+        return tomllib.loads(text), f"built-in grid {source!r}"
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such grid file (built-in grids: {', '.join(BUILTIN)})")
+    try:
+        return tomllib.loads(path.read_text()), str(path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_grid(source: str | Path, seeds: int = 1) -> Grid:
+    """Expand a grid into its jobs (each job once per seed)."""
+    if seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    spec, where = read_grid(source)
+    kind = _need(spec, "kind", where)
+    common = {"name", "title", "kind", "protocol", "metrics"}
+    seed_list = [BASE_SEED + i for i in range(seeds)]
+    metrics = list(_need(spec, "metrics", where))
+    grid = Grid(
+        name=_need(spec, "name", where),
+        title=spec.get("title", ""),
+        kind=kind,
+        protocol=spec.get("protocol", "paper"),
+        metrics=metrics,
+        jobs=[],
+        rows=[],
+        source=where,
+    )
+    if kind == "table":
+        _check_keys(spec, common | {"rows", "test_sets", "settings"}, where)
+        test_sets = list(spec.get("test_sets", ["given"]))
+        settings = list(spec.get("settings", ["auto"]))
+        for i, row in enumerate(_need(spec, "rows", where)):
+            here = f"{where}: rows[{i}]"
+            _check_keys(row, {"label", "group", "backbone", "debias", "set"}, here)
+            label = _need(row, "label", here)
+            grid.rows.append(label)
+            grid.groups[label] = row.get("group", "")
+            debias = _need(row, "debias", here)
+            for test_set in test_sets:
+                for setting in settings:
+                    stack = debias.get(setting) if isinstance(debias, dict) else debias
+                    if stack is None:
+                        raise ConfigError(f"{here}: no debias stack for setting {setting!r}")
+                    for seed in seed_list:
+                        grid.jobs.append(
+                            Job(
+                                label,
+                                (test_set, setting),
+                                _need(row, "backbone", here),
+                                stack,
+                                setting,
+                                test_set,
+                                seed,
+                                _overrides(row),
+                            )
+                        )
+        grid.columns = [(t, s) for t in test_sets for s in settings]
+    elif kind == "figure":
+        _check_keys(spec, common | {"series", "x"}, where)
+        x = _need(spec, "x", where)
+        _check_keys(x, {"label", "values", "test_set", "set", "log"}, f"{where}: x")
+        values = [float(v) for v in _need(x, "values", f"{where}: x")]
+        if ("test_set" in x) == ("set" in x):
+            raise ConfigError(
+                f"{where}: x needs exactly one of test_set (a pattern with {{x}}) "
+                f"or set (a hyperparameter)"
+            )
+        grid.x_label, grid.x_values, grid.x_log = x.get("label", "x"), values, bool(x.get("log"))
+        for i, series in enumerate(_need(spec, "series", where)):
+            here = f"{where}: series[{i}]"
+            _check_keys(series, {"label", "backbone", "debias", "setting", "test_set", "set"}, here)
+            label = _need(series, "label", here)
+            grid.rows.append(label)
+            for value in values:
+                overrides = dict(_overrides(series))
+                test_set = series.get("test_set", "given")
+                if "test_set" in x:
+                    test_set = x["test_set"].format(x=f"{value:g}")
+                else:
+                    overrides[x["set"]] = value
+                for seed in seed_list:
+                    grid.jobs.append(
+                        Job(
+                            label,
+                            (f"{value:g}",),
+                            _need(series, "backbone", here),
+                            _need(series, "debias", here),
+                            series.get("setting", "auto"),
+                            test_set,
+                            seed,
+                            tuple(sorted(overrides.items())),
+                            value,
+                        )
+                    )
+        grid.columns = [(f"{v:g}",) for v in values]
+    else:
+        raise ConfigError(f"{where}: kind must be 'table' or 'figure', not {kind!r}")
+    return grid
+
+
+def paper_table3() -> dict[str, dict[str, dict[str, list[float]]]]:
+    """The paper's Table 3 numbers: test set → setting → row → [R@15, N@15, R@25, N@25]."""
+    text = resources.files("benchkit.experiments").joinpath("grids/paper_table3.toml").read_text()
+    return tomllib.loads(text)

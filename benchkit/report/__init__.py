@@ -1,0 +1,1 @@
+"""Tables (Markdown, LaTeX, CSV) and figures (PNG, PDF) from a grid's results."""

@@ -1,0 +1,208 @@
+"""Experiment grids: expansion, the store, resuming after a kill, statistics, outputs, executors."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from benchkit.cli import cli
+from benchkit.errors import ConfigError
+from benchkit.experiments.driver import Source, run_grid
+from benchkit.experiments.grid import load_grid, paper_table3
+from benchkit.experiments.stats import sign_flip_p
+from benchkit.report.tables import render
+
+GRIDS = Path(__file__).parent / "grids"
+TINY = ["--preset", "tiny", "--epochs", "2", "-q"]
+
+
+def test_builtin_grids_expand_to_the_papers_runs():
+    t3 = load_grid("table3", seeds=3)
+    assert len(t3.rows) == 11 and t3.columns == [
+        (t, s) for t in ("diverse", "matching") for s in ("ugc", "ugc+pgc")
+    ]
+    assert len(t3.jobs) == 11 * 4 * 3
+    ips = {j.setting: j.debias for j in t3.jobs if j.row == "DebCM-IPS"}
+    assert ips == {"ugc": "ips", "ugc+pgc": "ips+label_distill"}
+    f3 = load_grid("fig3")
+    assert {j.test_set for j in f3.jobs} == {"ratio:0.8", "ratio:0.7", "ratio:0.6", "ratio:0.5"}
+    f4 = load_grid("fig4")
+    weights = sorted({j.overrides_dict()["kl_distill.weight"] for j in f4.jobs})
+    assert weights == [5e-7, 5e-6, 5e-5, 5e-4, 5e-3, 5e-2] and f4.x_log
+    paper = paper_table3()
+    assert paper["diverse"]["ugc"]["DebCM"] == [0.2887, 0.0990, 0.4047, 0.1164]
+    assert set(paper["matching"]["ugc+pgc"]) == set(t3.rows)
+
+
+def test_bad_grid_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\nkind = "table"\nmetrics = ["recall@25"]\n[[rows]]\nlabel = "a"\n'
+        'backbone = "cmvae"\ndebias = "none"\ncolour = "red"\n'
+    )
+    with pytest.raises(ConfigError, match=r"rows\[0\]: unknown key\(s\) colour"):
+        load_grid(bad)
+    bad.write_text("name = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_grid(bad)
+    with pytest.raises(ConfigError, match="no such grid file"):
+        load_grid(tmp_path / "missing.toml")
+
+
+def test_sign_flip_test():
+    assert sign_flip_p(np.zeros(10)) == 1.0
+    same = np.full(16, 0.01)
+    assert sign_flip_p(same) == pytest.approx(math.erfc(math.sqrt(16) / math.sqrt(2)))
+    assert sign_flip_p(np.array([0.1, -0.1, 0.2, -0.2])) == pytest.approx(1.0)
+    # Against the randomisation distribution itself (Monte Carlo).
+    rng = np.random.default_rng(0)
+    d = rng.normal(0.002, 0.05, 3000)
+    flips = rng.choice([-1.0, 1.0], size=(20000, d.size))
+    mc = np.mean(np.abs(flips @ d) >= abs(d.sum()))
+    assert sign_flip_p(d) == pytest.approx(mc, abs=0.02)
+
+
+def _run_cli(args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "benchkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ},
+        timeout=600,
+    )
+
+
+def test_killed_grid_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    grid = str(GRIDS / "tiny_table.toml")
+    full = _run_cli(["experiment", grid, *TINY, "--out", str(tmp_path / "full"), "--format", "csv"])
+    assert full.returncode == 0, full.stderr
+    killed_out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchkit.cli", "experiment", grid, *TINY, "--out", str(killed_out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = killed_out / "results.sqlite"
+    deadline = time.time() + 300
+    finished = 0
+    while time.time() < deadline and proc.poll() is None:
+        if store.exists():
+            with sqlite3.connect(store) as con:
+                try:
+                    finished = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                except sqlite3.OperationalError:
+                    finished = 0
+            if finished >= 1:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 1 <= finished < 4, "the grid should be killed part-way"
+    resumed = _run_cli(
+        [
+            "experiment",
+            grid,
+            "--preset",
+            "tiny",
+            "--epochs",
+            "2",
+            "--out",
+            str(killed_out),
+            "--format",
+            "csv",
+        ]
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    skipped = int(resumed.stderr.split(" taken from the store")[0].split(", ")[-1])
+    assert skipped >= finished
+    assert resumed.stdout == full.stdout  # the same table, to the last digit
+
+
+def test_tables_figures_and_results_export(tmp_path):
+    out = tmp_path / "res"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["experiment", str(GRIDS / "tiny_figure.toml"), *TINY, "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "teacher weight=0.05 Recall@25" in res.stdout
+    for name in (
+        "tiny_figure.png",
+        "tiny_figure.pdf",
+        "tiny_figure.md",
+        "tiny_figure.tex",
+        "tiny_figure.csv",
+    ):
+        assert (out / name).stat().st_size > 500 or name.endswith(("md", "csv", "tex"))
+    frame = pd.read_csv(out / "tiny_figure.csv", dtype={"column": str})
+    assert set(frame["column"]) == {"0.05", "5e-05"} and frame["seeds"].eq(1).all()
+    res = runner.invoke(
+        cli, ["results", "--out", str(out), "--export", str(tmp_path / "r.parquet")]
+    )
+    assert res.exit_code == 0 and pd.read_parquet(tmp_path / "r.parquet").shape[0] == 2
+    res = runner.invoke(cli, ["results", "--out", str(out)])
+    assert "tiny_figure" in res.stdout and "recall@25" in res.stdout
+    res = runner.invoke(cli, ["results", "--out", str(tmp_path / "nothing")])
+    assert res.exit_code == 1 and "no results store" in res.stderr
+
+
+def test_paper_numbers_and_formats(tmp_path, plugins):
+    grid = load_grid(GRIDS / "tiny_table.toml")
+    run = run_grid(
+        grid, Source(preset="tiny"), str(tmp_path), epochs=1, quiet=True, plugins=plugins
+    )
+    paper = {"diverse": {"ugc": {"DebCM": [0.2887, 0.0990, 0.4047, 0.1164]}}}
+    md = render(grid, run.summary, "md", paper)
+    assert "(0.2887)" in md and "**" in md
+    latex = render(grid, run.summary, "latex", paper)
+    assert "\\textbf{" in latex and "\\begin{tabular}" in latex
+    csv = render(grid, run.summary, "csv", paper)
+    assert "paper" in csv.splitlines()[0]
+
+
+def test_process_executor_matches_local(tmp_path, plugins):
+    grid = load_grid(GRIDS / "tiny_figure.toml")
+    local = run_grid(
+        grid, Source(preset="tiny"), str(tmp_path / "a"), epochs=1, quiet=True, plugins=plugins
+    )
+    pool = run_grid(
+        grid,
+        Source(preset="tiny"),
+        str(tmp_path / "b"),
+        epochs=1,
+        quiet=True,
+        executor="process",
+        jobs=2,
+        plugins=plugins,
+    )
+    assert local.keys == pool.keys
+    for key in local.keys:
+        assert local.results[key]["metrics"] == pytest.approx(pool.results[key]["metrics"])
+
+
+def test_ray_executor(tmp_path, plugins):
+    pytest.importorskip("ray")
+    grid = load_grid(GRIDS / "tiny_figure.toml")
+    run = run_grid(
+        grid,
+        Source(preset="tiny"),
+        str(tmp_path),
+        epochs=1,
+        quiet=True,
+        executor="ray",
+        jobs=2,
+        plugins=plugins,
+    )
+    assert run.ran == 2 and len(run.results) == 2
