@@ -81,7 +81,7 @@ def test_progress_bar_goes_to_stderr():
     ("args", "needle"),
     [
         (["--backbone", "nosuch"], "unknown backbone 'nosuch'; installed: cca, cevar, cmvae"),
-        (["--debias", "nosuch"], "unknown strategy 'nosuch'; installed: none"),
+        (["--debias", "nosuch"], "unknown strategy 'nosuch'; installed: backdoor, calibration"),
         (["--protocol", "sampled"], "unknown protocol 'sampled'; installed: full, paper"),
         (["--set", "margn=0.1"], "unknown hyperparameter(s) margn"),
         (["--debias", "none+none"], "appears twice"),
