@@ -41,7 +41,7 @@ from benchkit.interfaces import (
 )
 from benchkit.method import Method
 from benchkit.plugins import Plugins, get_plugins
-from benchkit.train import Trainer
+from benchkit.train import PRECISIONS, Trainer
 
 SETTINGS = ("auto", "ugc", "ugc+pgc")
 
@@ -232,6 +232,7 @@ class RunPlan:
     patience: int
     test_set: str
     world_seed: int | None
+    precision: str = "fp32"
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -254,6 +255,7 @@ class RunPlan:
                 "seed": self.seed,
                 "split": self.split,
                 "patience": self.patience,
+                "precision": self.precision,
                 "benchkit": __version__,
             }
         )[:24]
@@ -278,6 +280,7 @@ def plan_run(
     overrides: Mapping[str, Any] | None = None,
     split: str = "test",
     patience: int = 10,
+    precision: str = "fp32",
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RunPlan:
@@ -315,6 +318,8 @@ def plan_run(
     # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
     strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     return RunPlan(
         backbone,
         debias,
@@ -329,6 +334,7 @@ def plan_run(
         patience,
         test_set or "given",
         world_seed if dataset is None and data is None else None,
+        precision,
     )
 
 
@@ -353,7 +359,14 @@ def execute(
     for s in strategies:
         s.build(spec, bb)
     method = Method(bb, strategies).to(torch_device)
-    trainer = Trainer(plugins, torch_device, plan.seed, patience=plan.patience, progress=not quiet)
+    trainer = Trainer(
+        plugins,
+        torch_device,
+        plan.seed,
+        patience=plan.patience,
+        progress=not quiet,
+        precision=plan.precision,
+    )
     ctx = RunContext(
         device=torch_device,
         seed=plan.seed,
@@ -405,6 +418,7 @@ def execute(
             **fitted.to_dict(),
             "wall_seconds": time.perf_counter() - started,
             "train_pairs": len(pairs),
+            "precision": plan.precision,
         },
         environment={
             "benchkit": __version__,
@@ -439,7 +453,7 @@ def run(
     batching; ``protocol`` (``paper`` or ``full``) and ``protocol_params``; ``overrides`` set
     hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
     ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
-    is the split evaluated.
+    is the split evaluated; ``precision`` (``fp32`` or ``bf16``) is the training precision.
     """
     plugins = plugins or get_plugins()
     plan = plan_run(backbone, debias, plugins=plugins, log=log, **options)

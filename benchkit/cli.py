@@ -173,6 +173,13 @@ def data_options(f: Any) -> Any:
     help="Override a hyperparameter; 'strategy.key=value' for a strategy's.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Training precision (bf16: bfloat16 autocast; evaluation stays float32).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
 def run(
@@ -192,6 +199,7 @@ def run(
     split: str,
     sets: tuple[str, ...],
     device: str,
+    precision: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -214,6 +222,7 @@ def run(
         protocol=protocol,
         split=split,
         overrides=parse_set(sets),
+        precision=precision,
         device=device,
         quiet=quiet,
         log=_log(quiet),
@@ -439,6 +448,13 @@ def grid_options(f: Any) -> Any:
             ),
             click.option("--address", default=None, help="Ray cluster address (ray executor)."),
             click.option("--device", default="auto", show_default=True),
+            click.option(
+                "--precision",
+                type=click.Choice(["fp32", "bf16"]),
+                default="fp32",
+                show_default=True,
+                help="Training precision of every run.",
+            ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
         ]
     ):

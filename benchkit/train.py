@@ -22,6 +22,8 @@ from benchkit.device import Pairs, PooledPairs
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
 
+PRECISIONS = ("fp32", "bf16")
+
 
 class DivergedError(BenchkitError):
     """The loss became NaN or infinite."""
@@ -84,12 +86,17 @@ def fit(
     patience: int = 10,
     progress: bool = False,
     desc: str = "train",
+    precision: str = "fp32",
 ) -> FitResult:
     """Train ``method`` on ``pairs``; ``validate`` returns the selection metric (higher is better).
 
     Without ``validate`` the last epoch is kept. Batches smaller than 2 are skipped: in-batch
-    negatives need at least two pairs.
+    negatives need at least two pairs. ``precision="bf16"`` runs the forward pass under bfloat16
+    autocast (matrix products in bfloat16, accumulation and the optimiser in float32); evaluation
+    always scores in float32, since bfloat16 scores would tie far more often.
     """
+    if precision not in PRECISIONS:
+        raise BenchkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     n = len(pairs)
     if n < 2:
         raise BenchkitError(f"need at least 2 training pairs, got {n}")
@@ -123,7 +130,8 @@ def fit(
                 idx = order[step * batch_size : (step + 1) * batch_size]
                 if idx.numel() < 2:
                     continue
-                loss, _ = method.loss(pairs.batch(idx))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss, _ = method.loss(pairs.batch(idx))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -186,6 +194,7 @@ class Trainer:
     seed: int
     patience: int = 10
     progress: bool = False
+    precision: str = "fp32"
 
     def fit(
         self,
@@ -219,4 +228,5 @@ class Trainer:
             patience=self.patience,
             progress=self.progress,
             desc=desc,
+            precision=self.precision,
         )

@@ -57,14 +57,27 @@ class GridRun:
     summary: Summary = field(default_factory=dict)
 
 
-def _job_options(job: Job, epochs: int | None, patience: int, protocol: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Recipe:
+    """What every job of a grid shares (sent to each worker)."""
+
+    source: Source
+    epochs: int | None
+    patience: int
+    protocol: str
+    device: str
+    precision: str = "fp32"
+
+
+def _job_options(job: Job, recipe: Recipe) -> dict[str, Any]:
     return {
         "setting": job.setting,
         "seed": job.seed,
-        "epochs": epochs,
-        "patience": patience,
-        "protocol": protocol,
+        "epochs": recipe.epochs,
+        "patience": recipe.patience,
+        "protocol": recipe.protocol,
         "overrides": job.overrides_dict(),
+        "precision": recipe.precision,
     }
 
 
@@ -81,17 +94,6 @@ def _worker_dataset(source: Source, test_set: str, plugins: Plugins) -> Dataset:
     return _WORKER_DATA[key]
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What every job of a grid shares (sent to each worker)."""
-
-    source: Source
-    epochs: int | None
-    patience: int
-    protocol: str
-    device: str
-
-
 def run_job(job: Job, expected_key: str, recipe: Recipe) -> tuple[str, dict[str, Any], RankInfo]:
     """Train one job (in whichever process runs it) and return its record and ranks."""
     plugins = get_plugins()
@@ -102,7 +104,7 @@ def run_job(job: Job, expected_key: str, recipe: Recipe) -> tuple[str, dict[str,
         dataset=data,
         plugins=plugins,
         world_seed=recipe.source.world_seed,
-        **_job_options(job, recipe.epochs, recipe.patience, recipe.protocol),
+        **_job_options(job, recipe),
     )
     if plan.key != expected_key:  # the worker's code or data differ from the driver's
         raise ConfigError(
@@ -180,6 +182,7 @@ def run_grid(
     jobs: int = 1,
     address: str | None = None,
     device: str = "auto",
+    precision: str = "fp32",
     quiet: bool = False,
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
@@ -193,6 +196,7 @@ def run_grid(
     log = log or (lambda _m: None)
     started = time.perf_counter()
     store = Store(out)
+    recipe = Recipe(source, epochs, patience, grid.protocol, device, precision)
     base = source.load(plugins, log)
     datasets = {
         t: apply_test_set(base, t, seed=source.world_seed)
@@ -205,7 +209,7 @@ def run_grid(
             dataset=datasets[job.test_set],
             plugins=plugins,
             world_seed=source.world_seed,
-            **_job_options(job, epochs, patience, grid.protocol),
+            **_job_options(job, recipe),
         ).key
         for job in grid.jobs
     ]
@@ -218,7 +222,6 @@ def run_grid(
     )
     for test_set, ds in datasets.items():
         _WORKER_DATA[(source.preset, source.world_seed, source.data, source.pgc, test_set)] = ds
-    recipe = Recipe(source, epochs, patience, grid.protocol, device)
     if executor == "local":
         stream = _local(todo, recipe)
     elif executor == "process":
