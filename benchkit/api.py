@@ -41,7 +41,7 @@ from benchkit.interfaces import (
 )
 from benchkit.method import Method
 from benchkit.plugins import Plugins, get_plugins
-from benchkit.train import PRECISIONS, Trainer
+from benchkit.train import Trainer, resolve_precision
 
 SETTINGS = ("auto", "ugc", "ugc+pgc")
 
@@ -280,7 +280,8 @@ def plan_run(
     overrides: Mapping[str, Any] | None = None,
     split: str = "test",
     patience: int = 10,
-    precision: str = "fp32",
+    precision: str = "auto",
+    device: str = "auto",
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
 ) -> RunPlan:
@@ -318,8 +319,7 @@ def plan_run(
     # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
     strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    precision = resolve_precision(precision, select_device(device))
     return RunPlan(
         backbone,
         debias,
@@ -453,8 +453,9 @@ def run(
     batching; ``protocol`` (``paper`` or ``full``) and ``protocol_params``; ``overrides`` set
     hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
     ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
-    is the split evaluated; ``precision`` (``fp32`` or ``bf16``) is the training precision.
+    is the split evaluated; ``precision`` is the training precision: ``fp32``, ``bf16`` (bfloat16
+    autocast; evaluation stays float32) or ``auto`` (bf16 where the hardware runs it natively).
     """
     plugins = plugins or get_plugins()
-    plan = plan_run(backbone, debias, plugins=plugins, log=log, **options)
+    plan = plan_run(backbone, debias, plugins=plugins, log=log, device=device, **options)
     return execute(plan, device=device, quiet=quiet, plugins=plugins, log=log)

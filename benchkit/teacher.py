@@ -44,10 +44,18 @@ def pgc_dataset(ds: Dataset) -> Dataset:
     )
 
 
-def teacher_key(ds: Dataset, backbone: str, hparams: dict[str, Any], seed: int) -> str:
+def teacher_key(
+    ds: Dataset, backbone: str, hparams: dict[str, Any], seed: int, precision: str = "fp32"
+) -> str:
     assert ds.pgc is not None
     return stable_hash(
-        {"pgc": ds.pgc.fingerprint, "backbone": backbone, "hparams": hparams, "seed": seed}
+        {
+            "pgc": ds.pgc.fingerprint,
+            "backbone": backbone,
+            "hparams": hparams,
+            "seed": seed,
+            "precision": precision,
+        }
     )[:20]
 
 
@@ -58,7 +66,8 @@ def train_teacher(
     trained now). ``overrides`` set the teacher's hyperparameters (the card: CMVAE, lr 1e-4)."""
     cls = ctx.plugins.backbones.get(backbone)
     probe = cls(**overrides)
-    key = teacher_key(ds, backbone, probe.hparams, ctx.seed)
+    precision = getattr(ctx.trainer, "precision", "fp32")
+    key = teacher_key(ds, backbone, probe.hparams, ctx.seed, precision)
     if key in _MEMO:
         return _MEMO[key].to(ctx.device)
     pgc_ds = pgc_dataset(ds)

@@ -22,7 +22,31 @@ from benchkit.device import Pairs, PooledPairs
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (AVX512-BF16/AMX CPUs, CUDA ≥ sm80)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if probe is not None and probe():
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` where the hardware runs it natively, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise BenchkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 class DivergedError(BenchkitError):
@@ -103,6 +127,7 @@ def fit(
     if method.backbone.closed_form:
         return _fit_closed_form(method, pairs, validate)
     device = pairs.device
+    precision = resolve_precision(precision, device)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)
     generator = torch.Generator().manual_seed(seed)

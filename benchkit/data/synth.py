@@ -94,11 +94,11 @@ PRESETS: dict[str, SynthConfig] = {
         nuisance_dim=8,
     ),
     "small": SynthConfig(
-        n_music=600,
-        n_videos=24000,
-        n_uploaders=1200,
-        n_pgc_pairs=3000,
-        n_pgc_music=300,
+        n_music=400,
+        n_videos=10000,
+        n_uploaders=600,
+        n_pgc_pairs=2000,
+        n_pgc_music=200,
     ),
     "paper": SynthConfig(
         n_music=3003,

@@ -66,7 +66,7 @@ class Recipe:
     patience: int
     protocol: str
     device: str
-    precision: str = "fp32"
+    precision: str = "auto"
 
 
 def _job_options(job: Job, recipe: Recipe) -> dict[str, Any]:
@@ -182,7 +182,7 @@ def run_grid(
     jobs: int = 1,
     address: str | None = None,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     quiet: bool = False,
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
