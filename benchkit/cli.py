@@ -72,37 +72,51 @@ def _metric_table(metrics: dict[str, float]) -> str:
     )
 
 
+def _source_options() -> list[Any]:
+    """Where the data comes from: the synthetic world at a preset, or a dataset on disk."""
+    return [
+        click.option(
+            "--preset",
+            default="small",
+            show_default=True,
+            help="Synthetic-world size: tiny, small or paper.",
+        ),
+        click.option(
+            "--world-seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seed of the synthetic world (and of the test-set split).",
+        ),
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(exists=True),
+            default=None,
+            help="A dataset on disk (DebCM layout or tables) instead of the world.",
+        ),
+        click.option(
+            "--pgc",
+            "pgc_path",
+            type=click.Path(exists=True),
+            default=None,
+            help="PGC clips (data_pgc/ or a tables pgc/ folder).",
+        ),
+    ]
+
+
+def _apply(f: Any, options: list[Any]) -> Any:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def data_options(f: Any) -> Any:
-    """Where the data comes from: the synthetic world, or a dataset on disk; and the test set."""
-    for option in reversed(
+    """The data source, the test set, and stored-weight normalisation."""
+    return _apply(
+        f,
         [
-            click.option(
-                "--preset",
-                default="small",
-                show_default=True,
-                help="Synthetic-world size: tiny, small or paper.",
-            ),
-            click.option(
-                "--world-seed",
-                type=click.IntRange(min=0),
-                default=0,
-                show_default=True,
-                help="Seed of the synthetic world (and of the test-set split).",
-            ),
-            click.option(
-                "--data",
-                "data_path",
-                type=click.Path(exists=True),
-                default=None,
-                help="A dataset on disk (DebCM layout or tables) instead of the world.",
-            ),
-            click.option(
-                "--pgc",
-                "pgc_path",
-                type=click.Path(exists=True),
-                default=None,
-                help="PGC clips (data_pgc/ or a tables pgc/ folder).",
-            ),
+            *_source_options(),
             click.option(
                 "--test-set",
                 default="given",
@@ -114,10 +128,8 @@ def data_options(f: Any) -> Any:
                 is_flag=True,
                 help="Rescale stored evaluation weights that do not sum to 1.",
             ),
-        ]
-    ):
-        f = option(f)
-    return f
+        ],
+    )
 
 
 @cli.command()
@@ -382,29 +394,10 @@ def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
 
 def grid_options(f: Any) -> Any:
     """Options shared by table3, fig3, fig4 and experiment."""
-    for option in reversed(
+    return _apply(
+        f,
         [
-            click.option(
-                "--preset",
-                default="small",
-                show_default=True,
-                help="Synthetic-world size: tiny, small or paper.",
-            ),
-            click.option("--world-seed", type=click.IntRange(min=0), default=0, show_default=True),
-            click.option(
-                "--data",
-                "data_path",
-                type=click.Path(exists=True),
-                default=None,
-                help="A dataset on disk instead of the synthetic world.",
-            ),
-            click.option(
-                "--pgc",
-                "pgc_path",
-                type=click.Path(exists=True),
-                default=None,
-                help="PGC clips for --data.",
-            ),
+            *_source_options(),
             click.option(
                 "--seeds",
                 type=click.IntRange(min=1),
@@ -450,16 +443,14 @@ def grid_options(f: Any) -> Any:
             click.option("--device", default="auto", show_default=True),
             click.option(
                 "--precision",
-                type=click.Choice(["fp32", "bf16"]),
-                default="fp32",
+                type=click.Choice(["auto", "fp32", "bf16"]),
+                default="auto",
                 show_default=True,
                 help="Training precision of every run.",
             ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
-        ]
-    ):
-        f = option(f)
-    return f
+        ],
+    )
 
 
 def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> None:

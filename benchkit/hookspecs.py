@@ -28,50 +28,84 @@ class Register(Protocol):
 
 @hookspec
 def register_backbones(register: Register) -> None:
-    """Register backbone classes (subclasses of :class:`benchkit.interfaces.Backbone`).
+    """Register backbone classes: subclasses of ``benchkit.interfaces.Backbone`` that implement
+    ``build``, ``encode_video``, ``encode_music`` and ``loss_terms``.
 
-    Called once when the plugins are loaded. ``register(cls)`` uses ``cls.name``; pass ``name=`` or
-    ``aliases=`` to override or add names.
+    When: once, when the plugins are loaded (any ``benchkit`` command, or ``load_plugins()``).
+    ``register(cls)`` names the backbone ``cls.name``; ``register(cls, name=..., aliases=(...))``
+    overrides or adds names. The registry checks the name (a lower-case slug), the type (a
+    concrete ``Backbone`` subclass) and clashes (the error names both plugins); a plugin whose
+    registration fails is reported by ``benchkit plugins`` and loads nothing.
     """
 
 
 @hookspec
 def register_strategies(register: Register) -> None:
-    """Register debias strategies (subclasses of :class:`benchkit.interfaces.Strategy`) and
-    stack aliases (:class:`benchkit.interfaces.StackAlias`, e.g. ``debcm`` = backdoor + distill).
+    """Register debias strategies — subclasses of ``benchkit.interfaces.Strategy`` implementing
+    any of its hook points — and stack aliases (``benchkit.interfaces.StackAlias``, e.g.
+    ``debcm`` = ``backdoor`` + ``kl_distill?``, a trailing ``?`` marking an optional member).
 
-    Called once when the plugins are loaded.
+    When: once, when the plugins are loaded. Same checks as ``register_backbones``.
     """
 
 
 @hookspec
 def register_datasets(register: Register) -> None:
-    """Register dataset providers (:class:`benchkit.interfaces.DatasetProvider` instances).
+    """Register dataset providers: instances of ``benchkit.interfaces.DatasetProvider`` whose
+    ``load(**options)`` returns a ``benchkit.data.Dataset``. A provider with a ``detect(path)``
+    method is offered every ``--data PATH``; the first that recognises the path loads it.
 
-    Called once when the plugins are loaded; providers build or load a
-    :class:`benchkit.data.Dataset` only when a run asks for them.
+    When: once, when the plugins are loaded; ``load`` runs only when a run asks for the data.
     """
 
 
 @hookspec
 def register_protocols(register: Register) -> None:
-    """Register evaluation protocols (subclasses of :class:`benchkit.interfaces.Protocol`).
+    """Register evaluation protocols: subclasses of ``benchkit.interfaces.Protocol`` whose
+    ``task(dataset, split)`` says which candidates each test video is ranked among and how rows
+    are weighted. ``--protocol NAME`` selects one.
 
-    Called once when the plugins are loaded.
+    When: once, when the plugins are loaded.
     """
 
 
 @hookspec
 def register_metrics(register: Register) -> None:
-    """Register ranking metrics (:class:`benchkit.interfaces.Metric` instances).
+    """Register ranking metrics: instances of ``benchkit.interfaces.Metric``, called with where
+    each row's positive landed (``RankInfo``) and a cut-off K. A protocol lists the metrics it
+    reports in its ``metrics`` hyperparameter.
 
-    Called once when the plugins are loaded; a protocol computes each metric at every cut-off K.
+    When: once, when the plugins are loaded.
     """
 
 
 @hookspec
 def register_commands(cli: Any) -> None:
-    """Add commands to the ``benchkit`` click group ``cli`` (``cli.add_command(...)``).
+    """Add commands to the ``benchkit`` command line: ``cli`` is its click group, so call
+    ``cli.add_command(my_command)``.
 
-    Called when the command line starts, before the arguments are parsed.
+    When: each time the ``benchkit`` console script starts, before the arguments are parsed.
     """
+
+
+HOOKS = (
+    register_backbones,
+    register_strategies,
+    register_datasets,
+    register_protocols,
+    register_metrics,
+    register_commands,
+)
+
+
+def reference_markdown() -> str:
+    """The hook reference as Markdown, generated from the specs above (``docs/plugins.md`` embeds
+    it, and a test keeps the two equal)."""
+    import inspect
+
+    parts = []
+    for hook in HOOKS:
+        params = ", ".join(inspect.signature(hook).parameters)
+        doc = inspect.cleandoc(hook.__doc__ or "")
+        parts.append(f"### `{hook.__name__}({params})`\n\n{doc}\n")
+    return "\n".join(parts)

@@ -1,33 +1,52 @@
-"""Training speed of a backbone on the synthetic world: seconds per epoch and pairs per second.
+"""Training and evaluation speed, measured (never asserted): one table per section.
 
-    python benchmarks/train_speed.py                       # cmvae at the small and paper presets
-    python benchmarks/train_speed.py --presets tiny --backbone cmvae --epochs 3
+    python benchmarks/train_speed.py                          # everything, small and paper presets
+    python benchmarks/train_speed.py --presets small --backbones cmvae --skip memory,baseline
 
-Times whole training epochs through the same loop ``benchkit run`` uses (validation excluded), after
-one warm-up epoch, and prints the machine's float32 matrix-multiply peak measured in the same run so
-the figures can be read as a share of it. Numbers are measured, never asserted in tests.
+Sections:
+- machine: the float32 and bfloat16 matrix-multiply peaks of this machine (large torch matmuls);
+- train: for CMVAE + debcm (the PGC teacher's forward pass included) and every backbone: pairs per
+  second, seconds per epoch, FLOPs per pair (counted by torch's FlopCounterMode over one forward and
+  backward step), the achieved GFLOP/s and its share of the peak of the precision used;
+- baseline: the same CMVAE + debcm step fed by a straightforward per-sample
+  ``torch.utils.data.DataLoader`` with per-item negative sampling (the release's loop), and the
+  ratio to benchkit's loop;
+- eval: test videos ranked per second under the ``full`` protocol against the dataset's pool and a
+  1,000,000-music pool;
+- memory: the peak resident set size of a whole ``benchkit run`` (one epoch) at the paper preset,
+  measured in a child process with ``getrusage``.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import time
+from typing import Any
 
+import numpy as np
 import torch
 from tabulate import tabulate
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchkit.api import load_dataset, parse_stack
+from benchkit.api import load_dataset, plan_run
+from benchkit.data.dataset import Dataset
 from benchkit.device import select_device, ugc_pairs
+from benchkit.evaluate import FullProtocol, rank_positives
+from benchkit.interfaces import Batch, RunContext
 from benchkit.method import Method
 from benchkit.plugins import get_plugins
-from benchkit.train import fit
+from benchkit.train import Trainer, fit, resolve_precision
+
+ALL = "cevar,cmvbr,dscmr,uwml,dual_vae,cmvae,cmvae+debcm"
 
 
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """Achieved float32 GFLOP/s of a large square matmul: the practical peak of this machine."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(3):
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 6) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
         a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -39,34 +58,198 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
-def measure(
-    backbone: str,
-    debias: str,
-    preset: str,
+def build(name: str, data: Dataset, device: torch.device, precision: str) -> Method:
+    """A method as `benchkit run` builds it (strategies prepared, the teacher trained or cached)."""
+    plugins = get_plugins()
+    backbone, _, debias = name.partition("+")
+    plan = plan_run(
+        backbone,
+        debias or "none",
+        dataset=data,
+        plugins=plugins,
+        precision=precision,
+        device=str(device),
+    )
+    torch.manual_seed(0)
+    plan.backbone.build(data.spec())
+    for s in plan.strategies:
+        s.build(data.spec(), plan.backbone)
+    method = Method(plan.backbone, plan.strategies).to(device)
+    ctx = RunContext(
+        device=device,
+        seed=0,
+        plugins=plugins,
+        trainer=Trainer(plugins, device, 0, precision=plan.precision),
+    )
+    for s in plan.strategies:
+        s.prepare(data, ctx)
+    return method
+
+
+def flops_per_pair(method: Method, batch: Batch) -> float:
+    method.train()
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = method.loss(batch)
+        loss.backward()
+    method.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch.size
+
+
+def train_rows(
+    presets: list[str],
+    names: list[str],
+    precisions: list[str],
     epochs: int,
     device: torch.device,
-    overrides: dict[str, object],
-) -> dict[str, object]:
+    peaks: dict[str, float],
+) -> list[dict[str, Any]]:
+    rows = []
     plugins = get_plugins()
-    data = load_dataset(plugins, preset, 0, log=print)
-    torch.manual_seed(0)
-    bb = plugins.backbones.get(backbone)(**overrides)
-    bb.build(data.spec())
-    strategies = [cls() for cls, _ in parse_stack(debias, plugins)]
-    for s in strategies:
-        s.build(data.spec(), bb)
-    method = Method(bb, strategies).to(device)
-    pairs = ugc_pairs(data, "train", device)
-    batch = bb.hparams["batch_size"]
-    fit(method, pairs, epochs=1, batch_size=batch, seed=0)  # warm-up
-    result = fit(method, pairs, epochs=epochs, batch_size=batch, seed=1)
+    for preset in presets:
+        data = load_dataset(plugins, preset, 0, log=print)
+        pairs = ugc_pairs(data, "train", device)
+        for name in names:
+            for precision in precisions:
+                method = build(name, data, device, precision)
+                batch_size = method.backbone.hparams["batch_size"]
+                flops = flops_per_pair(method, pairs.batch(torch.arange(batch_size)))
+                fit(method, pairs, epochs=1, batch_size=batch_size, seed=0, precision=precision)
+                res = fit(
+                    method, pairs, epochs=epochs, batch_size=batch_size, seed=1, precision=precision
+                )
+                gflops = flops * res.pairs_per_second / 1e9
+                rows.append(
+                    {
+                        "preset": preset,
+                        "method": name,
+                        "precision": precision,
+                        "train pairs": len(pairs),
+                        "s/epoch": round(res.seconds_per_epoch, 2),
+                        "pairs/s": round(res.pairs_per_second),
+                        "MFLOP/pair": round(flops / 1e6, 2),
+                        "GFLOP/s": round(gflops, 1),
+                        "% of peak": round(100 * gflops / peaks[precision], 1),
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
+class PerSample(torch.utils.data.Dataset):
+    """The straightforward loop: one Python call per training pair, a random negative per item."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+        self.rows = data.splits["train"]
+        self.prior = data.video_prior
+        assert data.music_genre is not None
+        self.genre = data.music_genre
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        v = int(self.rows[i])
+        m = int(self.data.video_music[v])
+        neg = np.random.randint(self.data.n_music - 1)
+        neg += neg >= m
+        return (
+            self.data.video_features[v],
+            self.data.music_features[m],
+            v,
+            m,
+            neg,
+            int(self.genre[m]),
+            self.prior[v],
+        )
+
+
+def baseline_row(
+    preset: str, name: str, device: torch.device, precision: str, batches: int
+) -> dict[str, Any]:
+    data = load_dataset(get_plugins(), preset, 0)
+    method = build(name, data, device, precision)
+    opt = method.backbone.configure_optimizer([p for p in method.parameters() if p.requires_grad])
+    loader = torch.utils.data.DataLoader(PerSample(data), batch_size=1024, shuffle=True)
+    method.train()
+    seen, t0 = 0, time.perf_counter()
+    for step, (v, m, vi, mi, _neg, g, prior) in enumerate(loader):
+        if step == batches:
+            break
+        batch = Batch(
+            video=v.to(device).float(),
+            music=m.to(device).float(),
+            video_idx=vi.to(device),
+            music_idx=mi.to(device),
+            genre=g.to(device),
+            prior=prior.to(device).float(),
+        )
+        with torch.autocast(
+            device.type,
+            dtype=torch.bfloat16,
+            enabled=resolve_precision(precision, device) == "bf16",
+        ):
+            loss, _ = method.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += batch.size
     return {
         "preset": preset,
-        "backbone": f"{backbone}+{debias}",
-        "train pairs": len(pairs),
-        "batch": batch,
-        "s/epoch": round(result.seconds_per_epoch, 3),
-        "pairs/s": round(result.pairs_per_second),
+        "method": name,
+        "loop": "per-sample DataLoader",
+        "pairs/s": round(seen / (time.perf_counter() - t0)),
+    }
+
+
+def eval_rows(preset: str, device: torch.device) -> list[dict[str, Any]]:
+    plugins = get_plugins()
+    data = load_dataset(plugins, preset, 0)
+    method = build("cmvae", data, device, "fp32")
+    method.eval()
+    rows = []
+    big = Dataset(
+        name="pool-1M",
+        video_features=data.video_features[data.splits["test"][:4000]],
+        music_features=np.random.default_rng(0)
+        .standard_normal((1_000_000, data.music_features.shape[1]), dtype=np.float32)
+        .astype(np.float16),
+        video_music=np.zeros(4000, dtype=np.int64),
+        splits={
+            "train": np.arange(2000),
+            "val": np.arange(2000, 3000),
+            "test": np.arange(3000, 4000),
+        },
+    )
+    for ds, label in ((data, f"{preset} ({data.n_music:,} music)"), (big, "1,000,000 music")):
+        task = FullProtocol().task(ds, "test")
+        t0 = time.perf_counter()
+        rank_positives(method, ds, task, device, "expected")
+        seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                "pool": label,
+                "test videos": len(task.video_idx),
+                "seconds": round(seconds, 2),
+                "videos/s": round(len(task.video_idx) / seconds),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def memory_row(preset: str, precision: str) -> dict[str, Any]:
+    code = (
+        "from benchkit.api import run; "
+        f"run('cmvae', 'debcm', preset='{preset}', epochs=1, precision='{precision}')"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-c", code], check=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {
+        "preset": preset,
+        "run": "cmvae+debcm, 1 epoch",
+        "peak RSS (GB)": round(max(peak_kb, before) / 1024**2, 2),
     }
 
 
@@ -74,23 +257,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--backbone", default="cmvae")
-    parser.add_argument("--debias", default="none")
     parser.add_argument("--presets", default="small,paper")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--backbones", default=ALL, help="methods, e.g. cmvae,cmvae+debcm")
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--baseline-batches", type=int, default=30)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip", default="", help="sections to skip: train,baseline,eval,memory")
     args = parser.parse_args()
     device = select_device(args.device)
-    peak = matmul_peak(device)
+    skip = set(filter(None, args.skip.split(",")))
+    presets = args.presets.split(",")
+    peaks = {
+        "fp32": matmul_peak(device, torch.float32),
+        "bf16": matmul_peak(device, torch.bfloat16),
+    }
     print(
-        f"device {device}, {torch.get_num_threads()} threads, float32 matmul peak "
-        f"{peak:.0f} GFLOP/s (2048³)"
+        f"device {device}, {torch.get_num_threads()} threads; matmul peak fp32 "
+        f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
     )
-    rows = [
-        measure(args.backbone, args.debias, p, args.epochs, device, {})
-        for p in args.presets.split(",")
-    ]
-    print(tabulate(rows, headers="keys", tablefmt="github"))
+    precisions = args.precisions.split(",")
+    if "train" not in skip:
+        rows = train_rows(
+            presets, args.backbones.split(","), precisions, args.epochs, device, peaks
+        )
+        print(tabulate(rows, headers="keys", tablefmt="github"))
+    if "baseline" not in skip:
+        rows = [
+            baseline_row(p, "cmvae+debcm", device, precisions[0], args.baseline_batches)
+            for p in presets
+        ]
+        print(tabulate(rows, headers="keys", tablefmt="github"))
+    if "eval" not in skip:
+        print(tabulate(eval_rows(presets[-1], device), headers="keys", tablefmt="github"))
+    if "memory" not in skip:
+        print(tabulate([memory_row(presets[-1], precisions[0])], headers="keys", tablefmt="github"))
 
 
 if __name__ == "__main__":

@@ -190,8 +190,9 @@ def test_process_executor_matches_local(tmp_path, plugins):
     assert local.keys == pool.keys
     # Workers use fewer threads, so reductions run in another order: equal up to rounding.
     for key in local.keys:
-        assert local.results[key]["metrics"] == pytest.approx(pool.results[key]["metrics"],
-                                                              abs=2e-3)
+        assert local.results[key]["metrics"] == pytest.approx(
+            pool.results[key]["metrics"], abs=2e-3
+        )
 
 
 def test_ray_executor(tmp_path, plugins):

@@ -65,6 +65,25 @@ def load_npy(path: Path | str, what: str = "") -> np.ndarray:
     return array
 
 
+def load_features(path: Path | str, what: str) -> np.ndarray:
+    """A feature matrix from ``path``: 2-d, real, finite; returned as float32 (no copy if it is)."""
+    a = load_npy(path, what)
+    if a.ndim != 2:
+        raise DataError(
+            f"{path} ({what}): expected a 2-d array (rows × features), got shape {a.shape}"
+        )
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(f"{path} ({what}): expected real numbers, got dtype {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    bad = ~np.isfinite(a).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{path} ({what}): NaN or inf in {int(bad.sum())} row(s), e.g. row "
+            f"{int(np.flatnonzero(bad)[0])}; clean or drop them"
+        )
+    return a
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Write one array (object arrays allowed: we wrote them, and we read them back safely)."""
     path.parent.mkdir(parents=True, exist_ok=True)

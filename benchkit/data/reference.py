@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchkit.data.dataset import PGC, Dataset, Truth
-from benchkit.data.npyio import AtomicDir, load_npy, save_npy
+from benchkit.data.npyio import AtomicDir, load_features, load_npy, save_npy
 from benchkit.errors import DataError
 
 MATCHING, PGC_DIR, EXTRA = "data_matching", "data_pgc", "benchkit"
@@ -136,31 +136,15 @@ def _weights(path: Path, n: int, normalise: bool) -> np.ndarray:
     return w
 
 
-def _features(path: Path, what: str) -> np.ndarray:
-    a = load_npy(path, what)
-    if a.ndim != 2:
-        raise DataError(f"{path} ({what}): expected a 2-d array, got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-        raise DataError(f"{path} ({what}): expected real numbers, got dtype {a.dtype}")
-    a = a.astype(np.float32, copy=False)
-    bad = ~np.isfinite(a).all(axis=1)
-    if bad.any():
-        raise DataError(
-            f"{path} ({what}): NaN or inf in {int(bad.sum())} row(s), e.g. row "
-            f"{int(np.flatnonzero(bad)[0])}; clean or drop them"
-        )
-    return a
-
-
 def read_pgc(path: Path | str) -> PGC:
     d = Path(path)
     train = load_npy(d / "train.npy", "PGC training pairs").reshape(-1, 2).astype(np.int64)
     val = load_npy(d / "val.npy", "PGC validation pairs").reshape(-1, 2).astype(np.int64)
-    video = _features(d / "mv_video_resnet_features.npy", "PGC video features")
+    video = load_features(d / "mv_video_resnet_features.npy", "PGC video features")
     music = np.concatenate(
         [
-            _features(d / "vggish_features.npy", "PGC VGGish features"),
-            _features(d / "opensmile_features_norm.npy", "PGC OpenSMILE features"),
+            load_features(d / "vggish_features.npy", "PGC VGGish features"),
+            load_features(d / "opensmile_features_norm.npy", "PGC OpenSMILE features"),
         ],
         axis=1,
     )
@@ -183,17 +167,17 @@ def read_reference(
     """Read the DebCM layout at ``path`` (PGC from ``pgc``, else ``<root>/data_pgc`` if present)."""
     root = find_root(path)
     d = root / MATCHING
-    video_features = _features(d / "visual_features_resnet_V.npy", "video features")
+    video_features = load_features(d / "visual_features_resnet_V.npy", "video features")
     music_features = (
         np.concatenate(
             [
-                _features(d / "music_features.npy", "VGGish music features"),
-                _features(d / "new_music_smile_features_norm.npy", "OpenSMILE music features"),
+                load_features(d / "music_features.npy", "VGGish music features"),
+                load_features(d / "new_music_smile_features_norm.npy", "OpenSMILE music features"),
             ],
             axis=1,
         )
         if (d / "new_music_smile_features_norm.npy").exists()
-        else _features(d / "music_features.npy", "music features")
+        else load_features(d / "music_features.npy", "music features")
     )
     nv, nm = video_features.shape[0], music_features.shape[0]
     train = _parse_train(load_npy(d / "train.npy", "training rows"), d / "train.npy")

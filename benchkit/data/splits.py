@@ -45,10 +45,14 @@ def _split(ds: Dataset, train: np.ndarray, val: np.ndarray, test: np.ndarray, ta
 
 
 def random_splits(
-    n: int, seed: int = 0, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    n: int,
+    seed: int | np.random.Generator = 0,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> dict[str, np.ndarray]:
-    """Rows 0 … n−1 cut at random into train / val / test in the given ratios."""
-    order = np.random.default_rng([seed, 1]).permutation(n)
+    """Rows 0 … n−1 cut at random into train / val / test in the given ratios (``seed``: an int or
+    a generator to draw from)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, 1])
+    order = rng.permutation(n)
     n_train = round(ratios[0] / sum(ratios) * n)
     n_val = round(ratios[1] / sum(ratios) * n)
     return {

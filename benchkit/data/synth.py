@@ -40,6 +40,7 @@ from scipy.special import ndtri
 
 from benchkit import hookimpl
 from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.data.splits import random_splits
 from benchkit.data.store import load_npz, save_npz
 from benchkit.errors import ConfigError
 from benchkit.hashing import stable_hash
@@ -354,14 +355,7 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     # Uploaders without videos are dropped; ids stay dense.
     used, video_uploader = np.unique(video_uploader, return_inverse=True)
 
-    order = r_split.permutation(cfg.n_videos)
-    n_train = round(cfg.split[0] * cfg.n_videos)
-    n_val = round(cfg.split[1] * cfg.n_videos)
-    splits = {
-        "train": np.sort(order[:n_train]),
-        "val": np.sort(order[n_train : n_train + n_val]),
-        "test": np.sort(order[n_train + n_val :]),
-    }
+    splits = random_splits(cfg.n_videos, r_split, cfg.split)
     return Dataset(
         name=name,
         video_features=video_features,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.data.dataset import PGC, Dataset
-from benchkit.data.npyio import AtomicDir, load_npy, save_npy
+from benchkit.data.npyio import AtomicDir, load_features, save_npy
 from benchkit.data.splits import random_splits
 from benchkit.errors import DataError
 
@@ -74,18 +74,7 @@ def _ids(path: Path) -> np.ndarray:
 
 def _features(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
     path = folder / f"{stem}_features.npy"
-    feats = load_npy(path, f"{stem} features")
-    if feats.ndim != 2:
-        raise DataError(f"{path}: expected a 2-d array (rows × features), got shape {feats.shape}")
-    if not np.issubdtype(feats.dtype, np.number) or np.issubdtype(feats.dtype, np.complexfloating):
-        raise DataError(f"{path}: expected real numbers, got dtype {feats.dtype}")
-    feats = feats.astype(np.float32, copy=False)
-    bad = ~np.isfinite(feats).all(axis=1)
-    if bad.any():
-        raise DataError(
-            f"{path}: NaN or inf in {int(bad.sum())} row(s), e.g. row "
-            f"{int(np.flatnonzero(bad)[0])}; clean or drop them"
-        )
+    feats = load_features(path, f"{stem} features")
     ids = _ids(folder / f"{stem}_ids.txt")
     if ids.size != feats.shape[0]:
         raise DataError(
