@@ -454,7 +454,7 @@ def run(
     hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
     ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
     is the split evaluated; ``precision`` is the training precision: ``fp32``, ``bf16`` (bfloat16
-    autocast; evaluation stays float32) or ``auto`` (bf16 where the hardware runs it natively).
+    autocast; evaluation stays float32) or ``auto`` (bf16 on CPUs with native bfloat16).
     """
     plugins = plugins or get_plugins()
     plan = plan_run(backbone, debias, plugins=plugins, log=log, device=device, **options)

@@ -187,10 +187,11 @@ def data_options(f: Any) -> Any:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
     show_default=True,
-    help="Training precision (bf16: bfloat16 autocast; evaluation stays float32).",
+    help="Training precision: auto = bf16 autocast on CPUs with native bfloat16, else fp32 "
+    "(evaluation always scores in float32).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
