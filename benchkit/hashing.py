@@ -16,8 +16,6 @@ def _canonical(obj: Any) -> Any:
         return [_canonical(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, float) and obj.is_integer():
-        return obj  # json writes 1.0 as 1.0: keep floats distinct from ints on purpose
     return obj
 
 

@@ -501,12 +501,3 @@ class Protocol(Configurable, ABC):
         from benchkit.hashing import stable_hash
 
         return stable_hash({"protocol": self.name, **self.hparams})[:16]
-
-
-INTERFACES: dict[str, type] = {
-    "backbone": Backbone,
-    "strategy": Strategy,
-    "dataset": DatasetProvider,
-    "protocol": Protocol,
-    "metric": Metric,
-}

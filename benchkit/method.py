@@ -65,10 +65,6 @@ class Method(nn.Module):
     # -- identity ------------------------------------------------------------------------------
 
     @property
-    def identity(self) -> dict[str, Any]:
-        return {"backbone": self.backbone.name, "strategies": [s.name for s in self._strategies()]}
-
-    @property
     def hparams(self) -> dict[str, Any]:
         return {
             "backbone": dict(self.backbone.hparams),
@@ -139,10 +135,6 @@ class Method(nn.Module):
         for s in self._strategies():
             scores = s.adjust_score(scores, query, music_codes)
         return scores
-
-    @property
-    def reranks(self) -> bool:
-        return any("rerank" in s.hook_points() for s in self._strategies())
 
     @torch.no_grad()
     def rerank(self, scores: Tensor, items: Tensor, query: Query) -> Tensor:

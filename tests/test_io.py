@@ -176,7 +176,7 @@ BAD_REFERENCE = [
         "negatives contain positive",
         "100neg/test.npy",
         _positive_in_negatives,
-        "contain the positive music in 1 row",
+        "the negatives of 1 row(s) contain the row's positive music (e.g. row 0)",
     ),
     ("video id out of range", "100neg/test.npy", _out_of_range, "video ids out of range"),
     (

@@ -185,6 +185,14 @@ def read_reference(
         s: _parse_eval(load_npy(d / "100neg" / f"{s}.npy", f"{s} rows"), d / "100neg" / f"{s}.npy")
         for s in ("val", "test")
     }
+    for s, (_, pos, negs) in evals.items():
+        hits = (negs == pos[:, None]).any(axis=1)
+        if hits.any():
+            raise DataError(
+                f"{d / '100neg' / f'{s}.npy'}: the negatives of {int(hits.sum())} row(s) contain "
+                f"the row's positive music (e.g. row {int(np.flatnonzero(hits)[0])}); negatives "
+                f"must be other music"
+            )
 
     video_music = np.full(nv, -1, dtype=np.int64)
     seen = np.zeros(nv, dtype=bool)
