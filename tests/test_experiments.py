@@ -137,7 +137,7 @@ def test_tables_figures_and_results_export(tmp_path):
         cli, ["experiment", str(GRIDS / "tiny_figure.toml"), *TINY, "--out", str(out)]
     )
     assert res.exit_code == 0, res.output
-    assert "teacher weight=0.05 Recall@25" in res.stdout
+    assert "w=0.05 Recall@25" in res.stdout
     for name in (
         "tiny_figure.png",
         "tiny_figure.pdf",
@@ -209,3 +209,35 @@ def test_ray_executor(tmp_path, plugins):
         plugins=plugins,
     )
     assert run.ran == 2 and len(run.results) == 2
+
+
+def test_paired_tests_only_compare_rows_on_the_same_test_videos():
+    from benchkit.experiments.grid import Grid, Job
+    from benchkit.experiments.stats import summarise
+    from benchkit.interfaces import RankInfo
+
+    def result(fingerprint, greater):
+        ranks = RankInfo(
+            n_greater=np.array(greater),
+            n_equal=np.zeros(4, dtype=np.int64),
+            weights=np.full(4, 0.25),
+            n_candidates=101,
+        )
+        return {
+            "metrics": {"recall@1": float(np.mean(np.array(greater) < 1))},
+            "ranks": ranks,
+            "record": {"dataset": {"fingerprint": fingerprint}},
+        }
+
+    jobs = [Job(r, ("c",), "cmvae", "none", "ugc", "given", 1) for r in ("a", "b", "c")]
+    grid = Grid("g", "", "table", "paper", ["recall@1"], jobs, ["a", "b", "c"], columns=[("c",)])
+    results = {
+        "ka": result("same", [0, 0, 0, 5]),
+        "kb": result("same", [0, 5, 5, 5]),
+        "kc": result("other", [5, 5, 5, 5]),
+    }
+    summary = summarise(grid, ["ka", "kb", "kc"], results)
+    a, b, c = (summary[(r, ("c",), "recall@1")] for r in "abc")
+    assert a.best and a.compared_with == "b" and a.p_value is not None
+    assert b.compared_with == "a" and b.p_value == a.p_value
+    assert c.p_value is None  # ranked on other test videos: no paired test

@@ -61,6 +61,7 @@ class Grid:
     groups: dict[str, str] = field(default_factory=dict)
     columns: list[tuple[str, ...]] = field(default_factory=list)
     x_label: str = ""
+    x_short: str = "x"
     x_values: list[float] = field(default_factory=list)
     x_log: bool = False
     source: str = ""
@@ -150,7 +151,7 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
     elif kind == "figure":
         _check_keys(spec, common | {"series", "x"}, where)
         x = _need(spec, "x", where)
-        _check_keys(x, {"label", "values", "test_set", "set", "log"}, f"{where}: x")
+        _check_keys(x, {"label", "short", "values", "test_set", "set", "log"}, f"{where}: x")
         values = [float(v) for v in _need(x, "values", f"{where}: x")]
         if ("test_set" in x) == ("set" in x):
             raise ConfigError(
@@ -158,6 +159,7 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
                 f"or set (a hyperparameter)"
             )
         grid.x_label, grid.x_values, grid.x_log = x.get("label", "x"), values, bool(x.get("log"))
+        grid.x_short = x.get("short", "x")
         for i, series in enumerate(_need(spec, "series", where)):
             here = f"{where}: series[{i}]"
             _check_keys(series, {"label", "backbone", "debias", "setting", "test_set", "set"}, here)

@@ -1,7 +1,8 @@
 """Statistics over seeds and test videos.
 
-A cell (row × column × metric) reports the mean and the standard deviation over seeds. Each row is
-compared with the best *other* row of its column (the best row with the runner-up) by a **paired
+A cell (row × column × metric) reports the mean and the standard deviation over seeds. The best
+row of a column has the highest mean (the lowest for bias amplification). Each row is compared with
+the best *other* row of its column (the best row with the runner-up) by a **paired
 sign-flip randomisation test** over (seed, test video) pairs: the per-video contribution to the
 metric, w_i · m_i (w = the protocol's row weight, m = the tie-aware hit or gain), is differenced
 between the two rows for the same seed and video, and under the null hypothesis each difference is
@@ -20,6 +21,12 @@ import numpy as np
 
 from benchkit.interfaces import RankInfo
 from benchkit.metrics import expected_gain, hit_probability
+
+LOWER_IS_BETTER = frozenset({"bias_amp"})  # less over-recommendation of the majority genre
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.partition("@")[0] not in LOWER_IS_BETTER
 
 
 def contributions(ranks: RankInfo, metric: str) -> np.ndarray | None:
@@ -47,6 +54,7 @@ def sign_flip_p(diff: np.ndarray) -> float:
 class Cell:
     values: dict[int, float] = field(default_factory=dict)  # seed → metric
     per_video: dict[int, np.ndarray] = field(default_factory=dict)  # seed → contributions
+    data: dict[int, str] = field(default_factory=dict)  # seed → test rows' dataset fingerprint
     p_value: float | None = None
     compared_with: str | None = None
     best: bool = False
@@ -82,6 +90,7 @@ def summarise(grid: Any, keys: list[str], results: dict[str, dict[str, Any]]) ->
             contrib = contributions(res["ranks"], metric)
             if contrib is not None:
                 cell.per_video[job.seed] = contrib
+                cell.data[job.seed] = res["record"]["dataset"]["fingerprint"]
     for column in grid.columns:
         for metric in grid.metrics:
             cells = {
@@ -91,7 +100,7 @@ def summarise(grid: Any, keys: list[str], results: dict[str, dict[str, Any]]) ->
             }
             if not cells:
                 continue
-            ranked = sorted(cells, key=lambda r: cells[r].mean, reverse=True)
+            ranked = sorted(cells, key=lambda r: cells[r].mean, reverse=higher_is_better(metric))
             cells[ranked[0]].best = True
             if len(ranked) < 2:
                 continue
@@ -101,7 +110,8 @@ def summarise(grid: Any, keys: list[str], results: dict[str, dict[str, Any]]) ->
                     continue
                 a, b = cells[row], cells[other]
                 seeds = sorted(set(a.per_video) & set(b.per_video))
-                if not seeds or any(a.per_video[s].shape != b.per_video[s].shape for s in seeds):
+                # Pairs are (seed, video): only rows ranked on the same test videos compare.
+                if not seeds or any(a.data[s] != b.data[s] for s in seeds):
                     continue
                 diff = np.concatenate([a.per_video[s] - b.per_video[s] for s in seeds])
                 a.p_value, a.compared_with = sign_flip_p(diff), other

@@ -121,7 +121,7 @@ def render(
         headers = [
             "",
             *(
-                f"{grid.x_label.split(' (')[0]}={c[0]} {metric_label(m)}"
+                f"{grid.x_short}={c[0]} {metric_label(m)}"
                 for m in grid.metrics
                 for c in grid.columns
             ),
