@@ -184,7 +184,8 @@ def rank_positives(
         n = task.video_idx.size
         n_greater = np.empty(n, dtype=np.int64)
         n_equal = np.empty(n, dtype=np.int64)
-        step = max(1, chunk_elements // n_music)
+        # At least 64 rows a chunk: a huge pool still gets matrix products of a useful shape.
+        step = max(64, chunk_elements // n_music)
         for s in range(0, n, step):
             rows = task.video_idx[s : s + step]
             query = Query(

@@ -1,8 +1,9 @@
 """The example plugin passes benchkit's conformance kit, as a third party's plugin would."""
 
+from benchkit_example.plugin import InfoNCE, PopularityPenalty
+
 from benchkit.plugins import load_plugins
 from benchkit.testing import check_backbone, check_strategy
-from benchkit_example.plugin import InfoNCE, PopularityPenalty
 
 
 def test_backbone_conforms():

@@ -32,8 +32,15 @@ class InfoNCE(Backbone):
     name = "infonce"
     description = "two-tower MLP with a symmetric InfoNCE (CLIP-style) loss — example plugin"
     loss_granularity = "anchor"
-    defaults = {"embed_dim": 64, "hidden": 256, "temperature": 0.1, "lr": 1e-3,
-                "weight_decay": 0.0, "batch_size": 512, "epochs": 20}
+    defaults = {
+        "embed_dim": 64,
+        "hidden": 256,
+        "temperature": 0.1,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 512,
+        "epochs": 20,
+    }
 
     def build(self, spec: DataSpec) -> None:
         hp = self.hparams
