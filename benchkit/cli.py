@@ -105,6 +105,38 @@ def _source_options() -> list[Any]:
     ]
 
 
+def _training_options() -> list[Any]:
+    """How each run trains: epoch cap, patience, device and precision."""
+    return [
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Cap on training epochs (default: the card's); early stopping still applies.",
+        ),
+        click.option(
+            "--patience",
+            type=click.IntRange(min=1),
+            default=10,
+            show_default=True,
+            help="Stop after this many epochs without a better validation score.",
+        ),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16"]),
+            default="auto",
+            show_default=True,
+            help="Training precision: auto = bf16 autocast on CPUs with native "
+            "bfloat16, else fp32 (evaluation always scores in float32).",
+        ),
+    ]
+
+
+def training_options(f: Any) -> Any:
+    return _apply(f, _training_options())
+
+
 def _apply(f: Any, options: list[Any]) -> Any:
     for option in reversed(options):
         f = option(f)
@@ -156,19 +188,7 @@ def data_options(f: Any) -> Any:
     show_default=True,
     help="Seed of initialisation and batching.",
 )
-@click.option(
-    "--epochs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Cap on training epochs (default: the backbone's); early stopping still applies.",
-)
-@click.option(
-    "--patience",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Stop after this many epochs without a better validation score.",
-)
+@training_options
 @click.option(
     "--protocol",
     "-p",
@@ -183,15 +203,6 @@ def data_options(f: Any) -> Any:
     multiple=True,
     metavar="KEY=VALUE",
     help="Override a hyperparameter; 'strategy.key=value' for a strategy's.",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Training precision: auto = bf16 autocast on CPUs with native bfloat16, else fp32 "
-    "(evaluation always scores in float32).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
@@ -406,13 +417,7 @@ def grid_options(f: Any) -> Any:
                 show_default=True,
                 help="Seeds per cell (mean ± std and paired tests over them).",
             ),
-            click.option(
-                "--epochs",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Cap on epochs per run; early stopping still applies.",
-            ),
-            click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True),
+            *_training_options(),
             click.option(
                 "--out",
                 default="benchkit-results",
@@ -441,14 +446,6 @@ def grid_options(f: Any) -> Any:
                 help="Workers of the process or Ray executor.",
             ),
             click.option("--address", default=None, help="Ray cluster address (ray executor)."),
-            click.option("--device", default="auto", show_default=True),
-            click.option(
-                "--precision",
-                type=click.Choice(["auto", "fp32", "bf16"]),
-                default="auto",
-                show_default=True,
-                help="Training precision of every run.",
-            ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
         ],
     )
