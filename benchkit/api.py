@@ -281,6 +281,7 @@ def plan_run(
     split: str = "test",
     patience: int = 10,
     precision: str = "auto",
+    features: str = "float32",
     device: str = "auto",
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
@@ -311,6 +312,7 @@ def plan_run(
             test_set=test_set,
             normalise_weights=normalise_weights,
         )
+    ds = ds.with_feature_dtype(features)
     if split not in ds.splits:
         raise ConfigError(
             f"dataset {ds.name!r} has no split {split!r}; splits: {', '.join(sorted(ds.splits))}"
@@ -453,7 +455,8 @@ def run(
     batching; ``protocol`` (``paper`` or ``full``) and ``protocol_params``; ``overrides`` set
     hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
     ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
-    is the split evaluated; ``precision`` is the training precision: ``fp32``, ``bf16`` (bfloat16
+    is the split evaluated; ``features`` stores the features as ``float32`` or ``float16``;
+    ``precision`` is the training precision: ``fp32``, ``bf16`` (bfloat16
     autocast; evaluation stays float32) or ``auto`` (bf16 on CPUs with native bfloat16).
     """
     plugins = plugins or get_plugins()

@@ -106,8 +106,15 @@ def _source_options() -> list[Any]:
 
 
 def _training_options() -> list[Any]:
-    """How each run trains: epoch cap, patience, device and precision."""
+    """How each run trains: epoch cap, patience, device, precision, feature storage."""
     return [
+        click.option(
+            "--features",
+            type=click.Choice(["float32", "float16"]),
+            default="float32",
+            show_default=True,
+            help="Feature storage (float16 halves its memory).",
+        ),
         click.option(
             "--epochs",
             type=click.IntRange(min=1),
@@ -224,6 +231,7 @@ def run(
     sets: tuple[str, ...],
     device: str,
     precision: str,
+    features: str,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -247,6 +255,7 @@ def run(
         split=split,
         overrides=parse_set(sets),
         precision=precision,
+        features=features,
         device=device,
         quiet=quiet,
         log=_log(quiet),
@@ -470,6 +479,8 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
         jobs=opts["jobs"],
         address=opts["address"],
         device=opts["device"],
+        precision=opts["precision"],
+        features=opts["features"],
         quiet=quiet,
         log=_log(quiet),
     )

@@ -58,6 +58,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
+FEATURES = "float32"  # feature storage (--features)
+
+
 def build(name: str, data: Dataset, device: torch.device, precision: str) -> Method:
     """A method as `benchkit run` builds it (strategies prepared, the teacher trained or cached)."""
     plugins = get_plugins()
@@ -69,6 +72,7 @@ def build(name: str, data: Dataset, device: torch.device, precision: str) -> Met
         plugins=plugins,
         precision=precision,
         device=str(device),
+        features=FEATURES,
     )
     torch.manual_seed(0)
     plan.backbone.build(data.spec())
@@ -106,7 +110,7 @@ def train_rows(
     rows = []
     plugins = get_plugins()
     for preset in presets:
-        data = load_dataset(plugins, preset, 0, log=print)
+        data = load_dataset(plugins, preset, 0, log=print).with_feature_dtype(FEATURES)
         pairs = ugc_pairs(data, "train", device)
         for name in names:
             for precision in precisions:
@@ -241,14 +245,15 @@ def eval_rows(preset: str, device: torch.device) -> list[dict[str, Any]]:
 def memory_row(preset: str, precision: str) -> dict[str, Any]:
     code = (
         "from benchkit.api import run; "
-        f"run('cmvae', 'debcm', preset='{preset}', epochs=1, precision='{precision}')"
+        f"run('cmvae', 'debcm', preset='{preset}', epochs=1, precision='{precision}', "
+        f"features='{FEATURES}')"
     )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run([sys.executable, "-c", code], check=True)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {
         "preset": preset,
-        "run": "cmvae+debcm, 1 epoch",
+        "run": f"cmvae+debcm, 1 epoch, {FEATURES} features",
         "peak RSS (GB)": round(max(peak_kb, before) / 1024**2, 2),
     }
 
@@ -263,8 +268,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--baseline-batches", type=int, default=30)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--features", default="float32", help="feature storage: float32|float16")
     parser.add_argument("--skip", default="", help="sections to skip: train,baseline,eval,memory")
     args = parser.parse_args()
+    global FEATURES
+    FEATURES = args.features
     device = select_device(args.device)
     skip = set(filter(None, args.skip.split(",")))
     presets = args.presets.split(",")

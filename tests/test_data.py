@@ -165,3 +165,26 @@ def _base(**change):
 def test_validation_names_the_field(change, message):
     with pytest.raises(DataError, match=message):
         _base(**change)
+
+
+def test_float16_feature_storage(plugins, tiny):
+    from benchkit.api import run
+
+    half = tiny.with_feature_dtype("float16")
+    assert half.video_features.dtype == np.float16 and half.pgc.video_features.dtype == np.float16
+    assert half.video_features.nbytes * 2 == tiny.video_features.nbytes
+    assert half.fingerprint != tiny.fingerprint and half.with_feature_dtype("float16") is half
+    full = run("cmvae", "none", dataset=tiny, epochs=2, plugins=plugins, precision="fp32")
+    small = run(
+        "cmvae",
+        "none",
+        dataset=tiny,
+        epochs=2,
+        plugins=plugins,
+        precision="fp32",
+        features="float16",
+    )
+    assert small.dataset["fingerprint"] != full.dataset["fingerprint"]
+    assert abs(small.metrics["recall@25"] - full.metrics["recall@25"]) < 0.05
+    with pytest.raises(DataError, match="feature storage must be one of"):
+        tiny.with_feature_dtype("int8")

@@ -241,3 +241,32 @@ def test_paired_tests_only_compare_rows_on_the_same_test_videos():
     assert a.best and a.compared_with == "b" and a.p_value is not None
     assert b.compared_with == "a" and b.p_value == a.p_value
     assert c.p_value is None  # ranked on other test videos: no paired test
+
+
+def test_grid_options_reach_every_run(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        [
+            "experiment",
+            str(GRIDS / "tiny_figure.toml"),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "-q",
+            "--out",
+            str(tmp_path),
+            "--precision",
+            "fp32",
+            "--features",
+            "float16",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    frame = pd.read_sql_query(
+        "SELECT record FROM runs", sqlite3.connect(tmp_path / "results.sqlite")
+    )
+    records = [__import__("json").loads(r) for r in frame["record"]]
+    assert {r["training"]["precision"] for r in records} == {"fp32"}
+    assert all(r["training"]["epochs_run"] == 1 for r in records)

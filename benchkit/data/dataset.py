@@ -22,6 +22,7 @@ from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
 
 REQUIRED_SPLITS = ("train", "val", "test")
+FEATURE_DTYPES = ("float32", "float16")
 
 
 @dataclass(eq=False)
@@ -275,6 +276,30 @@ class Dataset:
         """The same data with other splits (a test-set protocol); arrays are shared, not copied."""
         return replace(
             self, splits=dict(splits), name=name or self.name, negatives={}, eval_weights={}
+        )
+
+    def with_feature_dtype(self, dtype: str) -> Dataset:
+        """The same data with features stored as ``float32`` or ``float16`` (half the memory; a
+        batch is cast back to float32 when it is gathered). The fingerprint records the choice."""
+        if dtype not in FEATURE_DTYPES:
+            raise DataError(
+                f"feature storage must be one of {', '.join(FEATURE_DTYPES)}, not {dtype!r}"
+            )
+        if self.video_features.dtype == np.dtype(dtype):
+            return self
+        pgc = self.pgc
+        if pgc is not None:
+            pgc = replace(
+                pgc,
+                video_features=pgc.video_features.astype(dtype),
+                music_features=pgc.music_features.astype(dtype),
+            )
+        return replace(
+            self,
+            video_features=self.video_features.astype(dtype),
+            music_features=self.music_features.astype(dtype),
+            pgc=pgc,
+            content_id=f"{self.content_fingerprint}:{dtype}",
         )
 
     # -- derived statistics (training split only) ----------------------------------------------

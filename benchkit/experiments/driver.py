@@ -67,6 +67,7 @@ class Recipe:
     protocol: str
     device: str
     precision: str = "auto"
+    features: str = "float32"
 
 
 def _job_options(job: Job, recipe: Recipe) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def _job_options(job: Job, recipe: Recipe) -> dict[str, Any]:
         "protocol": recipe.protocol,
         "overrides": job.overrides_dict(),
         "precision": recipe.precision,
+        "features": recipe.features,
+        "device": recipe.device,
     }
 
 
@@ -183,6 +186,7 @@ def run_grid(
     address: str | None = None,
     device: str = "auto",
     precision: str = "auto",
+    features: str = "float32",
     quiet: bool = False,
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
@@ -196,7 +200,7 @@ def run_grid(
     log = log or (lambda _m: None)
     started = time.perf_counter()
     store = Store(out)
-    recipe = Recipe(source, epochs, patience, grid.protocol, device, precision)
+    recipe = Recipe(source, epochs, patience, grid.protocol, device, precision, features)
     base = source.load(plugins, log)
     datasets = {
         t: apply_test_set(base, t, seed=source.world_seed)
