@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,16 @@ class Store:
         con.execute("PRAGMA journal_mode=WAL")
         return con
 
-    def done(self, keys: list[str]) -> set[str]:
+    def _select(self, columns: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
+        """``SELECT columns`` for the rows of ``keys`` (in chunks: SQLite caps bound parameters)."""
         with self._connect() as con:
-            found: set[str] = set()
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
-                q = f"SELECT key FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
-                found.update(r[0] for r in con.execute(q, chunk))
-        return found
+                q = f"SELECT {columns} FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
+                yield from con.execute(q, chunk)
+
+    def done(self, keys: list[str]) -> set[str]:
+        return {row[0] for row in self._select("key", keys)}
 
     def put(self, key: str, grid: str, job: Any, record: dict[str, Any], ranks: RankInfo) -> None:
         with self._connect() as con:  # one transaction: the row is there whole, or not at all
@@ -116,20 +119,13 @@ class Store:
 
     def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        with self._connect() as con:
-            for i in range(0, len(keys), 500):
-                chunk = keys[i : i + 500]
-                q = (
-                    f"SELECT key, metrics, record, ranks FROM runs WHERE key IN "
-                    f"({','.join('?' * len(chunk))})"
-                )
-                for key, metrics, record, ranks in con.execute(q, chunk):
-                    rec = json.loads(record)
-                    out[key] = {
-                        "metrics": json.loads(metrics),
-                        "record": rec,
-                        "ranks": unpack_ranks(ranks, rec["protocol"]["params"]["tie"]),
-                    }
+        for key, metrics, record, ranks in self._select("key, metrics, record, ranks", keys):
+            rec = json.loads(record)
+            out[key] = {
+                "metrics": json.loads(metrics),
+                "record": rec,
+                "ranks": unpack_ranks(ranks, rec["protocol"]["params"]["tie"]),
+            }
         return out
 
     def frame(self, grid: str | None = None) -> pd.DataFrame:
