@@ -4,6 +4,11 @@
     result = run("cmvae", "debcm", preset="tiny", seed=1234)
     result.metrics["recall@25"]
 
+Every keyword is a field of :class:`benchkit.spec.RunSpec` (the same options as the CLI). A run is
+*planned* (names resolved, hyperparameters set, data loaded and split, the result key computed) and
+then *executed* (trained and evaluated, with the machine-dependent values — device, precision —
+resolved there and recorded).
+
 Data settings (Table 3): ``ugc`` trains on the UGC pairs only (D_s; PGC dropped). ``ugc+pgc``
 (D_s ∪ D_t) hands the PGC to the strategies that consume it (``kl_distill``, ``label_distill``);
 with no strategy (``none``) the PGC pairs are pooled with the UGC pairs instead. ``auto`` picks
@@ -12,9 +17,11 @@ with no strategy (``none``) the PGC pairs are pooled with the UGC pairs instead.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +33,7 @@ from benchkit import __version__
 from benchkit.data.dataset import Dataset
 from benchkit.data.io import open_dataset, read_pgc_any
 from benchkit.data.splits import apply_test_set
-from benchkit.device import Pairs, PooledPairs, pgc_pairs, select_device, ugc_pairs
+from benchkit.device import select_device
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
 from benchkit.hashing import stable_hash
@@ -40,10 +47,16 @@ from benchkit.interfaces import (
     Strategy,
 )
 from benchkit.method import Method
+from benchkit.pairs import Pairs, PooledPairs, pgc_pairs, ugc_pairs
 from benchkit.plugins import Plugins, get_plugins
+from benchkit.spec import SETTINGS, RunSpec
 from benchkit.train import Trainer, resolve_precision
 
-SETTINGS = ("auto", "ugc", "ugc+pgc")
+Log = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    return None
 
 
 def parse_stack(debias: str, plugins: Plugins) -> list[tuple[type[Strategy], bool]]:
@@ -75,26 +88,35 @@ def parse_stack(debias: str, plugins: Plugins) -> list[tuple[type[Strategy], boo
     return expanded
 
 
-def split_overrides(
-    overrides: Mapping[str, Any], strategy_names: list[str]
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """``{"margin": .1, "ips.clip": .2}`` → backbone overrides and per-strategy overrides."""
-    backbone: dict[str, Any] = {}
-    strategies: dict[str, dict[str, Any]] = {}
+@dataclass
+class Overrides:
+    """``--set`` values sorted by owner: the backbone, each strategy, the protocol."""
+
+    backbone: dict[str, Any] = field(default_factory=dict)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+def split_overrides(overrides: Mapping[str, Any], strategy_names: list[str]) -> Overrides:
+    """``{"margin": .1, "ips.clip": .2, "protocol.tie": "pessimistic"}`` → per owner."""
+    out = Overrides()
     for key, value in overrides.items():
         head, dot, rest = key.partition(".")
         if dot and head == "backbone":
-            backbone[rest] = value
+            out.backbone[rest] = value
+        elif dot and head == "protocol":
+            out.protocol[rest] = value
         elif dot:
             if head not in strategy_names:
                 raise ConfigError(
                     f"--set {key}: {head!r} is not a strategy of this run "
-                    f"({', '.join(strategy_names)})"
+                    f"({', '.join(strategy_names)}); use backbone.KEY, protocol.KEY or "
+                    f"STRATEGY.KEY"
                 )
-            strategies.setdefault(head, {})[rest] = value
+            out.strategies.setdefault(head, {})[rest] = value
         else:
-            backbone[key] = value
-    return backbone, strategies
+            out.backbone[key] = value
+    return out
 
 
 def incompatibility(backbone: Backbone, strategy: Strategy, dataset: Dataset) -> str | None:
@@ -133,27 +155,82 @@ def check_compatible(backbone: Backbone, strategies: list[Strategy], dataset: Da
             raise ConfigError(problem)
 
 
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+class DatasetCache:
+    """Datasets by what decides them (:meth:`RunSpec.data_key`), a few at a time: a grid's runs
+    and a worker's successive jobs share one load of each world and each test-set split."""
+
+    def __init__(self, size: int = 6) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], Dataset] = OrderedDict()
+
+    def get(self, spec: RunSpec, plugins: Plugins, log: Log | None = None) -> Dataset:
+        stamp = (_stamp(spec.data), _stamp(spec.pgc))  # files changed on disk: load them again
+        key = (*spec.data_key(), stamp)
+        if key not in self._items:
+            base_spec = spec.replace(test_set="given", features="float32")
+            base_key = (*base_spec.data_key(), stamp)
+            if base_key not in self._items:
+                self._put(base_key, _load_source(base_spec, plugins, log))
+            ds = apply_test_set(self._items[base_key], spec.test_set, seed=spec.world_seed)
+            self._put(key, ds.with_feature_dtype(spec.features))
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def _put(self, key: tuple[Any, ...], ds: Dataset) -> None:
+        self._items[key] = ds
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+DATASETS = DatasetCache()
+
+
+def _stamp(path: str | None) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, mtime) of every file under ``path``: changes when the data on disk change."""
+    if path is None:
+        return ()
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _load_source(spec: RunSpec, plugins: Plugins, log: Log | None) -> Dataset:
+    if spec.data is not None:
+        return open_dataset(
+            plugins, spec.data, pgc=spec.pgc, normalise_weights=spec.normalise_weights
+        )
+    data = plugins.datasets.get("synth").load(preset=spec.preset, seed=spec.world_seed, log=log)
+    if spec.pgc is not None:
+        data = replace(data, pgc=read_pgc_any(spec.pgc))
+    return data
+
+
 def load_dataset(
-    plugins: Plugins,
-    preset: str = "small",
-    world_seed: int = 0,
-    log: Callable[[str], None] | None = None,
+    spec: RunSpec | None = None,
     *,
-    path: str | Path | None = None,
-    pgc: str | Path | None = None,
-    test_set: str | None = None,
-    normalise_weights: bool = False,
+    plugins: Plugins | None = None,
+    log: Log | None = None,
+    **options: Any,
 ) -> Dataset:
-    """The dataset at ``path`` (any layout a dataset plugin detects), else the synthetic world at
-    ``preset``; ``pgc`` replaces its PGC clips; ``test_set`` re-splits it (see
-    :func:`benchkit.data.splits.apply_test_set`)."""
-    if path is not None:
-        data = open_dataset(plugins, path, pgc=pgc, normalise_weights=normalise_weights)
-    else:
-        data = plugins.datasets.get("synth").load(preset=preset, seed=world_seed, log=log)
-        if pgc is not None:
-            data = replace(data, pgc=read_pgc_any(pgc))
-    return apply_test_set(data, test_set, seed=world_seed)
+    """The data a run of ``spec`` (or of these RunSpec ``options``) sees: the dataset at ``data``
+    (any layout a dataset plugin detects) or the synthetic world at ``preset``, re-split by
+    ``test_set``, features stored as ``features``."""
+    spec = (spec or RunSpec()).replace(**options)
+    return DATASETS.get(spec, plugins or get_plugins(), log)
 
 
 def resolve_setting(
@@ -181,6 +258,10 @@ def resolve_setting(
     return setting, ds, plain
 
 
+# ---------------------------------------------------------------------------------------------
+# Plan and execute
+
+
 @dataclass
 class RunResult:
     """Everything needed to trust and reproduce one number."""
@@ -193,6 +274,7 @@ class RunResult:
     seed: int
     metrics: dict[str, float]
     training: dict[str, Any]
+    spec: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     key: str = ""
@@ -201,6 +283,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "key": self.key,
+            "spec": self.spec,
             "method": self.method,
             "hparams": self.hparams,
             "dataset": self.dataset,
@@ -219,20 +302,14 @@ class RunPlan:
     split and set up. Its :attr:`key` hashes all that decides the numbers (the results store's key).
     """
 
-    backbone_name: str
-    debias: str
+    spec: RunSpec
     backbone: Backbone
     strategies: list[Strategy]
     dataset: Dataset
     setting: str
     pooled: bool
     protocol: Protocol
-    seed: int
-    split: str
-    patience: int
-    test_set: str
-    world_seed: int | None
-    precision: str = "fp32"
+    threads: int
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -245,159 +322,130 @@ class RunPlan:
     def key(self) -> str:
         return stable_hash(
             {
-                "backbone": self.backbone_name,
-                "debias": self.debias,
+                "requested": {**self.spec.keyed(), "threads": self.threads},
                 "setting": self.setting,
                 "strategies": [s.name for s in self.strategies],
                 "hparams": self.hparams,
                 "dataset": self.dataset.fingerprint,
                 "protocol": self.protocol.fingerprint(),
-                "seed": self.seed,
-                "split": self.split,
-                "patience": self.patience,
-                "precision": self.precision,
                 "benchkit": __version__,
             }
         )[:24]
 
 
 def plan_run(
-    backbone: str = "cmvae",
-    debias: str = "none",
+    spec: RunSpec,
     *,
-    preset: str = "small",
     dataset: Dataset | None = None,
-    data: str | Path | None = None,
-    pgc: str | Path | None = None,
-    setting: str = "auto",
-    test_set: str | None = None,
-    normalise_weights: bool = False,
-    world_seed: int = 0,
-    seed: int = 1234,
-    epochs: int | None = None,
-    protocol: str = "paper",
-    protocol_params: Mapping[str, Any] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    split: str = "test",
-    patience: int = 10,
-    precision: str = "auto",
-    features: str = "float32",
-    device: str = "auto",
     plugins: Plugins | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> RunPlan:
-    """Resolve a run (see :func:`run` for the arguments) without training anything."""
+    """Resolve ``spec`` without training anything (``dataset`` replaces the spec's source)."""
     plugins = plugins or get_plugins()
     # Resolve every name before touching data, so a typo fails in milliseconds.
-    backbone_cls = plugins.backbones.get(backbone)
-    stack = parse_stack(debias, plugins)
-    protocol_obj: Protocol = plugins.protocols.get(protocol)(**dict(protocol_params or {}))
-    bb_over, st_over = split_overrides(overrides or {}, [c.name for c, _ in stack])
-    if epochs is not None:
-        if epochs < 1:
-            raise ConfigError("epochs must be at least 1")
-        bb_over["epochs"] = epochs
-    bb: Backbone = backbone_cls(**bb_over)
-    candidates = [(cls(**st_over.get(cls.name, {})), optional) for cls, optional in stack]
+    backbone_cls = plugins.backbones.get(spec.backbone)
+    stack = parse_stack(spec.debias, plugins)
+    protocol_cls = plugins.protocols.get(spec.protocol)
+    over = split_overrides(dict(spec.overrides), [c.name for c, _ in stack])
+    protocol_obj: Protocol = protocol_cls(**over.protocol)
+    if spec.epochs is not None:
+        over.backbone["epochs"] = spec.epochs
+    bb: Backbone = backbone_cls(**over.backbone)
+    candidates = [(cls(**over.strategies.get(cls.name, {})), opt) for cls, opt in stack]
     if dataset is not None:
-        ds = apply_test_set(dataset, test_set, seed=world_seed)
+        ds = apply_test_set(dataset, spec.test_set, seed=spec.world_seed)
+        ds = ds.with_feature_dtype(spec.features)
     else:
-        ds = load_dataset(
-            plugins,
-            preset,
-            world_seed,
-            log,
-            path=data,
-            pgc=pgc,
-            test_set=test_set,
-            normalise_weights=normalise_weights,
-        )
-    ds = ds.with_feature_dtype(features)
-    if split not in ds.splits:
+        ds = DATASETS.get(spec, plugins, log)
+    if spec.split not in ds.splits:
         raise ConfigError(
-            f"dataset {ds.name!r} has no split {split!r}; splits: {', '.join(sorted(ds.splits))}"
+            f"dataset {ds.name!r} has no split {spec.split!r}; splits: "
+            f"{', '.join(sorted(ds.splits))}"
         )
-    resolved, ds, pooled = resolve_setting(setting, [s for s, _ in candidates], debias, ds)
+    resolved, ds, pooled = resolve_setting(
+        spec.setting, [s for s, _ in candidates], spec.debias, ds
+    )
     # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
     strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
-    precision = resolve_precision(precision, select_device(device))
-    return RunPlan(
-        backbone,
-        debias,
-        bb,
-        strategies,
-        ds,
-        resolved,
-        pooled,
-        protocol_obj,
-        seed,
-        split,
-        patience,
-        test_set or "given",
-        world_seed if dataset is None and data is None else None,
-        precision,
-    )
+    threads = spec.threads or torch.get_num_threads()
+    return RunPlan(spec, bb, strategies, ds, resolved, pooled, protocol_obj, threads)
+
+
+@contextlib.contextmanager
+def compute_threads(n: int) -> Iterator[None]:
+    """Run torch and NumPy's BLAS with ``n`` threads, restoring the previous numbers after: a
+    run's float reductions (and so its last digits) depend on both, and ``n`` is in its key."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def execute(
     plan: RunPlan,
     *,
-    device: str = "auto",
     quiet: bool = True,
     plugins: Plugins | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> RunResult:
     """Train and evaluate a planned run."""
+    with compute_threads(plan.threads):
+        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet)
+
+
+def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResult:
     started = time.perf_counter()
-    plugins = plugins or get_plugins()
-    log = log or (lambda _m: None)
-    torch_device = select_device(device)
+    spec = plan.spec
+    torch_device = select_device(spec.device)
+    precision = resolve_precision(spec.precision, torch_device)
     ds, bb, strategies = plan.dataset, plan.backbone, plan.strategies
-    torch.manual_seed(plan.seed)
-    np.random.seed(plan.seed % 2**32)
-    spec = ds.spec()
-    bb.build(spec)
+    torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed % 2**32)
+    data_spec = ds.spec()
+    bb.build(data_spec)
     for s in strategies:
-        s.build(spec, bb)
+        s.build(data_spec, bb)
     method = Method(bb, strategies).to(torch_device)
     trainer = Trainer(
         plugins,
         torch_device,
-        plan.seed,
-        patience=plan.patience,
+        spec.seed,
+        patience=spec.patience,
         progress=not quiet,
-        precision=plan.precision,
+        precision=precision,
     )
     ctx = RunContext(
         device=torch_device,
-        seed=plan.seed,
+        seed=spec.seed,
         plugins=plugins,
         trainer=trainer,
         protocol=plan.protocol,
         log=log,
-        quiet=quiet,
     )
     for s in strategies:
         s.prepare(ds, ctx)
     # Whatever prepare did (train a teacher, or load it from the cache), training starts from the
     # same random state: results never depend on the state of a cache.
-    torch.manual_seed(plan.seed + 1)
+    torch.manual_seed(spec.seed + 1)
     ugc = ugc_pairs(ds, "train", torch_device)
     pairs: Pairs | PooledPairs = ugc
     if plan.pooled:
         assert ds.pgc is not None
         pairs = PooledPairs([ugc, pgc_pairs(ds.pgc, "train", torch_device)])
     fitted = trainer.fit(
-        method, ds, plan.protocol, pairs=pairs, desc=f"{plan.backbone_name}+{plan.debias}"
+        method, ds, plan.protocol, pairs=pairs, desc=f"{spec.backbone}+{spec.debias}"
     )
-    result = evaluate(
-        method, ds, plan.protocol, plugins.metrics, plan.split, torch_device, oracle=True
-    )
+    result = evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
     return RunResult(
         method={
-            "backbone": plan.backbone_name,
-            "debias": plan.debias,
+            "backbone": spec.backbone,
+            "debias": spec.debias,
             "setting": plan.setting,
             "strategies": [s.name for s in strategies],
         },
@@ -405,23 +453,25 @@ def execute(
         dataset={
             "name": ds.name,
             "fingerprint": ds.fingerprint,
-            "test_set": plan.test_set,
-            "world_seed": plan.world_seed,
+            "test_set": spec.test_set,
+            "world_seed": spec.world_seed if spec.data is None else None,
         },
         protocol={
             "name": plan.protocol.name,
             "hash": plan.protocol.fingerprint(),
             "params": plan.protocol.get_params(),
         },
-        split=plan.split,
-        seed=plan.seed,
+        split=spec.split,
+        seed=spec.seed,
         metrics=result.metrics,
         training={
             **fitted.to_dict(),
             "wall_seconds": time.perf_counter() - started,
             "train_pairs": len(pairs),
-            "precision": plan.precision,
+            "precision": precision,
+            "threads": plan.threads,
         },
+        spec=spec.to_dict(),
         environment={
             "benchkit": __version__,
             "torch": torch.__version__,
@@ -439,26 +489,23 @@ def run(
     backbone: str = "cmvae",
     debias: str = "none",
     *,
-    device: str = "auto",
+    dataset: Dataset | None = None,
     quiet: bool = True,
     plugins: Plugins | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     **options: Any,
 ) -> RunResult:
     """Train ``backbone`` with the ``debias`` stack on the training split, select the epoch on the
     validation split, and evaluate on ``split`` under ``protocol``.
 
-    Options: ``dataset`` (an in-memory Dataset) or ``data`` (a path: the DebCM layout or tables,
-    with PGC clips from ``pgc``), else the synthetic world at ``preset`` (seed ``world_seed``);
-    ``setting`` is the data setting (module docstring); ``test_set`` re-splits the data
-    (``random``, ``diverse``, ``matching``, ``ratio:X``); ``seed`` seeds initialisation and
-    batching; ``protocol`` (``paper`` or ``full``) and ``protocol_params``; ``overrides`` set
-    hyperparameters — plain keys go to the backbone, ``<strategy>.<key>`` to a strategy;
-    ``epochs`` caps training (early stopping after ``patience`` epochs still applies); ``split``
-    is the split evaluated; ``features`` stores the features as ``float32`` or ``float16``;
-    ``precision`` is the training precision: ``fp32``, ``bf16`` (bfloat16
-    autocast; evaluation stays float32) or ``auto`` (bf16 on CPUs with native bfloat16).
+    ``options`` are :class:`benchkit.spec.RunSpec` fields — ``preset`` / ``world_seed`` (the
+    synthetic world) or ``data`` / ``pgc`` (a dataset on disk), ``test_set``, ``setting``,
+    ``seed``, ``epochs``, ``patience``, ``protocol``, ``split``, ``overrides`` (a dict: plain keys
+    set the backbone, ``<strategy>.<key>`` a strategy, ``protocol.<key>`` the protocol),
+    ``precision``, ``features``, ``device``, ``threads`` — with the CLI's defaults. ``dataset``
+    takes an in-memory :class:`benchkit.data.Dataset` instead of a source.
     """
     plugins = plugins or get_plugins()
-    plan = plan_run(backbone, debias, plugins=plugins, log=log, device=device, **options)
-    return execute(plan, device=device, quiet=quiet, plugins=plugins, log=log)
+    spec = RunSpec(backbone=backbone, debias=debias).replace(**options)
+    plan = plan_run(spec, dataset=dataset, plugins=plugins, log=log)
+    return execute(plan, quiet=quiet, plugins=plugins, log=log)

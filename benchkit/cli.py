@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from benchkit import __version__
 from benchkit.errors import BenchkitError
+from benchkit.spec import click_options, parse_set, spec_from_options
 
 
 class UserError(click.ClickException):
@@ -21,7 +22,7 @@ class UserError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code  # type: ignore[misc]
+        setattr(self, "exit_code", exit_code)  # noqa: B010 (a class attribute in click)
 
 
 class BenchkitGroup(click.Group):
@@ -32,21 +33,6 @@ class BenchkitGroup(click.Group):
             return super().invoke(ctx)
         except BenchkitError as exc:
             raise UserError(str(exc), exc.exit_code) from None
-
-
-def parse_set(values: tuple[str, ...]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true, [..]) else text."""
-    out: dict[str, Any] = {}
-    for item in values:
-        key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
 
 
 def _log(quiet: bool) -> Any:
@@ -72,199 +58,28 @@ def _metric_table(metrics: dict[str, float]) -> str:
     )
 
 
-def _source_options() -> list[Any]:
-    """Where the data comes from: the synthetic world at a preset, or a dataset on disk."""
-    return [
-        click.option(
-            "--preset",
-            default="small",
-            show_default=True,
-            help="Synthetic-world size: tiny, small or paper.",
-        ),
-        click.option(
-            "--world-seed",
-            type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
-            help="Seed of the synthetic world (and of the test-set split).",
-        ),
-        click.option(
-            "--data",
-            "data_path",
-            type=click.Path(exists=True),
-            default=None,
-            help="A dataset on disk (DebCM layout or tables) instead of the world.",
-        ),
-        click.option(
-            "--pgc",
-            "pgc_path",
-            type=click.Path(exists=True),
-            default=None,
-            help="PGC clips (data_pgc/ or a tables pgc/ folder).",
-        ),
-    ]
-
-
-def _training_options() -> list[Any]:
-    """How each run trains: epoch cap, patience, device, precision, feature storage."""
-    return [
-        click.option(
-            "--features",
-            type=click.Choice(["float32", "float16"]),
-            default="float32",
-            show_default=True,
-            help="Feature storage (float16 halves its memory).",
-        ),
-        click.option(
-            "--epochs",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Cap on training epochs (default: the card's); early stopping still applies.",
-        ),
-        click.option(
-            "--patience",
-            type=click.IntRange(min=1),
-            default=10,
-            show_default=True,
-            help="Stop after this many epochs without a better validation score.",
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "bf16"]),
-            default="auto",
-            show_default=True,
-            help="Training precision: auto = bf16 autocast on CPUs with native "
-            "bfloat16, else fp32 (evaluation always scores in float32).",
-        ),
-    ]
-
-
-def training_options(f: Any) -> Any:
-    return _apply(f, _training_options())
-
-
 def _apply(f: Any, options: list[Any]) -> Any:
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def data_options(f: Any) -> Any:
-    """The data source, the test set, and stored-weight normalisation."""
-    return _apply(
-        f,
-        [
-            *_source_options(),
-            click.option(
-                "--test-set",
-                default="given",
-                show_default=True,
-                help="given, random, diverse (T_diverse), matching (T_matching), ratio:X.",
-            ),
-            click.option(
-                "--normalise-weights",
-                is_flag=True,
-                help="Rescale stored evaluation weights that do not sum to 1.",
-            ),
-        ],
-    )
-
-
 @cli.command()
-@click.option("--backbone", "-b", default="cmvae", show_default=True, help="Backbone plugin name.")
-@click.option(
-    "--debias",
-    "-d",
-    default="none",
-    show_default=True,
-    help="Strategy or stack, e.g. 'ips' or 'decrs+label_distill'.",
-)
-@click.option(
-    "--setting",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "ugc", "ugc+pgc"]),
-    help="Data setting: UGC only (D_s) or UGC with PGC (D_s ∪ D_t).",
-)
-@data_options
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=1234,
-    show_default=True,
-    help="Seed of initialisation and batching.",
-)
-@training_options
-@click.option(
-    "--protocol",
-    "-p",
-    default="paper",
-    show_default=True,
-    help="Evaluation protocol: paper (100 sampled negatives) or full (whole pool).",
-)
-@click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a hyperparameter; 'strategy.key=value' for a strategy's.",
-)
+@click_options("method", "source", "split", "training", "evaluation")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
-def run(
-    backbone: str,
-    debias: str,
-    setting: str,
-    preset: str,
-    world_seed: int,
-    data_path: str | None,
-    pgc_path: str | None,
-    test_set: str,
-    normalise_weights: bool,
-    seed: int,
-    epochs: int | None,
-    patience: int,
-    protocol: str,
-    split: str,
-    sets: tuple[str, ...],
-    device: str,
-    precision: str,
-    features: str,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+def run(as_json: bool, quiet: bool, **options: Any) -> None:
     """Train one method and evaluate it (on the synthetic world unless --data is given)."""
-    from benchkit.api import run as run_method
+    from benchkit.api import execute, plan_run
 
-    result = run_method(
-        backbone,
-        debias,
-        preset=preset,
-        world_seed=world_seed,
-        data=data_path,
-        pgc=pgc_path,
-        test_set=test_set,
-        normalise_weights=normalise_weights,
-        setting=setting,
-        seed=seed,
-        epochs=epochs,
-        patience=patience,
-        protocol=protocol,
-        split=split,
-        overrides=parse_set(sets),
-        precision=precision,
-        features=features,
-        device=device,
-        quiet=quiet,
-        log=_log(quiet),
-    )
+    spec = spec_from_options(options)
+    plan = plan_run(spec, log=_log(quiet))
+    result = execute(plan, quiet=quiet, log=_log(quiet))
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     tr = result.training
-    click.echo(f"method   {backbone} + {debias}")
+    click.echo(f"method   {spec.backbone} + {spec.debias}")
     click.echo(f"dataset  {result.dataset['name']}  (fingerprint {result.dataset['fingerprint']})")
     click.echo(
         f"protocol {result.protocol['name']}  (hash {result.protocol['hash']}), "
@@ -273,7 +88,8 @@ def run(
     click.echo(
         f"training {tr['epochs_run']} epochs, best {tr['best_epoch']} "
         f"(val {tr['best_val']:.4f}); {tr['seconds_per_epoch']:.2f} s/epoch, "
-        f"{tr['pairs_per_second']:,.0f} pairs/s on {result.environment['device']}"
+        f"{tr['pairs_per_second']:,.0f} pairs/s on {result.environment['device']} "
+        f"({tr['precision']}, {tr['threads']} threads)"
     )
     click.echo(_metric_table(result.metrics))
 
@@ -311,7 +127,7 @@ def synth(
     from benchkit.data.synth import make_world
     from benchkit.data.tables import write_tables
 
-    ds = make_world(preset, seed=world_seed, log=_log(quiet), **parse_set(sets))
+    ds = make_world(preset, seed=world_seed, log=_log(quiet), **dict(parse_set(sets)))
     path = write_reference(ds, out) if fmt == "reference" else write_tables(ds, out)
     click.echo(
         f"wrote {ds.name} ({ds.n_videos:,} videos, {ds.n_music:,} music) to {path} "
@@ -319,44 +135,19 @@ def synth(
     )
 
 
-def _open(
-    path: str | None,
-    pgc: str | None,
-    preset: str,
-    world_seed: int,
-    test_set: str,
-    normalise: bool,
-    quiet: bool,
-) -> Any:
+def _dataset(options: dict[str, Any], quiet: bool = True) -> Any:
     from benchkit.api import load_dataset
-    from benchkit.plugins import get_plugins
 
-    return load_dataset(
-        get_plugins(),
-        preset,
-        world_seed,
-        _log(quiet),
-        path=path,
-        pgc=pgc,
-        test_set=test_set,
-        normalise_weights=normalise,
-    )
+    return load_dataset(spec_from_options(options), log=_log(quiet))
 
 
 @data.command()
-@data_options
+@click_options("source", exclude=("features",))
+@click_options("split", exclude=("split",))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def describe(
-    preset: str,
-    world_seed: int,
-    data_path: str | None,
-    pgc_path: str | None,
-    test_set: str,
-    normalise_weights: bool,
-    as_json: bool,
-) -> None:
+def describe(as_json: bool, **options: Any) -> None:
     """Table 2's statistics of a dataset (the synthetic world unless --data is given)."""
-    d = _open(data_path, pgc_path, preset, world_seed, test_set, normalise_weights, True).describe()
+    d = _dataset(options).describe()
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
         return
@@ -402,7 +193,7 @@ def describe(
 @click.option("--normalise-weights", is_flag=True)
 def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
     """Load a dataset with every check; print what was found, or the first problem."""
-    ds = _open(path, pgc_path, "small", 0, "given", normalise_weights, True)
+    ds = _dataset({"data": path, "pgc": pgc_path, "normalise_weights": normalise_weights})
     parts = [
         f"{ds.n_videos:,} videos",
         f"{ds.n_music:,} music",
@@ -414,11 +205,12 @@ def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
 
 
 def grid_options(f: Any) -> Any:
-    """Options shared by table3, fig3, fig4 and experiment."""
+    """Options shared by table3, fig3, fig4 and experiment: the data source and each run's
+    training recipe (from RunSpec), seeds, outputs and the executor."""
+    f = click_options("source", "training", exclude=("seed",))(f)
     return _apply(
         f,
         [
-            *_source_options(),
             click.option(
                 "--seeds",
                 type=click.IntRange(min=1),
@@ -426,7 +218,6 @@ def grid_options(f: Any) -> Any:
                 show_default=True,
                 help="Seeds per cell (mean ± std and paired tests over them).",
             ),
-            *_training_options(),
             click.option(
                 "--out",
                 default="benchkit-results",
@@ -443,9 +234,9 @@ def grid_options(f: Any) -> Any:
             ),
             click.option(
                 "--executor",
-                type=click.Choice(["local", "process", "ray"]),
                 default="local",
                 show_default=True,
+                help="Where runs execute: local, process, ray, or a plugin's executor.",
             ),
             click.option(
                 "--jobs",
@@ -463,7 +254,7 @@ def grid_options(f: Any) -> Any:
 def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> None:
     from pathlib import Path
 
-    from benchkit.experiments.driver import Source, run_grid
+    from benchkit.experiments.driver import run_grid
     from benchkit.experiments.grid import load_grid, paper_table3
     from benchkit.report.tables import render
 
@@ -471,16 +262,11 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
     quiet = opts["quiet"]
     run = run_grid(
         grid,
-        Source(opts["preset"], opts["world_seed"], opts["data_path"], opts["pgc_path"]),
+        spec_from_options(opts),
         opts["out"],
-        epochs=opts["epochs"],
-        patience=opts["patience"],
         executor=opts["executor"],
         jobs=opts["jobs"],
         address=opts["address"],
-        device=opts["device"],
-        precision=opts["precision"],
-        features=opts["features"],
         quiet=quiet,
         log=_log(quiet),
     )

@@ -15,8 +15,6 @@ never by array order. Re-rankers see only the candidates of each row, after ``ad
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ import torch
 
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
+from benchkit.data.eval_rows import row_weights, sample_negatives
 from benchkit.device import as_tensor
 from benchkit.errors import ConfigError, DataError
 from benchkit.interfaces import EvalTask, Protocol, Query, RankInfo
@@ -42,22 +41,6 @@ _COMMON = {
 }
 
 
-def row_weights(
-    dataset: Dataset, rows: np.ndarray, weighting: str, split: str | None = None
-) -> np.ndarray:
-    """Per-row weights summing to 1: the inverse popularity of each row's music (as the dataset
-    stores them for ``split``, when it does), or uniform."""
-    if weighting == "inverse_popularity" and split in dataset.eval_weights:
-        return np.asarray(dataset.eval_weights[split], dtype=np.float64)
-    if weighting == "uniform":
-        return np.full(rows.size, 1.0 / rows.size)
-    if weighting == "inverse_popularity":
-        pop = dataset.music_popularity[dataset.video_music[rows]].astype(np.float64)
-        w = 1.0 / np.maximum(pop, 1.0)
-        return w / w.sum()
-    raise ConfigError(f"unknown weighting {weighting!r}; choose inverse_popularity or uniform")
-
-
 class _ProtocolBase(Protocol):
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -68,45 +51,6 @@ class _ProtocolBase(Protocol):
             )
         if not self.ks or min(self.ks) < 1:
             raise ConfigError(f"protocol {self.name!r}: cut-offs K must be positive integers")
-
-
-_NEGATIVES: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
-
-
-def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) -> np.ndarray:
-    """(n, n_negatives) distinct music per row, none of them the row's positive.
-
-    Deterministic in (seed, the split's rows and positives, the number of music); kept in a small
-    in-process cache because validation asks for the same set every epoch.
-    """
-    key = (dataset.fingerprint, split, n_negatives, seed)
-    if key in _NEGATIVES:
-        _NEGATIVES.move_to_end(key)
-        return _NEGATIVES[key]
-    rows = dataset.splits[split]
-    positives = dataset.video_music[rows]
-    n_music = dataset.n_music
-    if n_negatives > n_music - 1:
-        raise ConfigError(
-            f"protocol wants {n_negatives} negatives but the dataset has only "
-            f"{n_music} music; lower n_negatives or use the full protocol"
-        )
-    # Seeded by the rows themselves (which videos, which positives, how many music), not by the
-    # dataset's fingerprint: the same evaluation rows get the same negatives in every file format.
-    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
-    h.update(np.ascontiguousarray(positives).tobytes())
-    h.update(str(n_music).encode())
-    rng = np.random.default_rng([seed, int(h.hexdigest()[:15], 16)])
-    out = np.empty((rows.size, n_negatives), dtype=np.int64)
-    step = max(1, 2**24 // n_music)
-    for s in range(0, rows.size, step):
-        keys = rng.random((min(step, rows.size - s), n_music), dtype=np.float32)
-        keys[np.arange(keys.shape[0]), positives[s : s + step]] = 2.0  # never the positive
-        out[s : s + step] = np.argpartition(keys, n_negatives - 1, axis=1)[:, :n_negatives]
-    _NEGATIVES[key] = out
-    while len(_NEGATIVES) > 8:
-        _NEGATIVES.popitem(last=False)
-    return out
 
 
 class PaperProtocol(_ProtocolBase):

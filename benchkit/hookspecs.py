@@ -80,6 +80,17 @@ def register_metrics(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register grid executors: subclasses of ``benchkit.executors.Executor`` implementing
+    ``submit(task)`` and ``collect()`` (yield an ``Outcome`` per task as it finishes; run each
+    task with ``benchkit.executors.run_task`` wherever it executes). ``--executor NAME`` selects
+    one; it is constructed with ``jobs``, ``address`` and ``quiet``.
+
+    When: once, when the plugins are loaded; the executor is built when a grid runs.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``benchkit`` command line: ``cli`` is its click group, so call
     ``cli.add_command(my_command)``.
@@ -94,6 +105,7 @@ HOOKS = (
     register_datasets,
     register_protocols,
     register_metrics,
+    register_executors,
     register_commands,
 )
 

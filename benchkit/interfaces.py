@@ -15,9 +15,10 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -29,6 +30,7 @@ from benchkit.errors import ConfigError
 if TYPE_CHECKING:
     from benchkit.data.dataset import Dataset
     from benchkit.plugins import Plugins
+    from benchkit.train import Trainer
 
 REQUIREMENTS = frozenset({"genres", "uploaders", "pgc", "truth"})
 
@@ -176,29 +178,19 @@ class Output:
 
     ``music`` is the encoder's posterior; ``music_scored`` is the code after the strategies'
     ``adjust_music`` (the same object when none moved it). Regularisers (KL, distillation) use
-    ``music``; matching and cross-generation use ``music_scored``.
+    ``music``; matching and cross-generation use ``music_scored``. :attr:`scores` is computed on
+    first use by the method (:class:`benchkit.method.Method`), strategies' score terms included.
     """
 
     video: Latent
     music: Latent
     music_scored: Latent
-    scorer: Any = field(repr=False)
-    strategies: Sequence[Strategy] = field(repr=False, default=())
-    batch: Batch | None = field(repr=False, default=None)
-    on_sample: bool = True
+    score_fn: Callable[[], Tensor] = field(repr=False)
 
     @cached_property
     def scores(self) -> Tensor:
         """(B, B) in-batch scores S[i, j] = s(video_i, music_j), strategies' score terms added."""
-        if self.on_sample:
-            s = self.scorer(self.video.code, self.music_scored.code)
-        else:
-            s = self.scorer(self.video.mu, self.music_scored.mu)
-        if self.batch is not None:
-            music = self.music_scored.code if self.on_sample else self.music_scored.mu
-            for strategy in self.strategies:
-                s = strategy.adjust_score(s, self.batch, music)
-        return s
+        return self.score_fn()
 
 
 @dataclass
@@ -348,6 +340,49 @@ class Strategy(nn.Module, Configurable):
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)
         self._set_hparams(hparams)
+        self._held: dict[str, Any] = {}
+
+    # -- companions ------------------------------------------------------------------------------
+
+    def hold(self, name: str, value: Any, *, freeze: bool = True, persistent: bool = False) -> None:
+        """Keep a companion this strategy uses but does not train: a PGC teacher, DecRS's plain
+        model, feature tensors, or (``freeze=False``) a reference to the student's backbone.
+
+        A module held with ``freeze=True`` gets ``requires_grad=False`` and stays in eval mode
+        (its BatchNorm statistics never move). ``persistent=True`` registers it as a submodule,
+        so it is saved with the method (a model needed at inference); otherwise it is neither a
+        parameter nor in the state dict (a teacher, cached apart). Held modules and tensors move
+        with the strategy (``.to(device)``). Read it back with :meth:`held`.
+        """
+        if freeze and isinstance(value, nn.Module):
+            for p in value.parameters():
+                p.requires_grad_(False)
+            value.eval()
+        if persistent:
+            if not isinstance(value, nn.Module):
+                raise TypeError(f"only modules can be held persistently, not {type(value)}")
+            self.add_module(name, value)
+        self._held[name] = (value, freeze)
+
+    def held(self, name: str) -> Any:
+        """A companion kept by :meth:`hold`."""
+        return self._held[name][0]
+
+    def train(self, mode: bool = True) -> Strategy:
+        super().train(mode)
+        for value, freeze in self._held.values():
+            if freeze and isinstance(value, nn.Module):
+                value.eval()
+        return self
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Strategy:
+        super()._apply(fn, recurse)
+        for name, (value, freeze) in list(self._held.items()):
+            if isinstance(value, Tensor):
+                self._held[name] = (fn(value), freeze)
+            elif isinstance(value, nn.Module) and name not in self._modules and freeze:
+                value._apply(fn)
+        return self
 
     def requirements(self) -> frozenset[str]:
         """What the data must hold for these hyperparameters (``requires`` unless overridden)."""
@@ -407,20 +442,38 @@ class StackAlias:
     description: str = ""
 
 
+def _silent(_message: str) -> None:
+    return None
+
+
+def _default_cache() -> Path:
+    from benchkit.data.cache import cache_root
+
+    return cache_root()
+
+
 @dataclass
 class RunContext:
-    """What a strategy's ``prepare`` may use: the device, the seed, the plugins (to build a teacher
-    backbone by name), the trainer (the run's own recipe: loop, early stopping, protocol), a logger
-    and a cache folder."""
+    """What a strategy's ``prepare`` may use: the device, the run's seed, the plugins (to build a
+    teacher backbone by name), the trainer (the run's own recipe: loop, early stopping, precision),
+    the protocol that selects epochs, a logger, and the cache folder (teachers are kept there)."""
 
     device: torch.device
     seed: int
     plugins: Plugins
-    trainer: Any = None
-    protocol: Any = "paper"
-    log: Any = field(default=lambda _message: None)
-    cache_dir: Any = None
-    quiet: bool = True
+    trainer: Trainer | None = None
+    protocol: Protocol | None = None
+    log: Callable[[str], None] = _silent
+    cache_dir: Path = field(default_factory=_default_cache)
+
+    def train(self, method: Any, dataset: Dataset, pairs: Any = None, desc: str = "train") -> Any:
+        """Train a companion ``method`` with the run's own recipe (the loop, early stopping on
+        ``dataset``'s validation split under the run's protocol, the precision) and return the
+        trainer's :class:`benchkit.train.FitResult`. ``pairs`` default to ``dataset``'s training
+        pairs."""
+        if self.trainer is None:
+            raise ConfigError("this RunContext has no trainer: companions cannot be trained")
+        return self.trainer.fit(method, dataset, self.protocol, pairs=pairs, desc=desc)
 
 
 class DatasetProvider(ABC):

@@ -13,7 +13,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchkit.interfaces import Backbone, Batch, LossTerm, Output, Query, Strategy, Weights
+from benchkit import hookimpl
+from benchkit.interfaces import (
+    Backbone,
+    Batch,
+    Latent,
+    LossTerm,
+    Output,
+    Query,
+    Strategy,
+    Weights,
+)
 
 
 def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
@@ -84,16 +94,22 @@ class Method(nn.Module):
             video=video,
             music=music,
             music_scored=scored,
-            scorer=bb.score,
-            strategies=self._strategies(),
-            batch=batch,
-            on_sample=bb.score_on_sample,
+            score_fn=lambda: self._batch_scores(batch, video, scored),
         )
         terms = dict(bb.loss_terms(batch, out))
         for s in self._strategies():
             for key, term in s.extra_loss(batch, out).items():
                 terms[f"{s.name}.{key}"] = term
         return out, terms
+
+    def _batch_scores(self, batch: Batch, video: Latent, music: Latent) -> Tensor:
+        """(B, B) in-batch scores on the sampled codes (or the means), strategies' terms added."""
+        bb = self.backbone
+        v, m = (video.code, music.code) if bb.score_on_sample else (video.mu, music.mu)
+        scores = bb.score(v, m)
+        for s in self._strategies():
+            scores = s.adjust_score(scores, batch, m)
+        return scores
 
     def weights(self, batch: Batch) -> Weights | None:
         combined: Weights | None = None
@@ -141,3 +157,19 @@ class Method(nn.Module):
         for s in self._strategies():
             scores = s.rerank(scores, items, query)
         return scores
+
+
+class NoDebias(Strategy):
+    """``none``: the backbone trained on the observed (biased) choices as they are.
+
+    The harness's own (every plain run and the teacher's recipe need it), so blocking plugins can
+    never remove it.
+    """
+
+    name = "none"
+    description = "no debiasing: the backbone alone, trained on the observed choices"
+
+
+@hookimpl
+def register_strategies(register: Any) -> None:
+    register(NoDebias)

@@ -32,21 +32,25 @@ ENTRY_POINT_GROUP = "benchkit"
 ENV_ONLY = "BENCHKIT_PLUGINS"
 ENV_BLOCK = "BENCHKIT_BLOCK_PLUGINS"
 
-# The harness's own plugins: protocols, metrics and the synthetic world. Methods are never here;
-# they arrive through entry points like any third party's.
+# The harness's own plugins: ``none`` (no debiasing), the executors, protocols, metrics and the
+# dataset loaders. Methods are never here; they arrive through entry points like any third party's.
 BUILTIN_MODULES = (
+    "benchkit.method",
+    "benchkit.executors",
     "benchkit.metrics",
     "benchkit.evaluate",
     "benchkit.data.synth",
     "benchkit.data.io",
 )
 
+KINDS = ("backbones", "strategies", "datasets", "protocols", "metrics", "executors")
 HOOK_TO_REGISTRY = {
     "register_backbones": "backbones",
     "register_strategies": "strategies",
     "register_datasets": "datasets",
     "register_protocols": "protocols",
     "register_metrics": "metrics",
+    "register_executors": "executors",
 }
 
 
@@ -100,6 +104,17 @@ def _check_instance(base_path: str) -> Any:
     return check
 
 
+def _check_executor(obj: Any) -> str | None:
+    from benchkit.executors import Executor
+
+    if not (isinstance(obj, type) and issubclass(obj, Executor)):
+        return f"expected a subclass of benchkit.executors.Executor, got {obj!r}"
+    abstract = getattr(obj, "__abstractmethods__", None)
+    if abstract:
+        return f"{obj.__name__} does not implement {', '.join(sorted(abstract))}"
+    return None
+
+
 def _check_strategy(obj: Any) -> str | None:
     from benchkit.interfaces import StackAlias
 
@@ -119,8 +134,10 @@ class Plugins:
         self.datasets: Registry[Any] = Registry("dataset", _check_instance("DatasetProvider"))
         self.protocols: Registry[Any] = Registry("protocol", _check_subclass("Protocol"))
         self.metrics: Registry[Any] = Registry("metric", _check_instance("Metric"))
+        self.executors: Registry[Any] = Registry("executor", _check_executor)
         self.info: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
+        self.skipped: dict[str, str] = {}  # entry point → why it was not loaded
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -191,6 +208,7 @@ class Plugins:
             "datasets": self.datasets,
             "protocols": self.protocols,
             "metrics": self.metrics,
+            "executors": self.executors,
         }
         return kinds[kind]
 
@@ -240,7 +258,11 @@ def load_plugins(
         for ep in _entry_points():
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
-            if {ep.name, dist} & block or (only and not {ep.name, dist} & only):
+            if {ep.name, dist} & block:
+                plugins.skipped[ep.name] = f"blocked by {ENV_BLOCK}"
+                continue
+            if only and not {ep.name, dist} & only:
+                plugins.skipped[ep.name] = f"not listed in {ENV_ONLY}"
                 continue
             if plugins.pm.get_plugin(ep.name) is not None:
                 plugins._fail(
@@ -262,6 +284,7 @@ def load_plugins(
         for modname in BUILTIN_MODULES:
             short = "benchkit." + modname.rsplit(".", 1)[-1]
             if short in block:
+                plugins.skipped[short] = f"blocked by {ENV_BLOCK}"
                 continue
             plugins.add_module(importlib.import_module(modname), short)
     for name, obj in extra:
@@ -269,6 +292,10 @@ def load_plugins(
             obj, name, getattr(obj, "__distribution__", "local"), getattr(obj, "__version__", "")
         )
     plugins.collect(strict=strict)
+    if plugins.skipped:
+        note = "; ".join(f"plugin {n!r} {why}" for n, why in sorted(plugins.skipped.items()))
+        for kind in KINDS:
+            plugins.registry(kind).hint = f" (not loaded: {note})"
     return plugins
 
 

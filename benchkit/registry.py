@@ -41,6 +41,7 @@ class Registry(Generic[T]):
 
     kind: str
     check: Callable[[Any], str | None]
+    hint: str = ""  # appended to "unknown name" errors (e.g. which plugins were not loaded)
     _entries: dict[str, Entry[T]] = field(default_factory=dict)
     _aliases: dict[str, str] = field(default_factory=dict)
 
@@ -102,7 +103,9 @@ class Registry(Generic[T]):
         found = self._owner(name)
         if found is None:
             available = ", ".join(self.names()) or "none installed"
-            raise UnknownNameError(f"unknown {self.kind} {name!r}; installed: {available}")
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; installed: {available}{self.hint}"
+            )
         return found
 
     def get(self, name: str) -> T:

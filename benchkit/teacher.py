@@ -16,12 +16,11 @@ from typing import Any
 import torch
 
 from benchkit.data.dataset import Dataset
-from benchkit.data.synth import cache_dir
-from benchkit.device import pgc_pairs
-from benchkit.errors import DataError
+from benchkit.errors import ConfigError, DataError
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import RunContext
 from benchkit.method import Method
+from benchkit.pairs import pgc_pairs
 
 _MEMO: dict[str, Method] = {}
 
@@ -74,7 +73,7 @@ def train_teacher(
     torch.manual_seed(ctx.seed)
     probe.build(pgc_ds.spec())
     teacher = Method(probe).to(ctx.device)
-    folder = Path(ctx.cache_dir) if ctx.cache_dir else cache_dir() / "teachers"
+    folder = Path(ctx.cache_dir) / "teachers"
     weights, record = folder / f"{key}.pt", folder / f"{key}.json"
     if weights.exists() and record.exists():
         teacher.load_state_dict(torch.load(weights, map_location=ctx.device, weights_only=True))
@@ -117,6 +116,8 @@ def _fit_teacher(
 ) -> Any:
     assert ds.pgc is not None
     torch.manual_seed(ctx.seed)
+    if ctx.trainer is None:
+        raise ConfigError("a PGC teacher needs the run's trainer (RunContext.trainer)")
     return ctx.trainer.fit(
         teacher,
         pgc_ds,

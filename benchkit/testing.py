@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from benchkit.data.dataset import Dataset
-from benchkit.device import Pairs, ugc_pairs
 from benchkit.evaluate import FullProtocol, evaluate
 from benchkit.interfaces import Backbone, LossTerm, Weights
 from benchkit.method import Method
+from benchkit.pairs import Pairs, ugc_pairs
 from benchkit.plugins import load_plugins
 from benchkit.registry import SLUG
 from benchkit.train import fit
@@ -265,7 +265,9 @@ def check_strategy(
         strategy.build(data.spec(), bb)
         method = Method(bb, [strategy]).to(device)
         trainer = Trainer(plugins, device, seed)
-        ctx = RunContext(device=device, seed=seed, plugins=plugins, trainer=trainer)
+        ctx = RunContext(
+            device=device, seed=seed, plugins=plugins, trainer=trainer, protocol=FullProtocol()
+        )
         ctx_for[id(method)] = ctx
         strategy.prepare(data, ctx)
         return method, None
@@ -308,7 +310,7 @@ def check_strategy(
     report.checks.append("gradients/determinism")
 
     protocol = FullProtocol()
-    ctx_for[id(method)].trainer.fit(method, data, protocol, pairs=pairs)
+    ctx_for[id(method)].train(method, data, pairs=pairs)
     first = evaluate(method, data, protocol, plugins.metrics, "test", device).metrics
     if not all(torch.isfinite(torch.tensor(v)) for v in first.values()):
         raise _fail_s(cls, f"evaluation gave non-finite metrics: {first}")

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchkit.device import Pairs, PooledPairs
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from benchkit.pairs import Pairs, PooledPairs
+from benchkit.spec import PRECISIONS
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -121,8 +120,6 @@ def fit(
     autocast (matrix products in bfloat16, accumulation and the optimiser in float32); evaluation
     always scores in float32, since bfloat16 scores would tie far more often.
     """
-    if precision not in PRECISIONS:
-        raise BenchkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     n = len(pairs)
     if n < 2:
         raise BenchkitError(f"need at least 2 training pairs, got {n}")
@@ -233,9 +230,11 @@ class Trainer:
     ) -> FitResult:
         """Train on ``pairs`` (default: the dataset's training split), selecting the epoch on its
         validation split under ``protocol`` (a name or a :class:`Protocol`)."""
-        from benchkit.device import ugc_pairs
         from benchkit.evaluate import evaluate
+        from benchkit.pairs import ugc_pairs
 
+        if protocol is None:
+            protocol = "paper"
         proto = self.plugins.protocols.get(protocol)() if isinstance(protocol, str) else protocol
         if pairs is None:
             pairs = ugc_pairs(dataset, "train", self.device)

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
     plugins = get_plugins()
-    data = load_dataset(plugins, args.preset, 0, log=print)
+    data = load_dataset(preset=args.preset, plugins=plugins, log=print)
     rows = []
     for name in args.backbones.split(","):
         row: dict[str, object] = {"backbone": name}

@@ -33,11 +33,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchkit.api import load_dataset, plan_run
 from benchkit.data.dataset import Dataset
-from benchkit.device import select_device, ugc_pairs
+from benchkit.device import select_device
 from benchkit.evaluate import FullProtocol, rank_positives
 from benchkit.interfaces import Batch, RunContext
 from benchkit.method import Method
+from benchkit.pairs import ugc_pairs
 from benchkit.plugins import get_plugins
+from benchkit.spec import RunSpec
 from benchkit.train import Trainer, fit, resolve_precision
 
 ALL = "cevar,cmvbr,dscmr,uwml,dual_vae,cmvae,cmvae+debcm"
@@ -65,15 +67,14 @@ def build(name: str, data: Dataset, device: torch.device, precision: str) -> Met
     """A method as `benchkit run` builds it (strategies prepared, the teacher trained or cached)."""
     plugins = get_plugins()
     backbone, _, debias = name.partition("+")
-    plan = plan_run(
-        backbone,
-        debias or "none",
-        dataset=data,
-        plugins=plugins,
+    spec = RunSpec(
+        backbone=backbone,
+        debias=debias or "none",
         precision=precision,
         device=str(device),
         features=FEATURES,
     )
+    plan = plan_run(spec, dataset=data, plugins=plugins)
     torch.manual_seed(0)
     plan.backbone.build(data.spec())
     for s in plan.strategies:
@@ -83,7 +84,7 @@ def build(name: str, data: Dataset, device: torch.device, precision: str) -> Met
         device=device,
         seed=0,
         plugins=plugins,
-        trainer=Trainer(plugins, device, 0, precision=plan.precision),
+        trainer=Trainer(plugins, device, 0, precision=resolve_precision(precision, device)),
     )
     for s in plan.strategies:
         s.prepare(data, ctx)
@@ -110,7 +111,7 @@ def train_rows(
     rows = []
     plugins = get_plugins()
     for preset in presets:
-        data = load_dataset(plugins, preset, 0, log=print).with_feature_dtype(FEATURES)
+        data = load_dataset(preset=preset, features=FEATURES, plugins=plugins, log=print)
         pairs = ugc_pairs(data, "train", device)
         for name in names:
             for precision in precisions:
@@ -171,7 +172,7 @@ class PerSample(torch.utils.data.Dataset):
 def baseline_row(
     preset: str, name: str, device: torch.device, precision: str, batches: int
 ) -> dict[str, Any]:
-    data = load_dataset(get_plugins(), preset, 0)
+    data = load_dataset(preset=preset)
     method = build(name, data, device, precision)
     opt = method.backbone.configure_optimizer([p for p in method.parameters() if p.requires_grad])
     loader = torch.utils.data.DataLoader(PerSample(data), batch_size=1024, shuffle=True)
@@ -208,7 +209,7 @@ def baseline_row(
 
 def eval_rows(preset: str, device: torch.device) -> list[dict[str, Any]]:
     plugins = get_plugins()
-    data = load_dataset(plugins, preset, 0)
+    data = load_dataset(preset=preset, plugins=plugins)
     method = build("cmvae", data, device, "fp32")
     method.eval()
     rows = []

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from benchkit.api import run
-from benchkit.device import ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.method import Method
+from benchkit.pairs import ugc_pairs
 from benchkit.plugins import load_plugins
 from benchkit.testing import check_backbone
 

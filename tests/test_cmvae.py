@@ -7,10 +7,10 @@ import io
 import pytest
 import torch
 
-from benchkit.device import ugc_pairs
 from benchkit.errors import ConfigError
 from benchkit.method import Method
 from benchkit.nn import hinge_cells
+from benchkit.pairs import ugc_pairs
 from benchkit_plugins.backbones.cmvae import CMVAE
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from benchkit.data.dataset import Dataset
+from benchkit.data.eval_rows import sample_negatives
 from benchkit.errors import DataError
-from benchkit.evaluate import FullProtocol, PaperProtocol, evaluate, sample_negatives
+from benchkit.evaluate import FullProtocol, PaperProtocol, evaluate
 from benchkit.interfaces import Backbone, Latent
 from benchkit.method import Method
 

@@ -18,13 +18,15 @@ from click.testing import CliRunner
 
 from benchkit.cli import cli
 from benchkit.errors import ConfigError
-from benchkit.experiments.driver import Source, run_grid
+from benchkit.experiments.driver import run_grid
 from benchkit.experiments.grid import load_grid, paper_table3
 from benchkit.experiments.stats import sign_flip_p
 from benchkit.report.tables import render
+from benchkit.spec import RunSpec
 
 GRIDS = Path(__file__).parent / "grids"
 TINY = ["--preset", "tiny", "--epochs", "2", "-q"]
+TINY_SPEC = RunSpec(preset="tiny", epochs=1)
 
 
 def test_builtin_grids_expand_to_the_papers_runs():
@@ -160,9 +162,7 @@ def test_tables_figures_and_results_export(tmp_path):
 
 def test_paper_numbers_and_formats(tmp_path, plugins):
     grid = load_grid(GRIDS / "tiny_table.toml")
-    run = run_grid(
-        grid, Source(preset="tiny"), str(tmp_path), epochs=1, quiet=True, plugins=plugins
-    )
+    run = run_grid(grid, TINY_SPEC, str(tmp_path), quiet=True, plugins=plugins)
     paper = {"diverse": {"ugc": {"DebCM": [0.2887, 0.0990, 0.4047, 0.1164]}}}
     md = render(grid, run.summary, "md", paper)
     assert "(0.2887)" in md and "**" in md
@@ -174,45 +174,39 @@ def test_paper_numbers_and_formats(tmp_path, plugins):
 
 def test_process_executor_matches_local(tmp_path, plugins):
     grid = load_grid(GRIDS / "tiny_figure.toml")
-    local = run_grid(
-        grid, Source(preset="tiny"), str(tmp_path / "a"), epochs=1, quiet=True, plugins=plugins
-    )
+    one_thread = TINY_SPEC.replace(threads=1)
+    local = run_grid(grid, one_thread, str(tmp_path / "a"), quiet=True, plugins=plugins)
     pool = run_grid(
         grid,
-        Source(preset="tiny"),
+        TINY_SPEC,
         str(tmp_path / "b"),
-        epochs=1,
         quiet=True,
         executor="process",
         jobs=2,
         plugins=plugins,
     )
+    # Two workers on two cores: one thread per run, the same keys as local runs on one thread,
+    # and the same numbers to the last bit.
     assert local.keys == pool.keys
-    # Workers use fewer threads, so reductions run in another order: equal up to rounding.
     for key in local.keys:
-        assert local.results[key]["metrics"] == pytest.approx(
-            pool.results[key]["metrics"], abs=2e-3
-        )
+        assert local.results[key]["metrics"] == pool.results[key]["metrics"]
+        assert pool.results[key]["record"]["training"]["threads"] == 1
 
 
 def test_ray_executor(tmp_path, plugins):
     pytest.importorskip("ray")
     grid = load_grid(GRIDS / "tiny_figure.toml")
-    run = run_grid(
-        grid,
-        Source(preset="tiny"),
-        str(tmp_path),
-        epochs=1,
-        quiet=True,
-        executor="ray",
-        jobs=2,
-        plugins=plugins,
-    )
-    assert run.ran == 2 and len(run.results) == 2
+    local = run_grid(grid, TINY_SPEC.replace(threads=1), str(tmp_path / "a"), quiet=True)
+    on_ray = run_grid(grid, TINY_SPEC, str(tmp_path / "b"), quiet=True, executor="ray", jobs=2)
+    # A local Ray cluster of two workers: one thread per run, so the same keys as local runs on
+    # one thread, and the same numbers (tolerance: none; the same code on the same machine).
+    assert on_ray.ran == 2 and local.keys == on_ray.keys
+    for key in local.keys:
+        assert local.results[key]["metrics"] == on_ray.results[key]["metrics"]
 
 
 def test_paired_tests_only_compare_rows_on_the_same_test_videos():
-    from benchkit.experiments.grid import Grid, Job
+    from benchkit.experiments.grid import Grid, make_job
     from benchkit.experiments.stats import summarise
     from benchkit.interfaces import RankInfo
 
@@ -229,7 +223,7 @@ def test_paired_tests_only_compare_rows_on_the_same_test_videos():
             "record": {"dataset": {"fingerprint": fingerprint}},
         }
 
-    jobs = [Job(r, ("c",), "cmvae", "none", "ugc", "given", 1) for r in ("a", "b", "c")]
+    jobs = [make_job(r, ("c",), seed=1) for r in ("a", "b", "c")]
     grid = Grid("g", "", "table", "paper", ["recall@1"], jobs, ["a", "b", "c"], columns=[("c",)])
     results = {
         "ka": result("same", [0, 0, 0, 5]),
@@ -270,3 +264,41 @@ def test_grid_options_reach_every_run(tmp_path):
     records = [__import__("json").loads(r) for r in frame["record"]]
     assert {r["training"]["precision"] for r in records} == {"fp32"}
     assert all(r["training"]["epochs_run"] == 1 for r in records)
+
+
+def test_local_ray_cluster_listens_on_loopback_only(tmp_path):
+    ray = pytest.importorskip("ray")
+    from benchkit.executors.ray import RayExecutor
+
+    ex = RayExecutor(jobs=1, quiet=True)
+    try:
+        ex._start(threads=1)
+        assert ray.util.get_node_ip_address() == "127.0.0.1"
+    finally:
+        ex.close()
+    assert not ray.is_initialized()
+
+
+def test_ray_grid_from_the_command_line_is_silent_with_quiet(tmp_path):
+    pytest.importorskip("ray")
+    grid = str(GRIDS / "tiny_figure.toml")
+    res = _run_cli(
+        [
+            "experiment",
+            grid,
+            "--preset",
+            "tiny",
+            "--epochs",
+            "1",
+            "--executor",
+            "ray",
+            "--jobs",
+            "2",
+            "-q",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # no Ray log lines, no progress bar
+    assert "w=0.05 Recall@25" in res.stdout

@@ -38,7 +38,8 @@ def test_manager_without_entry_points_has_only_builtins_and_extras():
     extra = _module("toyplug", register_backbones=lambda register: register(_Toy))
     ps = load_plugins(entry_points=False, extra=[("toyplug", extra)])
     assert ps.backbones.names() == ["toy"]
-    assert ps.strategies.names() == []
+    assert ps.strategies.names() == ["none"]  # the harness's own: it cannot be blocked
+    assert ps.executors.names() == ["local", "process", "ray"]
     assert set(ps.protocols.names()) == {"paper", "full"}
     assert set(ps.metrics.names()) == {"recall", "ndcg"}
     assert ps.datasets.names() == ["reference", "synth", "tables"]

@@ -215,7 +215,7 @@ def test_pooled_training_for_the_plain_backbone(plugins, tiny):
         ("cmvae", "ips", "ugc+pgc", "no strategy of 'ips' uses the PGC data; add label_distill"),
         ("cmvae", "kl_distill", "ugc", "needs pgc"),
         ("cmvae", "debcm+backdoor", "auto", "appears twice"),
-        ("cmvae", "ips", "both", "unknown data setting 'both'"),
+        ("cmvae", "ips", "both", "--setting: 'both' is not one of auto, ugc, ugc+pgc"),
     ],
 )
 def test_impossible_combinations_are_refused_before_training(

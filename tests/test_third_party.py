@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from benchkit.experiments.driver import Source, run_grid
+from benchkit.experiments.driver import run_grid
 from benchkit.experiments.grid import load_grid
 from benchkit.hookspecs import reference_markdown
 from benchkit.plugins import load_plugins
+from benchkit.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,7 +101,7 @@ def test_example_method_in_a_grid(example_site, tmp_path, monkeypatch):
     )
     run = run_grid(
         load_grid(grid_file),
-        Source(preset="tiny"),
+        RunSpec(preset="tiny"),
         str(tmp_path / "out"),
         quiet=True,
         plugins=plugins,

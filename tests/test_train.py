@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchkit.device import ugc_pairs
 from benchkit.interfaces import LossTerm, Weights
 from benchkit.method import Method, reduce_term
+from benchkit.pairs import ugc_pairs
 from benchkit.train import DivergedError, fit
 from benchkit_plugins.backbones.cmvae import CMVAE
 

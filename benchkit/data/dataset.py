@@ -20,9 +20,9 @@ import numpy as np
 from benchkit.errors import DataError
 from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
+from benchkit.spec import FEATURE_DTYPES
 
 REQUIRED_SPLITS = ("train", "val", "test")
-FEATURE_DTYPES = ("float32", "float16")
 
 
 @dataclass(eq=False)

@@ -311,7 +311,7 @@ def read_reference(
 
 def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Path:
     """Write ``ds`` in the DebCM layout (plus benchkit's lossless extras) atomically."""
-    from benchkit.evaluate import row_weights, sample_negatives
+    from benchkit.data.eval_rows import row_weights, sample_negatives
 
     if ds.music_genre is None:
         raise DataError(

@@ -30,18 +30,16 @@ Deterministic per (config, seed); cached on disk by their hash (``$BENCHKIT_CACH
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
 
 from benchkit import hookimpl
+from benchkit.data.cache import cache_root, load_npz, save_npz
 from benchkit.data.dataset import PGC, Dataset, Truth
 from benchkit.data.splits import random_splits
-from benchkit.data.store import load_npz, save_npz
 from benchkit.errors import ConfigError
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import DatasetProvider
@@ -385,11 +383,6 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
 # Cache
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
-    return Path(root)
-
-
 def make_world(
     preset: str | SynthConfig = "small",
     seed: int = 0,
@@ -421,7 +414,7 @@ def make_world(
     name = f"synth-{label}"
     if not cache:
         return generate(cfg, seed, name)
-    path = cache_dir() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"
+    path = cache_root() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"
     if path.exists():
         return load_npz(path)
     if log is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.errors import ConfigError
+from benchkit.spec import RunSpec, pairs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,20 +34,56 @@ BASE_SEED = 1234
 
 @dataclass(frozen=True)
 class Job:
-    """One run of a grid: where it goes (row, column) and what it trains."""
+    """One run of a grid: where it goes (row, column) and the RunSpec fields the grid decides
+    (``own``: backbone, debias, setting, test set, seed, overrides, protocol); the command line's
+    shared options fill the rest (:meth:`spec`)."""
 
     row: str
     column: tuple[str, ...]
-    backbone: str
-    debias: str
-    setting: str
-    test_set: str
-    seed: int
-    overrides: tuple[tuple[str, Any], ...] = ()
+    own: tuple[tuple[str, Any], ...]
     x: float | None = None
 
+    def spec(self, base: RunSpec | None = None) -> RunSpec:
+        return (base or RunSpec()).replace(**dict(self.own))
+
+    def _get(self, name: str) -> Any:
+        return dict(self.own).get(name, getattr(RunSpec(), name))
+
+    @property
+    def backbone(self) -> str:
+        return str(self._get("backbone"))
+
+    @property
+    def debias(self) -> str:
+        return str(self._get("debias"))
+
+    @property
+    def setting(self) -> str:
+        return str(self._get("setting"))
+
+    @property
+    def test_set(self) -> str:
+        return str(self._get("test_set"))
+
+    @property
+    def seed(self) -> int:
+        return int(self._get("seed"))
+
     def overrides_dict(self) -> dict[str, Any]:
-        return dict(self.overrides)
+        return dict(self._get("overrides"))
+
+
+def make_job(
+    row: str,
+    column: tuple[str, ...],
+    x: float | None = None,
+    **own: Any,
+) -> Job:
+    """A job whose own fields are validated as a RunSpec (a typo fails at load time)."""
+    RunSpec().replace(**own)
+    if "overrides" in own:
+        own["overrides"] = pairs(own["overrides"])
+    return Job(row, column, tuple(sorted(own.items())), x)
 
 
 @dataclass
@@ -136,15 +173,16 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
                         raise ConfigError(f"{here}: no debias stack for setting {setting!r}")
                     for seed in seed_list:
                         grid.jobs.append(
-                            Job(
+                            make_job(
                                 label,
                                 (test_set, setting),
-                                _need(row, "backbone", here),
-                                stack,
-                                setting,
-                                test_set,
-                                seed,
-                                _overrides(row),
+                                backbone=_need(row, "backbone", here),
+                                debias=stack,
+                                setting=setting,
+                                test_set=test_set,
+                                seed=seed,
+                                overrides=_overrides(row),
+                                protocol=grid.protocol,
                             )
                         )
         grid.columns = [(t, s) for t in test_sets for s in settings]
@@ -174,16 +212,17 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
                     overrides[x["set"]] = value
                 for seed in seed_list:
                     grid.jobs.append(
-                        Job(
+                        make_job(
                             label,
                             (f"{value:g}",),
-                            _need(series, "backbone", here),
-                            _need(series, "debias", here),
-                            series.get("setting", "auto"),
-                            test_set,
-                            seed,
-                            tuple(sorted(overrides.items())),
                             value,
+                            backbone=_need(series, "backbone", here),
+                            debias=_need(series, "debias", here),
+                            setting=series.get("setting", "auto"),
+                            test_set=test_set,
+                            seed=seed,
+                            overrides=overrides,
+                            protocol=grid.protocol,
                         )
                     )
         grid.columns = [(f"{v:g}",) for v in values]

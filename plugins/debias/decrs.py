@@ -76,7 +76,7 @@ class DecRS(Backdoor):
 
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
         super().build(spec, backbone)
-        self.frozen: dict[str, Any] = {"template": backbone.fresh()}
+        self.hold("student", backbone, freeze=False)  # the plain model copies its recipe
         self.register_buffer("video_eta", torch.zeros(0), persistent=False)
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
@@ -94,34 +94,25 @@ class DecRS(Backdoor):
             self.hparams["smoothing"],
         )
         self.video_eta = as_tensor(eta[dataset.video_uploader].astype(np.float32), ctx.device)
-        plain_bb = self.frozen["template"].fresh()
+        plain_bb = self.held("student").fresh()
         torch.manual_seed(ctx.seed)
         plain_bb.build(dataset.spec())
         plain = Method(plain_bb).to(ctx.device)
         ctx.log("DecRS: training the plain model it mixes with")
-        ctx.trainer.fit(plain, dataset, ctx.protocol, desc="decrs plain")
-        for p in plain.parameters():
-            p.requires_grad_(False)
-        self.plain = plain.eval()
-        self.frozen["features"] = (
-            as_tensor(dataset.video_features, ctx.device),
-            as_tensor(dataset.music_features, ctx.device),
-        )
-
-    def train(self, mode: bool = True) -> DecRS:
-        super().train(mode)
-        if hasattr(self, "plain"):
-            self.plain.eval()  # frozen: its BatchNorm statistics must not move
-        return self
+        ctx.train(plain, dataset, desc="decrs plain")
+        self.hold("plain", plain, persistent=True)  # needed at inference: saved with DecRS
+        self.hold("video_features", as_tensor(dataset.video_features, ctx.device))
+        self.hold("music_features", as_tensor(dataset.music_features, ctx.device))
 
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
         scores = super().adjust_score(scores, rows, music)
-        if not isinstance(rows, Query) or not hasattr(self, "plain"):
+        if not isinstance(rows, Query) or "plain" not in self._held:
             return scores
-        video_features, music_features = self.frozen["features"]
-        plain = self.plain.backbone.score(
-            self.plain.video_codes(video_features[rows.video_idx].float()),
-            self.plain.music_codes(music_features[rows.column_music_idx].float()),
+        model = self.held("plain")
+        video_features, music_features = self.held("video_features"), self.held("music_features")
+        plain = model.backbone.score(
+            model.video_codes(video_features[rows.video_idx].float()),
+            model.music_codes(music_features[rows.column_music_idx].float()),
         )
         eta = self.video_eta[rows.video_idx][:, None]
         return eta * torch.sigmoid(scores) + (1 - eta) * torch.sigmoid(plain)

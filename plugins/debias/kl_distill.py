@@ -62,7 +62,6 @@ class KLDistill(Strategy):
 
     def build(self, spec: Any, backbone: Backbone) -> None:
         self.latent_dim = int(backbone.hparams["latent_dim"])
-        self.frozen: dict[str, Any] = {}  # the teacher: frozen, cached apart, not a submodule
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
         teacher = train_teacher(
@@ -72,10 +71,10 @@ class KLDistill(Strategy):
             lr=self.hparams["teacher_lr"],
             latent_dim=self.latent_dim,
         )
-        self.frozen["teacher"] = teacher
+        self.hold("teacher", teacher)  # frozen, cached apart: not part of the student
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        teacher = self.frozen["teacher"].backbone
+        teacher = self.held("teacher").backbone
         with torch.no_grad():
             t_v, t_m = teacher.encode_video(batch.video), teacher.encode_music(batch.music)
         kl = gaussian_kl if self.hparams["variant"] == "paper" else release_kl

@@ -47,8 +47,7 @@ class LabelDistill(Strategy):
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
         self.head_scale = nn.Parameter(torch.tensor(5.0))
         self.head_bias = nn.Parameter(torch.tensor(0.0))
-        # Not registered as submodules: the teacher is frozen and cached apart from the student.
-        self.frozen: dict[str, Any] = {"student": backbone}
+        self.hold("student", backbone, freeze=False)  # the bridge scores with it
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
         teacher = train_teacher(
@@ -58,17 +57,15 @@ class LabelDistill(Strategy):
             lr=self.hparams["teacher_lr"],
             latent_dim=self.hparams["teacher_latent_dim"],
         )
-        self.frozen["teacher"] = teacher
+        self.hold("teacher", teacher)  # frozen, cached apart: not part of the student
         if self.hparams["bridge"]:
-            self.frozen["pool"] = (
-                as_tensor(dataset.video_features, ctx.device),
-                as_tensor(dataset.music_features, ctx.device),
-                as_tensor(dataset.splits["train"], ctx.device),
-            )
+            self.hold("pool_video", as_tensor(dataset.video_features, ctx.device))
+            self.hold("pool_music", as_tensor(dataset.music_features, ctx.device))
+            self.hold("pool_train", as_tensor(dataset.splits["train"], ctx.device))
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         c = self.hparams["c"]
-        t = teacher_scores(self.frozen["teacher"], batch.video, batch.music)
+        t = teacher_scores(self.held("teacher"), batch.video, batch.music)
         t_hat = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12)
         target = (batch.same_music.to(t.dtype) + c * t_hat) / (1 + c)
         pred = torch.sigmoid(self.head_scale * out.scores + self.head_bias)
@@ -80,13 +77,14 @@ class LabelDistill(Strategy):
         return terms
 
     def _bridge(self, b: int) -> LossTerm:
-        videos, music, train = self.frozen["pool"]
+        videos, music = self.held("pool_video"), self.held("pool_music")
+        train = self.held("pool_train")
         v = videos[train[torch.randint(len(train), (b,), device=train.device)]].float()
         m = music[torch.randint(music.shape[0], (b,), device=train.device)].float()
-        student: Backbone = self.frozen["student"]
+        student: Backbone = self.held("student")
         s = (student.encode_video(v).mu * student.encode_music(m).mu).sum(dim=1)
-        tv = self.frozen["teacher"].video_codes(v)
-        tm = self.frozen["teacher"].music_codes(m)
+        tv = self.held("teacher").video_codes(v)
+        tm = self.held("teacher").music_codes(m)
         return LossTerm((s - (tv * tm).sum(dim=1)).pow(2), coef=self.hparams["bridge_weight"])
 
 

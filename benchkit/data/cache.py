@@ -1,4 +1,4 @@
-"""A Dataset as one ``.npz`` file: how benchkit caches worlds, without pickle.
+"""The cache folder, and a Dataset as one ``.npz`` file: how benchkit caches worlds, without pickle.
 
 Every array of the dataset (PGC, truth, stored negatives and weights, extra columns) becomes one
 entry; the rest of the metadata is JSON. Writes go to a temporary file that is renamed into place,
@@ -16,6 +16,13 @@ from typing import Any
 import numpy as np
 
 from benchkit.data.dataset import PGC, Dataset, Truth
+
+
+def cache_root() -> Path:
+    """Where benchkit keeps worlds and teachers: ``$BENCHKIT_CACHE`` or ``~/.cache/benchkit``."""
+    root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
+    return Path(root)
+
 
 _PLAIN = (
     "video_features",
