@@ -210,10 +210,14 @@ def _stamp(path: str | None) -> tuple[tuple[str, int, int], ...]:
 
 def _load_source(spec: RunSpec, plugins: Plugins, log: Log | None) -> Dataset:
     if spec.data is not None:
+        if spec.world:
+            raise ConfigError("--world changes the synthetic world; it cannot apply to --data")
         return open_dataset(
             plugins, spec.data, pgc=spec.pgc, normalise_weights=spec.normalise_weights
         )
-    data = plugins.datasets.get("synth").load(preset=spec.preset, seed=spec.world_seed, log=log)
+    data = plugins.datasets.get("synth").load(
+        preset=spec.preset, seed=spec.world_seed, log=log, **dict(spec.world)
+    )
     if spec.pgc is not None:
         data = replace(data, pgc=read_pgc_any(spec.pgc))
     return data
@@ -357,6 +361,12 @@ def plan_run(
         ds = ds.with_feature_dtype(spec.features)
     else:
         ds = DATASETS.get(spec, plugins, log)
+    if spec.labels == "counterfactual":
+        if ds.truth is None:
+            raise ConfigError(
+                f"--labels counterfactual needs a world with truth; dataset {ds.name!r} has none"
+            )
+        ds = ds.with_training_labels(ds.truth.counterfactual, "cf")
     if spec.split not in ds.splits:
         raise ConfigError(
             f"dataset {ds.name!r} has no split {spec.split!r}; splits: "
@@ -427,6 +437,7 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
         trainer=trainer,
         protocol=plan.protocol,
         log=log,
+        split=spec.split,
     )
     for s in strategies:
         s.prepare(ds, ctx)
@@ -453,6 +464,7 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
         dataset={
             "name": ds.name,
             "fingerprint": ds.fingerprint,
+            "eval_rows": ds.eval_fingerprint(spec.split),
             "test_set": spec.test_set,
             "world_seed": spec.world_seed if spec.data is None else None,
         },
@@ -470,6 +482,7 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
             "train_pairs": len(pairs),
             "precision": precision,
             "threads": plan.threads,
+            "strategies": {s.name: r for s in strategies if (r := s.report())},
         },
         spec=spec.to_dict(),
         environment={

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from benchkit import __version__
 from benchkit.errors import BenchkitError
-from benchkit.spec import click_options, parse_set, spec_from_options
+from benchkit.spec import click_options, spec_from_options
 
 
 class UserError(click.ClickException):
@@ -100,8 +100,7 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--preset", default="small", show_default=True, help="tiny, small or paper.")
-@click.option("--world-seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click_options("source", exclude=("data", "pgc", "normalise_weights"))
 @click.option("--out", type=click.Path(), required=True, help="Folder to write (must not exist).")
 @click.option(
     "--format",
@@ -111,23 +110,13 @@ def data() -> None:
     show_default=True,
     help="DebCM release layout or generic tables.",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KNOB=VALUE",
-    help="Change a knob of the world, e.g. taste_strength=0.",
-)
-@click.option("--quiet", "-q", is_flag=True)
-def synth(
-    preset: str, world_seed: int, out: str, fmt: str, sets: tuple[str, ...], quiet: bool
-) -> None:
-    """Write the synthetic world to disk."""
+@click.option("--quiet", "-q", is_flag=True, help="No log lines.")
+def synth(out: str, fmt: str, quiet: bool, **options: Any) -> None:
+    """Write the synthetic world to disk (--world KNOB=VALUE changes its knobs)."""
     from benchkit.data.reference import write_reference
-    from benchkit.data.synth import make_world
     from benchkit.data.tables import write_tables
 
-    ds = make_world(preset, seed=world_seed, log=_log(quiet), **dict(parse_set(sets)))
+    ds = _dataset(options, quiet)
     path = write_reference(ds, out) if fmt == "reference" else write_tables(ds, out)
     click.echo(
         f"wrote {ds.name} ({ds.n_videos:,} videos, {ds.n_music:,} music) to {path} "
@@ -183,6 +172,22 @@ def describe(as_json: bool, **options: Any) -> None:
             ]
         )
     extra.append(["splits", ", ".join(f"{k} {v:,}" for k, v in d["splits"].items())])
+    if "test_uploaders" in d:
+        extra.append(
+            [
+                "test set",
+                f"{d['test_uploaders']:,} uploaders, the largest "
+                f"{d['test_largest_uploader_share']:.1%} of the videos",
+            ]
+        )
+    if "test_true_taste_entropy" in d:
+        extra.append(
+            [
+                "true-taste entropy (nats)",
+                f"test set {d['test_true_taste_entropy']:.2f}, a random split "
+                f"{d['random_split_true_taste_entropy']:.2f}",
+            ]
+        )
     extra.append(["PGC pairs", f"{d['pgc_pairs']:,}"])
     click.echo(tabulate(extra, tablefmt="plain"))
 
@@ -214,9 +219,9 @@ def grid_options(f: Any) -> Any:
             click.option(
                 "--seeds",
                 type=click.IntRange(min=1),
-                default=1,
-                show_default=True,
-                help="Seeds per cell (mean ± std and paired tests over them).",
+                default=None,
+                help="Seeds per cell (mean ± std and paired tests over them); default: the "
+                "grid's own (1 unless it says).",
             ),
             click.option(
                 "--out",

@@ -200,6 +200,7 @@ def evaluate(
             values[f"{name}@{k}"] = metric(ranks, k)
     if acc is not None:
         values.update(acc.result())
+        ranks.per_row = acc.per_row()
     return Evaluation(metrics=values, ranks=ranks)
 
 

@@ -176,21 +176,30 @@ class Query:
 class Output:
     """What the harness computes for a batch before asking the backbone for its loss terms.
 
-    ``music`` is the encoder's posterior; ``music_scored`` is the code after the strategies'
-    ``adjust_music`` (the same object when none moved it). Regularisers (KL, distillation) use
-    ``music``; matching and cross-generation use ``music_scored``. :attr:`scores` is computed on
-    first use by the method (:class:`benchkit.method.Method`), strategies' score terms included.
+    ``video`` / ``music`` are the encoders' posteriors; ``video_scored`` / ``music_scored`` are the
+    codes after the strategies' ``adjust_video`` / ``adjust_music`` (the same objects when none
+    moved them). Regularisers (KL, distillation, intra-modal structure) use the posteriors;
+    matching and cross-generation use the scored codes. :attr:`scores` and :attr:`mean_scores` are
+    computed on first use by the method (:class:`benchkit.method.Method`), strategies' score terms
+    included.
     """
 
     video: Latent
     music: Latent
+    video_scored: Latent
     music_scored: Latent
-    score_fn: Callable[[], Tensor] = field(repr=False)
+    score_fn: Callable[[bool], Tensor] = field(repr=False)
 
     @cached_property
     def scores(self) -> Tensor:
-        """(B, B) in-batch scores S[i, j] = s(video_i, music_j), strategies' score terms added."""
-        return self.score_fn()
+        """(B, B) in-batch scores S[i, j] = s(video_i, music_j) on the codes the backbone scores in
+        training (sampled, or the means), strategies' score terms added."""
+        return self.score_fn(False)
+
+    @cached_property
+    def mean_scores(self) -> Tensor:
+        """(B, B) in-batch scores on the posterior means: what the method ranks by at inference."""
+        return self.score_fn(True)
 
 
 @dataclass
@@ -302,6 +311,12 @@ class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
         """(Nv, Nm) matching scores between video codes and music codes (dot product here)."""
         return video @ music.T
 
+    def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
+        """Scores at inference, where the rows' video ids and the columns' music ids are known
+        (``rows``). Defaults to :meth:`score`; a backbone that scores by identity rather than by
+        content (an oracle, a popularity model) overrides this."""
+        return self.score(video, music)
+
     @abstractmethod
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         """The unreduced loss terms of this batch, by name."""
@@ -406,6 +421,11 @@ class Strategy(nn.Module, Configurable):
         """Move the music code (deconfounders). ``rows`` is ``None`` at inference."""
         return music
 
+    def adjust_video(self, video: Latent, rows: Batch | None) -> Latent:
+        """Move the video (query) code — a deconfounder on the uploader's side, such as DecRS's.
+        ``rows`` is ``None`` at inference."""
+        return video
+
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
         """Change the (rows × columns) score matrix, in training (``rows`` is the batch) and at
         inference (a :class:`Query`); ``music`` holds the columns' music codes."""
@@ -419,14 +439,30 @@ class Strategy(nn.Module, Configurable):
         """Re-score candidates at evaluation (Calibration); ``items`` are their music ids."""
         return scores
 
+    def report(self) -> dict[str, Any]:
+        """Figures this strategy reports about itself after training (a teacher's scores, which
+        history order it used, ...); they land in the run's record under ``training.strategies``."""
+        return {}
+
     @classmethod
     def hook_points(cls) -> frozenset[str]:
         """The hook points this strategy overrides (what it changes, and when)."""
-        hooks = ("prepare", "weights", "adjust_music", "adjust_score", "extra_loss", "rerank")
+        hooks = (
+            "prepare",
+            "weights",
+            "adjust_music",
+            "adjust_video",
+            "adjust_score",
+            "extra_loss",
+            "rerank",
+        )
         return frozenset(h for h in hooks if getattr(cls, h) is not getattr(Strategy, h))
 
 
-TRAINING_HOOKS = frozenset({"weights", "adjust_music", "adjust_score", "extra_loss"})
+TRAINING_HOOKS = frozenset(
+    {"weights", "adjust_music", "adjust_video", "adjust_score", "extra_loss"}
+)
+SCORING_HOOKS = frozenset({"adjust_music", "adjust_video", "adjust_score"})
 
 
 @dataclass(frozen=True)
@@ -456,7 +492,8 @@ def _default_cache() -> Path:
 class RunContext:
     """What a strategy's ``prepare`` may use: the device, the run's seed, the plugins (to build a
     teacher backbone by name), the trainer (the run's own recipe: loop, early stopping, precision),
-    the protocol that selects epochs, a logger, and the cache folder (teachers are kept there)."""
+    the protocol that selects epochs, a logger, the cache folder (teachers are kept there), and the
+    split the run is scored on (to report a companion beside the student)."""
 
     device: torch.device
     seed: int
@@ -465,6 +502,7 @@ class RunContext:
     protocol: Protocol | None = None
     log: Callable[[str], None] = _silent
     cache_dir: Path = field(default_factory=_default_cache)
+    split: str = "test"  # the split the run is scored on
 
     def train(self, method: Any, dataset: Dataset, pairs: Any = None, desc: str = "train") -> Any:
         """Train a companion ``method`` with the run's own recipe (the loop, early stopping on
@@ -504,13 +542,15 @@ class EvalTask:
 @dataclass
 class RankInfo:
     """Where each row's positive landed: ``n_greater`` candidates scored strictly above it and
-    ``n_equal`` other candidates tied with it; ``n_candidates`` per row."""
+    ``n_equal`` other candidates tied with it; ``n_candidates`` per row. ``per_row`` holds each
+    row's value of the row-averaged (oracle and bias) metrics, for paired tests on them."""
 
     n_greater: np.ndarray
     n_equal: np.ndarray
     weights: np.ndarray
     n_candidates: int
     tie_policy: str = "expected"
+    per_row: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Metric(ABC):

@@ -1,9 +1,9 @@
 """A method = one backbone + a stack of strategies, trained and scored as one module.
 
 This is the only place where the strategy hook points are called, in a fixed order:
-encode → sample → ``adjust_music`` → scores (+ ``adjust_score``) → backbone terms + ``extra_loss``
-→ reduction with ``weights``. At inference: music codes (``adjust_music`` without rows) → scores
-(+ ``adjust_score``) → ``rerank`` on the candidates.
+encode → sample → ``adjust_video`` / ``adjust_music`` → scores (+ ``adjust_score``) → backbone
+terms + ``extra_loss`` → reduction with ``weights``. At inference: codes (``adjust_video`` /
+``adjust_music`` without rows) → scores (+ ``adjust_score``) → ``rerank`` on the candidates.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
 
     Unweighted, a term reduces its own way: an anchor term to its mean, a cell term to the mean over
     rows of the mean (``row_reduce="mean"``) or sum (``"sum"``) over each row's valid cells.
-    Weights are self-normalised in the batch first — anchor weights to mean 1 over the anchors, the
-    per-cell weight a_i · w_ij to mean 1 over the term's valid cells — so IPS is SNIPS over anchors
-    and DU normalises positives and negatives apart, each over the whole batch.
+    Weights are self-normalised in the batch, each kind apart: anchor weights to mean 1 over the
+    anchors (for an anchor term, Σ a_i ℓ_i / Σ a_i: SNIPS), cell weights to mean 1 over the term's
+    valid cells; a cell then counts with its anchor's weight times its own. So IPS is SNIPS over
+    anchors, and DU normalises its positive (anchor) and negative (cell) propensities apart.
     """
     if term.kind == "scalar":
         return term.value
@@ -46,15 +47,14 @@ def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
         return (anchor * value).sum() / anchor.sum().clamp_min(1e-12)
     valid = term.valid if term.valid is not None else torch.ones_like(value, dtype=torch.bool)
     value = value.masked_fill(~valid, 0.0)
-    if anchor is not None or cell is not None:
-        mass = valid.to(value.dtype)
-        if anchor is not None:
-            mass = mass * anchor[:, None]
-        if cell is not None:
-            oriented = cell.T if term.transposed else cell
-            mass = mass * (oriented if term.cols is None else oriented.gather(1, term.cols))
-        mean_mass = mass.sum() / valid.sum().clamp_min(1)
-        value = value * mass / mean_mass.clamp_min(1e-12)
+    if anchor is not None:
+        value = value * (anchor / anchor.mean().clamp_min(1e-12))[:, None]
+    if cell is not None:
+        oriented = cell.T if term.transposed else cell
+        w = oriented if term.cols is None else oriented.gather(1, term.cols)
+        w = w.masked_fill(~valid, 0.0)
+        mean_w = w.sum() / valid.sum().clamp_min(1)
+        value = value * w / mean_w.clamp_min(1e-12)
     rows = value.sum(dim=1)
     if term.row_reduce == "mean":
         rows = rows / valid.sum(dim=1).clamp_min(1)
@@ -87,14 +87,18 @@ class Method(nn.Module):
         bb = self.backbone
         video = bb.sample(bb.encode_video(batch.video))
         music = bb.sample(bb.encode_music(batch.music))
-        scored = music
+        video_scored, music_scored = video, music
         for s in self._strategies():
-            scored = s.adjust_music(scored, batch)
+            video_scored = s.adjust_video(video_scored, batch)
+            music_scored = s.adjust_music(music_scored, batch)
         out = Output(
             video=video,
             music=music,
-            music_scored=scored,
-            score_fn=lambda: self._batch_scores(batch, video, scored),
+            video_scored=video_scored,
+            music_scored=music_scored,
+            score_fn=lambda on_means: self._batch_scores(
+                batch, video_scored, music_scored, on_means
+            ),
         )
         terms = dict(bb.loss_terms(batch, out))
         for s in self._strategies():
@@ -102,10 +106,11 @@ class Method(nn.Module):
                 terms[f"{s.name}.{key}"] = term
         return out, terms
 
-    def _batch_scores(self, batch: Batch, video: Latent, music: Latent) -> Tensor:
+    def _batch_scores(self, batch: Batch, video: Latent, music: Latent, on_means: bool) -> Tensor:
         """(B, B) in-batch scores on the sampled codes (or the means), strategies' terms added."""
         bb = self.backbone
-        v, m = (video.code, music.code) if bb.score_on_sample else (video.mu, music.mu)
+        sampled = bb.score_on_sample and not on_means
+        v, m = (video.code, music.code) if sampled else (video.mu, music.mu)
         scores = bb.score(v, m)
         for s in self._strategies():
             scores = s.adjust_score(scores, batch, m)
@@ -120,15 +125,15 @@ class Method(nn.Module):
         return combined
 
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Total loss and its reduced parts (detached), for logging."""
+        """Total loss and each term's contribution to it (coefficient included, detached)."""
         _, terms = self(batch)
         weights = self.weights(batch)
         total = torch.zeros((), device=batch.video.device)
         parts: dict[str, Tensor] = {}
         for key, term in terms.items():
-            reduced = reduce_term(term, weights)
-            total = total + term.coef * reduced
-            parts[key] = reduced.detach()
+            contribution = term.coef * reduce_term(term, weights)
+            total = total + contribution
+            parts[key] = contribution.detach()
         return total, parts
 
     # -- inference -----------------------------------------------------------------------------
@@ -143,11 +148,15 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def video_codes(self, features: Tensor) -> Tensor:
-        return self.backbone.encode_video(features).mu
+        """The codes videos are ranked with (encoder means, moved by the deconfounders)."""
+        latent = self.backbone.encode_video(features)
+        for s in self._strategies():
+            latent = s.adjust_video(latent, None)
+        return latent.mu
 
     @torch.no_grad()
     def score(self, video_codes: Tensor, music_codes: Tensor, query: Query) -> Tensor:
-        scores = self.backbone.score(video_codes, music_codes)
+        scores = self.backbone.score_rows(video_codes, music_codes, query)
         for s in self._strategies():
             scores = s.adjust_score(scores, query, music_codes)
         return scores

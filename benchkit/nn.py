@@ -7,6 +7,7 @@ decoder of CMVAE-style models, the top-k hinge, Gaussian KL divergences, and a c
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -49,30 +50,44 @@ def mlp(dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False
     return nn.Sequential(*layers)
 
 
-class GaussianEncoder(nn.Module):
-    """BN → dropout → two linear heads (μ and log σ²).
+VARIANCES = ("normalised", "free", "fixed")
 
-    ``normalise=True`` L2-normalises both heads as the DebCM/CMVAE release does, so σ² stays within
-    [e⁻¹, e] and dot products of means are cosines.
+
+class GaussianEncoder(nn.Module):
+    """BN → dropout → two linear heads (μ and log σ²); μ is L2-normalised, as in the DebCM/CMVAE
+    release, so dot products of means are cosines. ``variance`` treats log σ²:
+
+    - ``normalised`` (as released): L2-normalised too, so σ² stays within [e⁻¹, e] and Σ_d σ² ≥
+      ≈0.92·D — with D = 128 a sampled code carries about 11× more noise than signal;
+    - ``free``: the linear head as it is (clamped to [−10, 10] for safety);
+    - ``fixed``: not learned, σ² = 1/D per dimension (total variance 1, that of the mean).
     """
 
     def __init__(
-        self, in_dim: int, latent_dim: int, dropout: float, normalise: bool = True
+        self, in_dim: int, latent_dim: int, dropout: float, variance: str = "normalised"
     ) -> None:
         super().__init__()
-        self.normalise = normalise
+        if variance not in VARIANCES:
+            raise ValueError(f"variance must be one of {VARIANCES}, not {variance!r}")
+        self.variance = variance
         self.bn = nn.BatchNorm1d(in_dim)
         self.dropout = Dropout(dropout)
         self.mu = nn.Linear(in_dim, latent_dim)
-        self.logvar = nn.Linear(in_dim, latent_dim)
         nn.init.xavier_normal_(self.mu.weight)
-        nn.init.xavier_normal_(self.logvar.weight)
+        if variance != "fixed":
+            self.logvar = nn.Linear(in_dim, latent_dim)
+            nn.init.xavier_normal_(self.logvar.weight)
+        self.fixed_logvar = -math.log(latent_dim)
 
     def forward(self, x: Tensor) -> Latent:
         h = self.dropout(self.bn(x))
-        mu, logvar = self.mu(h), self.logvar(h)
-        if self.normalise:
-            mu, logvar = F.normalize(mu, dim=1), F.normalize(logvar, dim=1)
+        mu = F.normalize(self.mu(h), dim=1)
+        if self.variance == "fixed":
+            logvar = torch.full_like(mu, self.fixed_logvar)
+        elif self.variance == "free":
+            logvar = self.logvar(h).clamp(-10.0, 10.0)
+        else:
+            logvar = F.normalize(self.logvar(h), dim=1)
         return Latent(mu=mu, logvar=logvar)
 
 
@@ -130,3 +145,39 @@ def hinge_cells(
     cells = cells.masked_fill(invalid, float("-inf"))
     values, cols = cells.topk(min(k, b - 1), dim=1, sorted=False)  # order is irrelevant to a mean
     return LossTerm(values, kind="cell", cols=cols, valid=torch.isfinite(values))
+
+
+CONFOUNDER_ESTIMATES = ("batch", "global", "sample")
+
+
+class ConfounderEmbedding(nn.Module):
+    """The uploader confounder of the deconfounders: z_u = d @ E, E a learned (G, D) genre
+    embedding and d a genre distribution chosen by ``estimate`` in training — ``batch`` (the mean
+    of the batch's d_u: DebCM's Monte Carlo estimate of E[d]), ``global`` (the training set's mean
+    d̄: DecRS), or ``sample`` (each pair's own d_u: the conditional model of a textbook backdoor
+    adjustment) — and always d̄ at inference (``rows`` is ``None`` or a query)."""
+
+    prior_mean: Tensor
+
+    def __init__(self, n_genres: int, dim: int, estimate: str = "batch") -> None:
+        super().__init__()
+        if estimate not in CONFOUNDER_ESTIMATES:
+            raise ValueError(f"estimate must be one of {CONFOUNDER_ESTIMATES}, not {estimate!r}")
+        self.estimate = estimate
+        self.embedding = nn.Embedding(n_genres, dim)
+        nn.init.normal_(self.embedding.weight, std=dim**-0.5)
+        self.register_buffer("prior_mean", torch.full((n_genres,), 1.0 / max(1, n_genres)))
+
+    def distribution(self, prior: Tensor | None, training: bool) -> Tensor:
+        """d: (1, G) when shared by all rows, (B, G) per row."""
+        estimate = self.estimate if training and prior is not None else "global"
+        if estimate == "batch":
+            assert prior is not None
+            return prior.mean(dim=0, keepdim=True)
+        if estimate == "sample":
+            assert prior is not None
+            return prior
+        return self.prior_mean[None, :]
+
+    def forward(self, prior: Tensor | None, training: bool) -> Tensor:
+        return self.distribution(prior, training) @ self.embedding.weight

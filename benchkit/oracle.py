@@ -1,11 +1,17 @@
 """Oracle and bias metrics: what the synthetic world's truth lets us measure, beside the usual ones.
 
-All are computed on the whole music pool (the counterfactual music need not be among a row's sampled
-candidates), rows weighted uniformly, ties broken by expectation (:mod:`benchkit.metrics`):
+All are computed on the whole music pool (the music an intervention would pick need not be among a
+row's sampled candidates), rows weighted uniformly, ties broken by expectation
+(:mod:`benchkit.metrics`). The interventional metrics are *expectations* under the exact
+interventional distribution of the choice (:mod:`benchkit.data.truth`), not one draw of it:
+Recall@K = Σ_m P(m | v, do(·)) · P(rank(m) < K), NDCG@K = Σ_m P(m | v, do(·)) · E[disc(rank(m))].
 
-- ``cf_recall@K`` / ``cf_ndcg@K``: Recall/NDCG of the *counterfactual* choice — the music the
-  uploader would have picked with their genre taste switched off. A debiased model should rank it
-  higher than a biased one does.
+- ``cf_recall@K`` / ``cf_ndcg@K``: under do(taste = uniform) — what this video's uploader would
+  have picked without their genre taste (and with the whole pool in view). The headline target.
+- ``bd_recall@K`` / ``bd_ndcg@K``: under do(u ~ population) — the backdoor adjustment's own
+  estimand, tastes averaged over the population of uploaders rather than switched off.
+- ``fit_recall@K`` / ``fit_ndcg@K``: by content alone (taste off, popularity flat) — how well a model
+  finds what fits the video, whatever is popular.
 - ``true_ndcg@K``: NDCG@K with graded relevance = the true compatibility of each music with the
   video, clipped at 0 (music that fit better than a random pair); the ideal list is the K most
   compatible music.
@@ -22,6 +28,9 @@ import torch
 from torch import Tensor
 
 from benchkit.data.dataset import Dataset
+
+# metric prefix → the estimand of :meth:`benchkit.data.truth.Truth.probabilities`
+INTERVENTIONS = {"cf": "cf", "bd": "backdoor", "fit": "fit"}
 
 
 def expected_topk(scores: Tensor, values: Tensor, k: int, discounted: bool) -> Tensor:
@@ -68,7 +77,7 @@ class OracleAccumulator:
         self.ks = ks
         self.truth = dataset.truth
         self.bias = dataset.has("uploaders")
-        self.sums: dict[str, float] = {}
+        self.values: dict[str, list[np.ndarray]] = {}
         self.rows = 0
         self.genre: Tensor | None = None
 
@@ -83,13 +92,14 @@ class OracleAccumulator:
         self.rows += n
         stats: dict[str, Tensor] = {}
         if self.truth is not None:
-            cf = torch.from_numpy(self.truth.counterfactual[rows]).to(device)
-            onehot = torch.zeros_like(scores, dtype=torch.float64)
-            onehot[torch.arange(n, device=device), cf] = 1.0
+            if self.truth.choice is not None:
+                for prefix, estimand in INTERVENTIONS.items():
+                    p = self.truth.probabilities(rows, estimand, device)
+                    for k in self.ks:
+                        stats[f"{prefix}_recall@{k}"] = expected_topk(scores, p, k, False)
+                        stats[f"{prefix}_ndcg@{k}"] = expected_topk(scores, p, k, True)
             compat = torch.from_numpy(self.truth.compatibility(rows)).to(device).clamp_min(0)
             for k in self.ks:
-                stats[f"cf_recall@{k}"] = expected_topk(scores, onehot, k, discounted=False)
-                stats[f"cf_ndcg@{k}"] = expected_topk(scores, onehot, k, discounted=True)
                 ideal = ideal_dcg(compat, k)
                 dcg = expected_topk(scores, compat, k, discounted=True)
                 stats[f"true_ndcg@{k}"] = torch.where(
@@ -107,7 +117,11 @@ class OracleAccumulator:
                 top = expected_topk(scores, in_major, k, discounted=False) / k
                 stats[f"bias_amp@{k}"] = top - share
         for key, value in stats.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value.sum())
+            self.values.setdefault(key, []).append(value.detach().cpu().numpy())
+
+    def per_row(self) -> dict[str, np.ndarray]:
+        """Each metric's value per evaluation row (in the task's row order)."""
+        return {k: np.concatenate(v) for k, v in sorted(self.values.items())}
 
     def result(self) -> dict[str, float]:
-        return {k: v / max(1, self.rows) for k, v in sorted(self.sums.items())}
+        return {k: float(v.mean()) for k, v in self.per_row().items()}

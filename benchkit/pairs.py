@@ -35,6 +35,7 @@ class Pairs:
     propensity: Tensor | None = None
     video_offset: int = 0  # added to the ids a batch reports (pooled sources stay distinct)
     music_offset: int = 0
+    dataset: Dataset | None = None  # where the pairs come from (closed-form fits may read it)
 
     def __len__(self) -> int:
         return int(self.video_row.shape[0])
@@ -75,6 +76,7 @@ def ugc_pairs(dataset: Dataset, split: str, device: torch.device) -> Pairs:
         propensity=None
         if dataset.propensity is None
         else as_tensor(dataset.propensity[rows].astype(np.float32), device),
+        dataset=dataset,
     )
 
 
@@ -116,6 +118,11 @@ class PooledPairs:
     @property
     def device(self) -> torch.device:
         return self.parts[0].device
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The UGC dataset of the first source (where the test videos come from)."""
+        return self.parts[0].dataset
 
     def batch(self, idx: Tensor) -> Batch:
         pieces = []

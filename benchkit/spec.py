@@ -32,6 +32,7 @@ GROUPS = ("method", "source", "split", "training", "evaluation")
 SETTINGS = ("auto", "ugc", "ugc+pgc")
 PRECISIONS = ("auto", "fp32", "bf16")
 FEATURE_DTYPES = ("float32", "float16")
+LABELS = ("observed", "counterfactual")
 MAX_SEED = 2**63 - 1
 
 
@@ -115,12 +116,26 @@ class RunSpec:
         metavar="KEY=VALUE",
         help="Override a hyperparameter; 'strategy.key=value' for a strategy's (repeatable).",
     )
+    labels: str = option(
+        "observed",
+        group="method",
+        choices=LABELS,
+        help="Train on the observed choices, or (a positive control, worlds with truth only) on "
+        "the counterfactual ones: what the uploaders would have picked without their bias.",
+    )
     # -- source ------------------------------------------------------------------------------
     preset: str = option(
         "small",
         group="source",
         keyed=False,
         help="Synthetic-world size: tiny, small or paper.",
+    )
+    world: Pairs = option(
+        (),
+        group="source",
+        metavar="KNOB=VALUE",
+        keyed=False,
+        help="Change a knob of the synthetic world, e.g. taste_strength=0 (repeatable).",
     )
     world_seed: int = option(
         0,
@@ -210,6 +225,7 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", pairs(self.overrides))
+        object.__setattr__(self, "world", pairs(self.world))
         for f in fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
@@ -241,6 +257,7 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["overrides"] = dict(self.overrides)
+        out["world"] = dict(self.world)
         return out
 
     @classmethod
@@ -263,6 +280,7 @@ class RunSpec:
 
 
 _TYPES: dict[str, type] = {
+    "labels": str,
     "backbone": str,
     "debias": str,
     "setting": str,
@@ -307,7 +325,7 @@ def fields_in(*groups: str, exclude: Iterable[str] = ()) -> list[Any]:
 # Command-line options generated from the fields
 
 
-def parse_set(values: Iterable[str]) -> Pairs:
+def parse_set(values: Iterable[str], flag: str = "--set") -> Pairs:
     """``KEY=VALUE`` strings; values are read as JSON when they parse (numbers, true, [..]) else
     kept as text."""
     import click
@@ -316,7 +334,7 @@ def parse_set(values: Iterable[str]) -> Pairs:
     for item in values:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -346,8 +364,9 @@ def _click_option(click: Any, spec_field: Any) -> Any:
     kwargs: dict[str, Any] = {"help": meta["help"], "metavar": meta["metavar"]}
     default = spec_field.default if spec_field.default is not MISSING else None
     wanted = _TYPES.get(spec_field.name)
-    if spec_field.name == "overrides":
-        kwargs.update(multiple=True, callback=lambda _c, _p, v: parse_set(v))
+    if spec_field.name in ("overrides", "world"):
+        flag = names[0]
+        kwargs.update(multiple=True, callback=lambda _c, _p, v: parse_set(v, flag))
     elif wanted is bool:
         kwargs.update(is_flag=True, default=default)
     else:

@@ -1,8 +1,12 @@
 """The PGC teacher of the distillation strategies: trained once per (PGC data, recipe, seed).
 
 A teacher is a backbone (CMVAE by default, found by name through the plugins) trained on the PGC
-pairs with the run's own recipe, validated on the PGC validation pairs (Recall@25 over the PGC music
-pool), frozen, and cached on disk — a table trains it once. Its validation figure is logged.
+pairs with *its own* recipe — a budget in optimiser steps with its own batch size and learning
+rate, validated every ``steps / evals`` steps on the PGC validation pairs (Recall@25 over the PGC
+music pool), the best state kept — so that it converges whatever the student's epochs and batch
+size. It is frozen and cached on disk by the PGC data, the recipe, the seed and the precision: a
+table trains it once. :func:`teacher_report` evaluates it on the run's own test split, so a run
+reports the teacher beside the student.
 """
 
 from __future__ import annotations
@@ -10,19 +14,64 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchkit.data.dataset import Dataset
-from benchkit.errors import ConfigError, DataError
+from benchkit.errors import ConfigError, DataError, UnknownNameError
+from benchkit.evaluate import FullProtocol, evaluate
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import RunContext
 from benchkit.method import Method
 from benchkit.pairs import pgc_pairs
+from benchkit.train import fit
 
-_MEMO: dict[str, Method] = {}
+_MEMO: dict[str, tuple[Method, dict[str, Any]]] = {}
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How a teacher is trained: the backbone, its overrides, and a budget in optimiser steps."""
+
+    backbone: str = "cmvae"
+    lr: float = 1e-4
+    steps: int = 4000
+    batch_size: int = 256
+    evals: int = 40
+    patience: int = 10
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 2 or self.evals < 1 or self.patience < 1:
+            raise ConfigError(
+                "teacher recipe: steps and evals must be at least 1, batch_size at least 2, "
+                "patience at least 1"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"teacher recipe: lr must be positive, got {self.lr}")
+
+
+TEACHER_DEFAULTS = {
+    "teacher": "cmvae",
+    "teacher_lr": 1e-4,
+    "teacher_steps": 4000,
+    "teacher_batch_size": 256,
+}
+
+
+def recipe_from(hparams: dict[str, Any], **overrides: Any) -> TeacherRecipe:
+    """A strategy's ``teacher*`` hyperparameters (:data:`TEACHER_DEFAULTS`) as a recipe; the
+    ``overrides`` set the teacher backbone's own hyperparameters (its latent size, say)."""
+    return TeacherRecipe(
+        backbone=hparams["teacher"],
+        lr=hparams["teacher_lr"],
+        steps=hparams["teacher_steps"],
+        batch_size=hparams["teacher_batch_size"],
+        overrides=overrides,
+    )
 
 
 def pgc_dataset(ds: Dataset) -> Dataset:
@@ -44,13 +93,13 @@ def pgc_dataset(ds: Dataset) -> Dataset:
 
 
 def teacher_key(
-    ds: Dataset, backbone: str, hparams: dict[str, Any], seed: int, precision: str = "fp32"
+    ds: Dataset, recipe: TeacherRecipe, hparams: dict[str, Any], seed: int, precision: str
 ) -> str:
     assert ds.pgc is not None
     return stable_hash(
         {
             "pgc": ds.pgc.fingerprint,
-            "backbone": backbone,
+            "recipe": asdict(recipe),
             "hparams": hparams,
             "seed": seed,
             "precision": precision,
@@ -58,17 +107,28 @@ def teacher_key(
     )[:20]
 
 
-def train_teacher(
-    ctx: RunContext, ds: Dataset, backbone: str = "cmvae", **overrides: Any
-) -> Method:
-    """A frozen teacher for ``ds``'s PGC pairs (from the in-process memo, the disk cache, or
-    trained now). ``overrides`` set the teacher's hyperparameters (the card: CMVAE, lr 1e-4)."""
-    cls = ctx.plugins.backbones.get(backbone)
-    probe = cls(**overrides)
+def train_teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> Method:
+    """A frozen teacher for ``ds``'s PGC pairs, from the in-process memo, the disk cache, or
+    trained now (in a forked random state, so the student's run never depends on the cache)."""
+    return _teacher(ctx, ds, recipe)[0]
+
+
+def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Method, dict[str, Any]]:
+    try:
+        cls = ctx.plugins.backbones.get(recipe.backbone)
+    except UnknownNameError as exc:
+        raise ConfigError(
+            f"the PGC teacher's backbone is not available: {exc}; name another with "
+            f"<strategy>.teacher=NAME"
+        ) from None
+    probe = cls(**{**recipe.overrides, "lr": recipe.lr})
+    if probe.closed_form:
+        raise ConfigError(f"the PGC teacher must be trained; {recipe.backbone!r} is closed-form")
     precision = getattr(ctx.trainer, "precision", "fp32")
-    key = teacher_key(ds, backbone, probe.hparams, ctx.seed, precision)
+    key = teacher_key(ds, recipe, probe.hparams, ctx.seed, precision)
     if key in _MEMO:
-        return _MEMO[key].to(ctx.device)
+        teacher, info = _MEMO[key]
+        return teacher.to(ctx.device), info
     pgc_ds = pgc_dataset(ds)
     torch.manual_seed(ctx.seed)
     probe.build(pgc_ds.spec())
@@ -78,53 +138,87 @@ def train_teacher(
     if weights.exists() and record.exists():
         teacher.load_state_dict(torch.load(weights, map_location=ctx.device, weights_only=True))
         info = json.loads(record.read_text())
-        ctx.log(f"PGC teacher {backbone} loaded from cache (val recall@25 {info['val']:.4f})")
-    else:
-        ctx.log(f"training the PGC teacher ({backbone}) on {len(pgc_ds.splits['train'])} pairs")
-        with torch.random.fork_rng(devices=[] if ctx.device.type == "cpu" else None):
-            result = _fit_teacher(ctx, teacher, pgc_ds, ds, backbone)
         ctx.log(
-            f"PGC teacher trained: val recall@25 {result.best_score:.4f} "
-            f"(epoch {result.best_epoch})"
+            f"PGC teacher {recipe.backbone} loaded from cache (PGC val recall@25 "
+            f"{info['pgc_val_recall@25']:.4f})"
         )
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            torch.save({k: v.cpu() for k, v in teacher.state_dict().items()}, f)
-        os.replace(tmp, weights)
-        record.write_text(
-            json.dumps(
-                {
-                    "val": result.best_score,
-                    "epoch": result.best_epoch,
-                    "backbone": backbone,
-                    "hparams": probe.hparams,
-                }
+    else:
+        n = len(pgc_ds.splits["train"])
+        ctx.log(
+            f"training the PGC teacher ({recipe.backbone}, lr {recipe.lr:g}, {recipe.steps} steps "
+            f"of {recipe.batch_size}) on {n} pairs"
+        )
+        with torch.random.fork_rng(devices=[] if ctx.device.type == "cpu" else None):
+            torch.manual_seed(ctx.seed)
+            metrics = ctx.plugins.metrics
+            protocol = FullProtocol()
+
+            def validate(m: Method) -> float:
+                ev = evaluate(m, pgc_ds, protocol, metrics, "val", ctx.device)
+                return ev.metrics[protocol.selection_metric]
+
+            result = fit(
+                teacher,
+                pgc_pairs(ds.pgc, "train", ctx.device),  # type: ignore[arg-type]
+                epochs=recipe.evals,
+                batch_size=recipe.batch_size,
+                steps_per_epoch=max(1, recipe.steps // recipe.evals),
+                seed=ctx.seed,
+                validate=validate,
+                patience=recipe.patience,
+                precision=precision,
+                desc=f"teacher {recipe.backbone}",
+                progress=getattr(ctx.trainer, "progress", False),
             )
+        step = max(1, recipe.steps // recipe.evals)
+        info = {
+            "pgc_val_recall@25": result.best_score,
+            "best_step": result.best_epoch * step,
+            "steps_run": result.epochs_run * step,
+            "recipe": asdict(recipe),
+        }
+        ctx.log(
+            f"PGC teacher trained: PGC val recall@25 {result.best_score:.4f} "
+            f"(best at step {info['best_step']} of {info['steps_run']})"
         )
+        _save(teacher, info, weights, record)
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
-    _MEMO[key] = teacher
+    _MEMO[key] = (teacher, info)
     while len(_MEMO) > 4:
         _MEMO.pop(next(iter(_MEMO)))
-    return teacher
+    return teacher, info
 
 
-def _fit_teacher(
-    ctx: RunContext, teacher: Method, pgc_ds: Dataset, ds: Dataset, backbone: str
-) -> Any:
-    assert ds.pgc is not None
-    torch.manual_seed(ctx.seed)
-    if ctx.trainer is None:
-        raise ConfigError("a PGC teacher needs the run's trainer (RunContext.trainer)")
-    return ctx.trainer.fit(
-        teacher,
-        pgc_ds,
-        protocol="full",
-        pairs=pgc_pairs(ds.pgc, "train", ctx.device),
-        desc=f"teacher {backbone}",
-    )
+def _save(teacher: Method, info: dict[str, Any], weights: Path, record: Path) -> None:
+    """Both files atomically, the record last: a reader finds both whole, or none."""
+    folder = weights.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, write in (
+        (weights, lambda f: torch.save({k: v.cpu() for k, v in teacher.state_dict().items()}, f)),
+        (record, lambda f: f.write(json.dumps(info).encode())),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[str, Any]:
+    """The teacher's PGC validation score, and its metrics on the run's own evaluation split
+    (with the oracle metrics where the data has truth): the teacher beside the student."""
+    teacher, info = _teacher(ctx, ds, recipe)
+    out = {k: v for k, v in info.items() if k != "recipe"}
+    if ctx.protocol is not None:
+        ev = evaluate(teacher, ds, ctx.protocol, ctx.plugins.metrics, ctx.split, ctx.device, True)
+        keys = ("recall@25", "ndcg@25", "cf_recall@25", "true_ndcg@25", "bias_amp@25")
+        out[ctx.split] = {k: ev.metrics[k] for k in keys if k in ev.metrics}
+    return out
 
 
 def teacher_scores(teacher: Method, video: torch.Tensor, music: torch.Tensor) -> torch.Tensor:

@@ -232,8 +232,9 @@ def check_strategy(
     returns the right shapes (weights positive and finite, music codes and scores shaped as given,
     extra terms of valid granularity, re-ranked candidates finite); a forward/backward pass reaching
     every parameter it adds; determinism under a seed; a state round trip of the whole method; that
-    it trains and evaluates; and, for every installed backbone, either a finite training step or a
-    clear refusal (listed in ``report.figures`` as 1.0 / 0.0 per backbone).
+    it trains and evaluates; and, for every installed backbone, either a finite training step in
+    which every parameter the strategy adds receives gradient, or a clear refusal (listed in
+    ``report.figures`` as 1.0 / 0.0 per backbone).
     """
     from benchkit.api import incompatibility
     from benchkit.interfaces import REQUIREMENTS, Query, RunContext, Strategy
@@ -340,10 +341,24 @@ def check_strategy(
         if refused:
             report.figures[f"backbone {name}"] = 0.0
             continue
+        if m.backbone.closed_form:  # nothing trains; only inference-time strategies get here
+            report.figures[f"backbone {name}"] = 1.0
+            continue
         m.train()
+        torch.manual_seed(0)
         step_loss, _ = m.loss(pairs.batch(torch.arange(min(len(pairs), 64))))
         if not torch.isfinite(step_loss):
             raise _fail_s(cls, f"non-finite loss with backbone {name!r}")
+        step_loss.backward()
+        own = m.strategies[0]
+        for pname, p in own.named_parameters():
+            if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0):
+                raise _fail_s(
+                    cls,
+                    f"parameter {pname!r} receives no gradient with backbone {name!r}: the "
+                    f"strategy would silently do nothing; refuse that backbone in "
+                    f"check_backbone, or make it train through the method's scores",
+                )
         report.figures[f"backbone {name}"] = 1.0
     if all_backbones:
         report.checks.append("backbones")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from benchkit.errors import BenchkitError
@@ -63,6 +64,7 @@ class FitResult:
     seconds_per_epoch: float
     pairs_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
+    loss_shares: dict[str, float] = field(default_factory=dict)  # at the best epoch
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class FitResult:
             "stopped_early": self.stopped_early,
             "seconds_per_epoch": self.seconds_per_epoch,
             "pairs_per_second": self.pairs_per_second,
+            "loss_shares": {k[len("share.") :]: v for k, v in self.loss_shares.items()},
         }
 
 
@@ -100,6 +103,19 @@ def _fit_closed_form(
     )
 
 
+def _batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator, device: torch.device
+) -> Iterator[Tensor]:
+    """``steps`` index batches cut from a stream of random permutations of ``n`` rows (one pass,
+    remainder batch included, when ``steps`` = ⌈n / batch_size⌉)."""
+    order, pos = torch.randperm(n, generator=generator).to(device), 0
+    for _ in range(steps):
+        if pos >= n:
+            order, pos = torch.randperm(n, generator=generator).to(device), 0
+        yield order[pos : pos + batch_size]
+        pos += batch_size
+
+
 def fit(
     method: Method,
     pairs: Pairs | PooledPairs,
@@ -112,13 +128,20 @@ def fit(
     progress: bool = False,
     desc: str = "train",
     precision: str = "fp32",
+    steps_per_epoch: int | None = None,
 ) -> FitResult:
     """Train ``method`` on ``pairs``; ``validate`` returns the selection metric (higher is better).
 
+    An epoch is one pass over the pairs in random order, or (``steps_per_epoch``) that many batches
+    from a stream of random permutations — a budget in optimiser steps, whatever the data's size.
     Without ``validate`` the last epoch is kept. Batches smaller than 2 are skipped: in-batch
     negatives need at least two pairs. ``precision="bf16"`` runs the forward pass under bfloat16
     autocast (matrix products in bfloat16, accumulation and the optimiser in float32); evaluation
     always scores in float32, since bfloat16 scores would tie far more often.
+
+    Each epoch's record holds the mean loss, every term's mean contribution (``term.<name>``,
+    coefficient included) and its share of the summed absolute contributions (``share.<name>``):
+    how much an add-on term (a distillation, say) actually weighs.
     """
     n = len(pairs)
     if n < 2:
@@ -130,11 +153,11 @@ def fit(
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)
     generator = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(n / batch_size)
+    steps = steps_per_epoch or math.ceil(n / batch_size)
 
     best_score, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
-    train_seconds, stale, epoch = 0.0, 0, 0
+    train_seconds, stale, epoch, trained_pairs = 0.0, 0, 0, 0
     bar = tqdm(
         total=epochs,
         desc=desc,
@@ -147,27 +170,33 @@ def fit(
     try:
         for epoch in range(1, epochs + 1):
             method.train()
-            order = torch.randperm(n, generator=generator).to(device)
             running = torch.zeros((), device=device)
+            terms: dict[str, Tensor] = {}
+            counted = 0
             t0 = time.perf_counter()
-            for step in range(steps_per_epoch):
-                idx = order[step * batch_size : (step + 1) * batch_size]
+            for idx in _batches(n, batch_size, steps, generator, device):
                 if idx.numel() < 2:
                     continue
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss, _ = method.loss(pairs.batch(idx))
+                    loss, parts = method.loss(pairs.batch(idx))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 running += loss.detach()
-            mean_loss = float(running) / steps_per_epoch  # one host sync per epoch
+                for key, value in parts.items():
+                    terms[key] = terms.get(key, 0.0) + value
+                counted += 1
+                trained_pairs += int(idx.numel())
+            # One host sync per epoch.
+            mean_loss = float(running) / max(1, counted)
+            record = {"epoch": float(epoch), "loss": mean_loss}
+            record.update(_term_record(terms, counted))
             train_seconds += time.perf_counter() - t0
             if not math.isfinite(mean_loss):
                 raise DivergedError(
                     f"training diverged at epoch {epoch}: the loss is {mean_loss}; lower the "
                     f"learning rate (--set lr=...)"
                 )
-            record = {"epoch": float(epoch), "loss": mean_loss}
             if validate is not None:
                 score = float(validate(method))
                 record["val"] = score
@@ -178,14 +207,7 @@ def fit(
                     stale += 1
             history.append(record)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{mean_loss:.4f}",
-                **(
-                    {"val": f"{record['val']:.4f}", "best": f"{best_score:.4f}"}
-                    if validate is not None
-                    else {}
-                ),
-            )
+            bar.set_postfix(**_postfix(record, best_score))
             if validate is not None and stale >= patience:
                 break
     finally:
@@ -196,15 +218,43 @@ def fit(
         best_epoch = epoch
     method.eval()
     epochs_run = len(history)
+    shares = {k: v for k, v in history[best_epoch - 1].items() if k.startswith("share.")}
     return FitResult(
         epochs_run=epochs_run,
         best_epoch=best_epoch,
         best_score=best_score if validate is not None else float("nan"),
         stopped_early=epochs_run < epochs,
         seconds_per_epoch=train_seconds / max(1, epochs_run),
-        pairs_per_second=n * epochs_run / max(train_seconds, 1e-9),
+        pairs_per_second=trained_pairs / max(train_seconds, 1e-9),
         history=history,
+        loss_shares=shares,
     )
+
+
+def _term_record(terms: dict[str, Tensor], steps: int) -> dict[str, float]:
+    """Mean contribution of each term over an epoch's steps, and its share of their total size."""
+    if not terms or steps == 0:
+        return {}
+    values = {k: float(v) / steps for k, v in terms.items()}
+    total = sum(abs(v) for v in values.values()) or 1.0
+    out = {f"term.{k}": v for k, v in values.items()}
+    out.update({f"share.{k}": abs(v) / total for k, v in values.items()})
+    return out
+
+
+def _postfix(record: dict[str, float], best: float) -> dict[str, str]:
+    """The progress bar's figures: loss, validation, and the share of any strategy's terms."""
+    out = {"loss": f"{record['loss']:.4f}"}
+    if "val" in record:
+        out.update(val=f"{record['val']:.4f}", best=f"{best:.4f}")
+    by_strategy: dict[str, float] = {}
+    for key, value in record.items():
+        name = key[len("share.") :]
+        if key.startswith("share.") and "." in name:
+            owner = name.split(".", 1)[0]
+            by_strategy[owner] = by_strategy.get(owner, 0.0) + value
+    out.update({f"{k} share": f"{v:.2%}" for k, v in by_strategy.items()})
+    return out
 
 
 @dataclass

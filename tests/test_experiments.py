@@ -31,20 +31,22 @@ TINY_SPEC = RunSpec(preset="tiny", epochs=1)
 
 def test_builtin_grids_expand_to_the_papers_runs():
     t3 = load_grid("table3", seeds=3)
-    assert len(t3.rows) == 11 and t3.columns == [
+    assert len(t3.rows) == 13 and t3.columns == [
         (t, s) for t in ("diverse", "matching") for s in ("ugc", "ugc+pgc")
     ]
-    assert len(t3.jobs) == 11 * 4 * 3
+    assert len(t3.jobs) == 13 * 4 * 3
+    assert t3.controls == {"baseline": "CMVAE", "positive": "CMVAE (cf labels)"}
     ips = {j.setting: j.debias for j in t3.jobs if j.row == "DebCM-IPS"}
     assert ips == {"ugc": "ips", "ugc+pgc": "ips+label_distill"}
     f3 = load_grid("fig3")
     assert {j.test_set for j in f3.jobs} == {"ratio:0.8", "ratio:0.7", "ratio:0.6", "ratio:0.5"}
     f4 = load_grid("fig4")
     weights = sorted({j.overrides_dict()["kl_distill.weight"] for j in f4.jobs})
-    assert weights == [5e-7, 5e-6, 5e-5, 5e-4, 5e-3, 5e-2] and f4.x_log
+    assert weights == [5e-7, 5e-6, 5e-5, 5e-4, 5e-3, 5e-2, 5e-1, 5, 50, 500] and f4.x_log
+    assert {j.seed for j in f4.jobs} == {1234, 1235, 1236}  # the grid asks for 3 seeds
     paper = paper_table3()
     assert paper["diverse"]["ugc"]["DebCM"] == [0.2887, 0.0990, 0.4047, 0.1164]
-    assert set(paper["matching"]["ugc+pgc"]) == set(t3.rows)
+    assert set(paper["matching"]["ugc+pgc"]) == set(t3.rows) - {"Oracle (cf)", "CMVAE (cf labels)"}
 
 
 def test_bad_grid_files(tmp_path):

@@ -102,10 +102,13 @@ def test_none_and_blocked_essentials(monkeypatch, tiny):
     assert "none" in ps.strategies  # the harness's own
     res = run("dual_vae", "none", dataset=tiny, epochs=1, plugins=ps)
     assert res.metrics["recall@25"] > 0
-    with pytest.raises(UnknownNameError) as err:
+    with pytest.raises(ConfigError) as err:
         run("dual_vae", "debcm", dataset=tiny, epochs=1, plugins=ps)
-    assert "unknown backbone 'cmvae'" in str(err.value)
+    assert "the PGC teacher's backbone is not available" in str(err.value)
     assert "plugin 'cmvae' blocked by BENCHKIT_BLOCK_PLUGINS" in str(err.value)
+    assert "teacher=NAME" in str(err.value)
+    with pytest.raises(UnknownNameError, match="blocked by BENCHKIT_BLOCK_PLUGINS"):
+        run("cmvae", dataset=tiny, epochs=1, plugins=ps)
 
 
 def test_companions_are_frozen_moved_and_saved_only_when_persistent(plugins, tiny):

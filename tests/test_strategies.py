@@ -86,11 +86,36 @@ def test_du_weights_on_a_hand_made_batch():
     torch.testing.assert_close(
         w.anchor, 1 / torch.tensor([0.9**0.5, 0.5**0.5, max(0.1, 0.05**0.5)])
     )
-    # Cell (i, j): uploader of video i, genre of music j (genres 0, 2, 0).
+    # Cell (i, j): uploader of video i, genre of music j (genres 0, 2, 0); the diagonal pairs a
+    # video with its own music: a positive, weighted 1 as a cell.
     d = b.prior[:, [0, 2, 0]]
     expect = 1 / (1 - d).pow(0.5).clamp(0.1, 1.0)
+    expect.fill_diagonal_(1.0)
     torch.testing.assert_close(w.cell, expect)
-    assert w.cell[0, 0] == pytest.approx(1 / math.sqrt(0.1))  # clipped at 0.1
+    assert w.cell[0, 2] == pytest.approx(1 / math.sqrt(0.1))  # clipped at 0.1
+
+
+def test_du_normalises_positive_and_negative_weights_apart():
+    """Anchor (positive) weights to mean 1 over the pairs, cell (negative) weights to mean 1 over
+    the valid cells, each on its own; a cell counts with the product."""
+    from benchkit.interfaces import LossTerm, Weights
+    from benchkit.method import reduce_term
+
+    value = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 4.0], [0.0, 5.0, 6.0]])
+    valid = value > 0
+    anchor = torch.tensor([1.0, 2.0, 6.0])
+    cell = torch.tensor([[9.0, 1.0, 3.0], [2.0, 9.0, 2.0], [4.0, 4.0, 9.0]])
+    term = LossTerm(value, kind="cell", valid=valid)
+    got = reduce_term(term, Weights(anchor=anchor, cell=cell))
+    a = anchor / anchor.mean()
+    c = torch.where(valid, cell, torch.zeros_like(cell))
+    c = c / (c.sum() / valid.sum())
+    rows = (value * a[:, None] * c).sum(dim=1) / valid.sum(dim=1)
+    torch.testing.assert_close(got, rows.mean())
+    # Joint normalisation (the old way) gives another number here.
+    joint = valid * anchor[:, None] * cell
+    joint = joint / (joint.sum() / valid.sum())
+    assert not torch.isclose(got, ((value * joint).sum(1) / valid.sum(1)).mean())
 
 
 def slow_calibration(scores, genres, prior, k, lam, alpha):
@@ -167,7 +192,7 @@ def deconfounded(plugins, tiny, variant, prior):
     s = plugins.strategies.get("backdoor")(variant=variant)
     bb.build(tiny.spec())
     s.build(tiny.spec(), bb)
-    s.prior_mean.copy_(torch.as_tensor(prior))
+    s.confounder.prior_mean.copy_(torch.as_tensor(prior))
     m = Method(bb, [s]).eval()
     with torch.no_grad():  # a non-trivial mixing layer / interaction, as after training
         for p in s.parameters():
@@ -231,3 +256,120 @@ def test_strategy_needs_what_the_data_lacks(plugins, tiny):
     bare.video_uploader = None
     with pytest.raises(ConfigError, match="strategy 'du' needs uploaders"):
         run("cmvae", "du", dataset=bare, plugins=plugins)
+
+
+def test_label_distill_target_and_head_on_a_hand_made_batch(plugins, tiny):
+    from benchkit_plugins.debias.label_distill import refined_labels
+
+    same = torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
+    teacher = torch.tensor([[2.0, 0.0, 1.0], [4.0, 6.0, 2.0], [0.0, 3.0, 5.0]])
+    t_hat = teacher / 6.0  # min 0, max 6
+    want = same.float() + 0.5 * t_hat  # y + c·t̂, not divided by 1 + c
+    torch.testing.assert_close(refined_labels(same, teacher, 0.5), want)
+    assert refined_labels(same, teacher, 1.0).max() == pytest.approx(2.0)
+    # The head reads the deterministic (mean) scores: two passes with different sampling noise
+    # give the same refine term.
+    res = run("cmvae", "label_distill", dataset=tiny, epochs=1, plugins=plugins)
+    assert res.training["strategies"]["label_distill"]["teacher"]["pgc_val_recall@25"] > 0
+
+
+def test_label_distill_bridge_scores_through_the_backbones_score(plugins, tiny):
+    res = run(
+        "dscmr",
+        "label_distill",
+        dataset=tiny,
+        epochs=1,
+        overrides={"label_distill.bridge": True},
+        plugins=plugins,
+    )
+    assert math.isfinite(res.metrics["recall@25"])
+
+
+def test_decrs_acts_on_the_video_side_and_reaches_the_ranking(plugins, tiny):
+    from benchkit_plugins.debias.decrs import fm_mediator
+
+    torch.manual_seed(0)
+    e = torch.randn(6, 8)
+    z = torch.randn(5, 8)
+    d = torch.softmax(torch.randn(1, 6), dim=1)
+    # FM pairwise terms: z ⊙ Σ_g d_g e_g + Σ_{g<g'} d_g d_g' e_g ⊙ e_g'.
+    pairs = sum(d[0, g] * d[0, h] * e[g] * e[h] for g in range(6) for h in range(g + 1, 6))
+    torch.testing.assert_close(fm_mediator(z, d, e), z * (d @ e) + pairs)
+    # In a trained DecRS, the confounder changes each video's ranking of the music (not by a
+    # per-video constant): a different d̄ reorders the pool.
+    bb = plugins.backbones.get("cmvae")(latent_dim=8)
+    s = plugins.strategies.get("decrs")(mix=False)
+    bb.build(tiny.spec())
+    s.build(tiny.spec(), bb)
+    m = Method(bb, [s]).eval()
+    with torch.no_grad():
+        s.confounder.embedding.weight.normal_()
+    q = Query(video_idx=torch.arange(10), column_music_idx=torch.arange(tiny.n_music))
+    video = torch.from_numpy(tiny.video_features[:10])
+    music = torch.from_numpy(tiny.music_features)
+    ranks = []
+    for g in (0, 2):
+        s.confounder.prior_mean.copy_(torch.eye(tiny.n_genres)[g])
+        scores = m.score(m.video_codes(video), m.music_codes(music), q)
+        ranks.append(scores.argsort(dim=1))
+        if g == 0:
+            first = scores
+    assert not torch.equal(ranks[0], ranks[1])
+    diff = scores - first
+    assert not torch.allclose(diff, diff[:, :1].expand_as(diff))
+
+
+def test_decrs_drift_follows_time_when_the_data_has_it(plugins, tiny):
+    res = run("cmvae", "decrs", dataset=tiny, epochs=1, plugins=plugins)
+    assert res.training["strategies"]["decrs"]["drift_order"] == "time"
+    bare = tiny.with_splits(tiny.splits)
+    bare.video_columns = {}
+    res = run("cmvae", "decrs", dataset=bare, epochs=1, plugins=plugins)
+    assert res.training["strategies"]["decrs"]["drift_order"] == "row order"
+
+
+def test_teacher_has_its_own_budget_and_is_reported_beside_the_student(plugins, tiny):
+    over = {"kl_distill.teacher_steps": 60, "kl_distill.teacher_batch_size": 64}
+    res = run("cmvae", "kl_distill", dataset=tiny, epochs=1, overrides=over, plugins=plugins)
+    teacher = res.training["strategies"]["kl_distill"]["teacher"]
+    assert teacher["steps_run"] <= 60 and teacher["best_step"] <= teacher["steps_run"]
+    assert 0 < teacher["pgc_val_recall@25"] <= 1
+    assert set(teacher["test"]) >= {"recall@25", "cf_recall@25", "true_ndcg@25"}
+    # The KL term's share of the loss is reported, and grows with its weight.
+    small = res.training["loss_shares"]
+    big = run(
+        "cmvae",
+        "kl_distill",
+        dataset=tiny,
+        epochs=1,
+        overrides={**over, "kl_distill.weight": 50.0},
+        plugins=plugins,
+    ).training["loss_shares"]
+    share = small["kl_distill.video"] + small["kl_distill.music"]
+    assert 0 <= share < big["kl_distill.video"] + big["kl_distill.music"]
+
+
+def test_teacher_recipe_is_part_of_its_cache_key(tiny):
+    from benchkit.teacher import TeacherRecipe, teacher_key
+
+    a = teacher_key(tiny, TeacherRecipe(), {"lr": 1e-4}, 0, "fp32")
+    b = teacher_key(tiny, TeacherRecipe(steps=100), {"lr": 1e-4}, 0, "fp32")
+    assert a != b
+    with pytest.raises(ConfigError, match="teacher recipe"):
+        TeacherRecipe(steps=0)
+
+
+@pytest.mark.parametrize("variance", ["normalised", "free", "fixed"])
+def test_cmvae_variance_treatments(plugins, tiny, variance):
+    torch.manual_seed(0)
+    bb = plugins.backbones.get("cmvae")(variance=variance, latent_dim=16)
+    bb.build(tiny.spec())
+    latent = bb.encode_video(torch.from_numpy(tiny.video_features[:32]))
+    var = latent.logvar.exp().sum(dim=1)
+    if variance == "normalised":  # ‖log σ²‖ = 1: the total variance cannot fall below ≈ D·e^(−1/√D)
+        assert (var >= 16 * math.exp(-1 / 4) - 1e-4).all()
+    elif variance == "fixed":
+        torch.testing.assert_close(var, torch.ones(32))
+    # The reference variant always keeps the release's treatment.
+    ref = plugins.backbones.get("cmvae")(variant="reference", variance=variance)
+    assert ref.variance == "normalised"

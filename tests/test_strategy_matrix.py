@@ -22,7 +22,12 @@ REFUSED = {
     ("cmvbr", "kl_distill"),
     ("dscmr", "kl_distill"),
     ("uwml", "kl_distill"),
-    *{(b, s) for b in ("cca", "random") for s in STACKS if s not in ("none", "calibration")},
+    *{
+        (b, s)
+        for b in ("cca", "random", "oracle")
+        for s in STACKS
+        if s not in ("none", "calibration")
+    },
 }
 
 
@@ -40,5 +45,8 @@ def test_matrix(plugins, tiny, backbone, stack):
 
 @pytest.mark.parametrize("name", [n for n in STACKS if n != "debcm"])
 def test_strategy_conformance(plugins, name):
-    report = check_strategy(plugins.strategies.get(name), all_backbones=False)
-    assert "train/evaluate/save/load" in report.checks
+    report = check_strategy(plugins.strategies.get(name))  # every backbone: trains, or refused
+    assert "train/evaluate/save/load" in report.checks and "backbones" in report.checks
+    # Each backbone either trains every parameter the strategy adds, or refuses it.
+    ran = {k for k, v in report.figures.items() if k.startswith("backbone ") and v == 1.0}
+    assert ran and all(f"backbone {b}" in report.figures for b in BACKBONES)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.data.dataset import PGC, Dataset
+from benchkit.data.truth import Truth
 
 
 def cache_root() -> Path:
@@ -54,9 +55,8 @@ def to_arrays(ds: Dataset) -> dict[str, np.ndarray]:
         if ds.pgc.music_genre is not None:
             out["pgc/music_genre"] = ds.pgc.music_genre
     if ds.truth is not None:
-        out["truth/video_content"] = ds.truth.video_content
-        out["truth/music_content"] = ds.truth.music_content
-        out["truth/counterfactual"] = ds.truth.counterfactual
+        for key, value in ds.truth.arrays().items():
+            out[f"truth/{key}"] = value
     meta = {k: v for k, v in ds.meta.items() if not isinstance(v, np.ndarray)}
     for key, value in ds.meta.items():
         if isinstance(value, np.ndarray):
@@ -65,7 +65,7 @@ def to_arrays(ds: Dataset) -> dict[str, np.ndarray]:
         "name": ds.name,
         "genre_names": list(ds.genre_names),
         "content_id": ds.content_id,
-        "truth_scale": None if ds.truth is None else ds.truth.scale,
+        "truth": None if ds.truth is None else ds.truth.scalars(),
         "meta": meta,
     }
     out["header"] = np.asarray(json.dumps(header))
@@ -92,13 +92,8 @@ def from_arrays(a: dict[str, np.ndarray]) -> Dataset:
             a.get("pgc/music_genre"),
         )
     truth = None
-    if "truth/counterfactual" in a:
-        truth = Truth(
-            a["truth/video_content"],
-            a["truth/music_content"],
-            a["truth/counterfactual"],
-            scale=float(header["truth_scale"]),
-        )
+    if header.get("truth") is not None:
+        truth = Truth.from_parts(group("truth"), header["truth"])
     meta = dict(header["meta"])
     meta.update(group("meta"))
     arrays: dict[str, Any] = {k: a[k] for k in _PLAIN if k in a}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
@@ -57,27 +58,6 @@ class PGC:
         for a in (self.video_features, self.music_features, self.pairs, *self.splits.values()):
             array_digest(h, a)
         return h.hexdigest()[:16]
-
-
-@dataclass(eq=False)
-class Truth:
-    """What real data never has (synthetic world only): the hidden content of every video and music,
-    from which the true compatibility follows, and each video's counterfactual choice — the music
-    its uploader would have picked with the genre taste switched off (do(taste = uniform))."""
-
-    video_content: np.ndarray
-    music_content: np.ndarray
-    counterfactual: np.ndarray
-    scale: float = 1.0
-
-    def compatibility(
-        self, video_idx: np.ndarray, music_idx: np.ndarray | None = None
-    ) -> np.ndarray:
-        """True compatibility of videos (rows) with music (columns; all music by default), in the
-        units of the selection model (standard deviation ≈ 1 over random pairs)."""
-        m = self.music_content if music_idx is None else self.music_content[music_idx]
-        v = self.video_content[video_idx]
-        return (v @ m.T) / (np.sqrt(v.shape[1]) * self.scale)
 
 
 def _features(a: np.ndarray, what: str) -> np.ndarray:
@@ -272,10 +252,51 @@ class Dataset:
             h.update(self.pgc.fingerprint.encode())
         return h.hexdigest()[:16]
 
+    def eval_fingerprint(self, split: str) -> str:
+        """The identity of what an evaluation of ``split`` compares on: the data's content, the
+        split's videos and their music. Two runs that share it rank the same test videos against
+        the same positives, so they can be paired video by video (a control trained on other
+        labels keeps it)."""
+        h = hashlib.sha256(str(self.meta.get("eval_content", self.content_fingerprint)).encode())
+        rows = self.splits[split]
+        array_digest(h, rows)
+        array_digest(h, self.video_music[rows])
+        return h.hexdigest()[:16]
+
     def with_splits(self, splits: dict[str, np.ndarray], name: str | None = None) -> Dataset:
         """The same data with other splits (a test-set protocol); arrays are shared, not copied."""
         return replace(
             self, splits=dict(splits), name=name or self.name, negatives={}, eval_weights={}
+        )
+
+    def with_training_labels(self, music: np.ndarray, tag: str) -> Dataset:
+        """The same data with the music of the training and validation videos replaced (a
+        control: what a method learns from other choices). Everything a method or a metric reads
+        besides the labels stays as it was: the uploaders' histories d_u, the test videos' music,
+        their popularity weights and sampled negatives."""
+        music = np.asarray(music, dtype=np.int64)
+        _check_ids(music, self.n_music, f"{self.name}: training labels", "music")
+        labels = self.video_music.copy()
+        for split in ("train", "val"):
+            rows = self.splits[split]
+            labels[rows] = music[rows]
+        weights = dict(self.eval_weights)
+        if "test" not in weights:
+            from benchkit.data.eval_rows import row_weights
+
+            weights["test"] = row_weights(self, self.splits["test"], "inverse_popularity")
+        return replace(
+            self,
+            name=f"{self.name}+{tag}-labels",
+            video_music=labels,
+            given_prior=self.video_prior if self.has("uploaders") else self.given_prior,
+            negatives={k: v for k, v in self.negatives.items() if k == "test"},
+            eval_weights={k: v for k, v in weights.items() if k == "test"},
+            content_id=f"{self.content_fingerprint}:{tag}-labels",
+            meta={
+                **self.meta,
+                "eval_content": self.meta.get("eval_content", self.content_fingerprint),
+            },
         )
 
     def with_feature_dtype(self, dtype: str) -> Dataset:
@@ -373,6 +394,23 @@ class Dataset:
             h = h[np.isfinite(h)]
             out["uploader_entropy_mean"] = float(h.mean())
             out["uploader_entropy_std"] = float(h.std())
+        if self.video_uploader is not None:
+            test_upl = self.video_uploader[self.splits["test"]]
+            shares = np.bincount(test_upl) / test_upl.size
+            out["test_uploaders"] = int((shares > 0).sum())
+            out["test_largest_uploader_share"] = float(shares.max())
+        choice = None if self.truth is None else self.truth.choice
+        if choice is not None:
+            from benchkit.data.synth import taste_at
+
+            taste = taste_at(
+                choice.taste0[choice.video_uploader],
+                choice.taste1[choice.video_uploader],
+                choice.video_time,
+            )
+            entropy = -(taste * np.log(taste)).sum(axis=1)
+            out["test_true_taste_entropy"] = float(entropy[self.splits["test"]].mean())
+            out["random_split_true_taste_entropy"] = float(entropy.mean())
         return out
 
 

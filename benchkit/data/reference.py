@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from benchkit.data.dataset import PGC, Dataset, Truth
+from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.npyio import AtomicDir, load_features, load_npy, save_npy
+from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 
 MATCHING, PGC_DIR, EXTRA = "data_matching", "data_pgc", "benchkit"
@@ -268,14 +269,9 @@ def read_reference(
     ).get("derived"):
         propensity[:] = np.nan  # benchkit wrote d_u[g(m)] there; recompute it, as the source did
     truth = None
-    if (extra / "truth_counterfactual.npy").exists():
-        meta_t = json.loads((extra / "truth.json").read_text())
-        truth = Truth(
-            load_npy(extra / "truth_video_content.npy"),
-            load_npy(extra / "truth_music_content.npy"),
-            load_npy(extra / "truth_counterfactual.npy"),
-            scale=float(meta_t["scale"]),
-        )
+    if (extra / "truth.json").exists():
+        parts = {p.stem[len("truth_") :]: load_npy(p) for p in extra.glob("truth_*.npy")}
+        truth = Truth.from_parts(parts, json.loads((extra / "truth.json").read_text()))
     columns = {p.stem[len("column_") :]: load_npy(p) for p in sorted(extra.glob("column_*.npy"))}
     pgc_dir = Path(pgc) if pgc is not None else root / PGC_DIR
     pgc_data = read_pgc(pgc_dir) if (pgc is not None or pgc_dir.is_dir()) else None
@@ -369,10 +365,9 @@ def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Pa
         for key, col in ds.video_columns.items():
             save_npy(extra / f"column_{key}.npy", col)
         if ds.truth is not None:
-            save_npy(extra / "truth_video_content.npy", ds.truth.video_content)
-            save_npy(extra / "truth_music_content.npy", ds.truth.music_content)
-            save_npy(extra / "truth_counterfactual.npy", ds.truth.counterfactual)
-            (extra / "truth.json").write_text(json.dumps({"scale": ds.truth.scale}))
+            for key, value in ds.truth.arrays().items():
+                save_npy(extra / f"truth_{key}.npy", value)
+            (extra / "truth.json").write_text(json.dumps(ds.truth.scalars()))
         if ds.pgc is not None and ds.pgc.music_genre is not None:
             save_npy(extra / "pgc_music_genre.npy", ds.pgc.music_genre)
         if ds.pgc is not None:

@@ -6,9 +6,12 @@ recomputed from the new training split, so nothing about a test video's choice l
 
 - ``random``: 8:1:1 at random.
 - ``diverse`` (T_diverse): test videos of the uploaders whose genre history has the highest entropy.
-  Half of every multi-video uploader's videos are candidates; the entropy is measured on the other
-  half (which stays in training, so test uploaders keep a history); candidates of the most diverse
-  uploaders fill the test set. Validation is random among the rest.
+  Each uploader's earlier half of videos (in time order when the data has a ``time`` column) is
+  their history, which stays in training; the entropy is measured on it, and only uploaders with
+  at least ``min_history`` (4) history videos qualify. The later videos of the most diverse
+  uploaders fill the test set, at most ``max_share`` (5%) of it from any one uploader, so that
+  "diverse" is a property of many uploaders, not of one prolific one. Validation is random among
+  the rest.
 - ``matching`` (T_matching): the videos that match their music best, by the mean percentile rank of
   a matching score (the true compatibility on the synthetic world, or a column you name) and of
   video popularity (the ``views`` column when present). Validation is random among the rest.
@@ -90,35 +93,65 @@ def _rest_val(
 
 
 def diverse_split(
-    ds: Dataset, seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1
+    ds: Dataset,
+    seed: int = 0,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.1,
+    min_history: int = 4,
+    max_share: float = 0.05,
 ) -> Dataset:
     if ds.video_uploader is None or ds.music_genre is None:
         raise DataError(f"{ds.name}: T_diverse needs uploader ids and music genres")
+    if not 0.0 < max_share <= 1.0 or min_history < 1:
+        raise ConfigError("T_diverse: max_share must be in (0, 1] and min_history at least 1")
     rng = np.random.default_rng([seed, 2])
     upl = ds.video_uploader
     genres = ds.music_genre[ds.video_music]
-    # Per uploader, alternate its videos (in random order) between "history" and "candidate".
-    order = rng.permutation(ds.n_videos)
-    by_upl = order[np.argsort(upl[order], kind="stable")]
+    # Each uploader's videos in time order (a random order when the data has no time): the earlier
+    # half is the history that stays in training, the later half are test candidates.
+    time = ds.video_columns.get("time")
+    order_key = rng.random(ds.n_videos) if time is None else np.asarray(time, dtype=np.float64)
+    by_upl = np.lexsort((order_key, upl))
     sorted_upl = upl[by_upl]
     new_group = np.r_[True, sorted_upl[1:] != sorted_upl[:-1]]
     group_start = np.maximum.accumulate(np.where(new_group, np.arange(ds.n_videos), 0))
-    rank_in_uploader = np.empty(ds.n_videos, dtype=np.int64)
-    rank_in_uploader[by_upl] = np.arange(ds.n_videos) - group_start
-    candidate = rank_in_uploader % 2 == 1
-    history = ~candidate
+    rank = np.empty(ds.n_videos, dtype=np.int64)
+    rank[by_upl] = np.arange(ds.n_videos) - group_start
+    size = np.bincount(upl, minlength=ds.n_uploaders)
+    history = rank < size[upl] - size[upl] // 2
+    candidate = ~history
+    n_hist = np.bincount(upl[history], minlength=ds.n_uploaders)
     entropy = genre_entropy(genres[history], upl[history], ds.n_uploaders, ds.n_genres)
+    entropy[n_hist < min_history] = -np.inf  # too short a history to call anyone diverse
     n_test = round(test_fraction * ds.n_videos)
-    tiebreak = rng.random(ds.n_uploaders)
-    ranked_uploaders = np.lexsort((tiebreak, -entropy))
-    cand_rows = np.flatnonzero(candidate)
-    position = np.empty(ds.n_uploaders, dtype=np.int64)
-    position[ranked_uploaders] = np.arange(ds.n_uploaders)
-    cand_sorted = cand_rows[np.argsort(position[upl[cand_rows]], kind="stable")]
-    test = cand_sorted[:n_test]
+    cap = max(1, int(max_share * n_test))
+    ranked = np.lexsort((rng.random(ds.n_uploaders), -entropy))
+    ranked = ranked[np.isfinite(entropy[ranked])]
+    test_parts, taken = [], 0
+    for u in ranked:
+        if taken >= n_test:
+            break
+        rows = np.flatnonzero(candidate & (upl == u))
+        rows = rows[np.argsort(order_key[rows], kind="stable")][: min(cap, n_test - taken)]
+        test_parts.append(rows)
+        taken += rows.size
+    if not test_parts:
+        raise DataError(
+            f"{ds.name}: no uploader has {min_history} or more videos of history; T_diverse "
+            f"needs some (lower min_history)"
+        )
+    test = np.concatenate(test_parts)
     rest = np.setdiff1d(np.arange(ds.n_videos), test)
     train, val = _rest_val(rest, round(val_fraction * ds.n_videos), rng)
-    return _split(ds, train, val, test, "diverse")
+    out = _split(ds, train, val, test, "diverse")
+    out.meta["diverse"] = {
+        "uploaders": len(test_parts),
+        "largest_share": float(max(p.size for p in test_parts) / test.size),
+        "min_history": min_history,
+        "max_share": max_share,
+        "filled": float(test.size / max(1, n_test)),
+    }
+    return out
 
 
 def matching_score(ds: Dataset, column: str | None) -> np.ndarray:

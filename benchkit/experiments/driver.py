@@ -40,6 +40,7 @@ class GridRun:
     skipped: int = 0
     seconds: float = 0.0
     summary: Summary = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # optional rows left out, and why
 
 
 def make_executor(
@@ -75,15 +76,29 @@ def run_grid(
     with make_executor(executor, plugins, jobs=jobs, address=address, quiet=quiet) as ex:
         if base.threads is None:
             base = base.replace(threads=ex.threads_per_run())
-        specs = [job.spec(base) for job in grid.jobs]
-        keys = [plan_run(spec, plugins=plugins, log=log).key for spec in specs]
+        jobs, specs, keys = [], [], []
+        dropped: dict[str, str] = {}
+        for job in grid.jobs:
+            spec = job.spec(base)
+            try:
+                key = plan_run(spec, plugins=plugins, log=log).key
+            except BenchkitError as exc:
+                if not job.optional:
+                    raise
+                dropped.setdefault(job.row, str(exc))
+                continue
+            jobs.append(job)
+            specs.append(spec)
+            keys.append(key)
+        for row, why in dropped.items():
+            log(f"{grid.name}: optional row {row!r} left out: {why}")
         done = store.done(keys)
         todo = dict((k, s) for k, s in zip(keys, specs, strict=True) if k not in done)
         log(
-            f"{grid.name}: {len(grid.jobs)} runs, {len(done)} already in {store.path}, "
+            f"{grid.name}: {len(jobs)} runs, {len(done)} already in {store.path}, "
             f"{len(todo)} to run on the {executor} executor ({base.threads} threads per run)"
         )
-        job_of = {k: j for k, j in zip(keys, grid.jobs, strict=True)}
+        job_of = {k: j for k, j in zip(keys, jobs, strict=True)}
         for key, spec in todo.items():
             ex.submit(Task(key, spec))
         bar = tqdm(
@@ -123,5 +138,6 @@ def run_grid(
     run = GridRun(
         grid, keys, results, ran=len(todo), skipped=len(done), seconds=time.perf_counter() - started
     )
-    run.summary = summarise(grid, keys, results)
+    run.summary = summarise(grid, keys, results, jobs)
+    run.dropped = dropped
     return run

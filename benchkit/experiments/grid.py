@@ -3,10 +3,18 @@
 Two kinds:
 
 - ``table`` — ``rows`` (methods: label, group, backbone, debias — one stack or one per setting,
-  optional ``set`` overrides) × ``test_sets`` × ``settings`` × ``metrics`` (Table 3);
-- ``figure`` — ``series`` (label, backbone, debias, setting, test_set, ``set``) over an ``x`` axis
-  whose values either fill a test-set pattern (``test_set = "ratio:{x}"``, Fig. 3) or a
-  hyperparameter (``set = "kl_distill.weight"``, Fig. 4); one panel per metric.
+  optional ``set`` overrides, ``labels``, ``world`` knobs) × ``test_sets`` × ``settings`` ×
+  ``metrics`` (Table 3);
+- ``figure`` — ``series`` (label, backbone, debias, setting, test_set, ``set``, ``labels``,
+  ``world``) over an ``x`` axis whose values fill a test-set pattern (``test_set = "ratio:{x}"``,
+  Fig. 3), a hyperparameter (``set = "kl_distill.weight"``, Fig. 4) or a knob of the world
+  (``set = "world.style_strength"``); one panel per metric.
+
+Both may name ``controls = { baseline = "ROW", positive = "ROW" }`` — the backbone trained on the
+observed choices and the same backbone trained on the counterfactual ones — and every row then
+reports the headroom it closes; ``seeds`` (the default number of seeds); a grid-wide ``world``;
+and mark a row ``optional = true`` (a control that needs the world's truth): on data that cannot
+run it, it is left out of the table instead of failing the grid.
 
 The built-in grids live in ``benchkit/experiments/grids``; copy one, edit it, and run it with
 ``benchkit experiment FILE``. Plugins' methods are named exactly like built-ins.
@@ -28,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BUILTIN = ("table3", "fig3", "fig4")
+BUILTIN = ("table3", "fig3", "fig4", "headroom", "bias")
 BASE_SEED = 1234
 
 
@@ -42,9 +50,16 @@ class Job:
     column: tuple[str, ...]
     own: tuple[tuple[str, Any], ...]
     x: float | None = None
+    optional: bool = False  # a control the data may not support: dropped, not an error
 
     def spec(self, base: RunSpec | None = None) -> RunSpec:
-        return (base or RunSpec()).replace(**dict(self.own))
+        """This job's spec on top of ``base``: its own fields replace the base's, except the
+        world's knobs, which add to the base's (``--world`` on the command line)."""
+        base = base or RunSpec()
+        own = dict(self.own)
+        if "world" in own:
+            own["world"] = {**dict(base.world), **dict(own["world"])}
+        return base.replace(**own)
 
     def _get(self, name: str) -> Any:
         return dict(self.own).get(name, getattr(RunSpec(), name))
@@ -77,13 +92,15 @@ def make_job(
     row: str,
     column: tuple[str, ...],
     x: float | None = None,
+    optional: bool = False,
     **own: Any,
 ) -> Job:
     """A job whose own fields are validated as a RunSpec (a typo fails at load time)."""
     RunSpec().replace(**own)
-    if "overrides" in own:
-        own["overrides"] = pairs(own["overrides"])
-    return Job(row, column, tuple(sorted(own.items())), x)
+    for key in ("overrides", "world"):
+        if key in own:
+            own[key] = pairs(own[key])
+    return Job(row, column, tuple(sorted(own.items())), x, optional)
 
 
 @dataclass
@@ -102,6 +119,7 @@ class Grid:
     x_values: list[float] = field(default_factory=list)
     x_log: bool = False
     source: str = ""
+    controls: dict[str, str] = field(default_factory=dict)  # baseline / positive row labels
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -136,15 +154,35 @@ def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def load_grid(source: str | Path, seeds: int = 1) -> Grid:
-    """Expand a grid into its jobs (each job once per seed)."""
-    if seeds < 1:
+ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional"}
+
+
+def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
+    """The RunSpec fields a row or series sets (besides its debias stack and test set)."""
+    own: dict[str, Any] = {"backbone": _need(row, "backbone", here)}
+    if "labels" in row:
+        own["labels"] = row["labels"]
+    for key in ("set", "world"):
+        if key in row and not isinstance(row[key], dict):
+            raise ConfigError(f"{here}: {key} must be a table of KEY = VALUE, not {row[key]!r}")
+    return own
+
+
+def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
+    """Expand a grid into its jobs (each job once per seed: ``seeds``, else the grid's own
+    ``seeds`` key, else 1)."""
+    if seeds is not None and seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     spec, where = read_grid(source)
     kind = _need(spec, "kind", where)
-    common = {"name", "title", "kind", "protocol", "metrics"}
+    common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds"}
+    if seeds is None:
+        seeds = int(spec.get("seeds", 1))
+        if seeds < 1:
+            raise ConfigError(f"{where}: seeds must be at least 1")
     seed_list = [BASE_SEED + i for i in range(seeds)]
     metrics = list(_need(spec, "metrics", where))
+    world = dict(spec.get("world", {}))
     grid = Grid(
         name=_need(spec, "name", where),
         title=spec.get("title", ""),
@@ -161,11 +199,12 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
         settings = list(spec.get("settings", ["auto"]))
         for i, row in enumerate(_need(spec, "rows", where)):
             here = f"{where}: rows[{i}]"
-            _check_keys(row, {"label", "group", "backbone", "debias", "set"}, here)
+            _check_keys(row, ROW_KEYS | {"group"}, here)
             label = _need(row, "label", here)
             grid.rows.append(label)
             grid.groups[label] = row.get("group", "")
             debias = _need(row, "debias", here)
+            own = _row_fields(row, here)
             for test_set in test_sets:
                 for setting in settings:
                     stack = debias.get(setting) if isinstance(debias, dict) else debias
@@ -176,12 +215,14 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
                             make_job(
                                 label,
                                 (test_set, setting),
-                                backbone=_need(row, "backbone", here),
+                                optional=bool(row.get("optional", False)),
+                                **own,
                                 debias=stack,
                                 setting=setting,
                                 test_set=test_set,
                                 seed=seed,
                                 overrides=_overrides(row),
+                                world={**world, **row.get("world", {})},
                                 protocol=grid.protocol,
                             )
                         )
@@ -194,20 +235,24 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
         if ("test_set" in x) == ("set" in x):
             raise ConfigError(
                 f"{where}: x needs exactly one of test_set (a pattern with {{x}}) "
-                f"or set (a hyperparameter)"
+                f"or set (a hyperparameter, or world.KNOB for a knob of the world)"
             )
         grid.x_label, grid.x_values, grid.x_log = x.get("label", "x"), values, bool(x.get("log"))
         grid.x_short = x.get("short", "x")
         for i, series in enumerate(_need(spec, "series", where)):
             here = f"{where}: series[{i}]"
-            _check_keys(series, {"label", "backbone", "debias", "setting", "test_set", "set"}, here)
+            _check_keys(series, ROW_KEYS | {"setting", "test_set"}, here)
             label = _need(series, "label", here)
             grid.rows.append(label)
+            own = _row_fields(series, here)
             for value in values:
                 overrides = dict(_overrides(series))
+                knobs = {**world, **series.get("world", {})}
                 test_set = series.get("test_set", "given")
                 if "test_set" in x:
                     test_set = x["test_set"].format(x=f"{value:g}")
+                elif str(x["set"]).startswith("world."):
+                    knobs[x["set"][len("world.") :]] = value
                 else:
                     overrides[x["set"]] = value
                 for seed in seed_list:
@@ -216,18 +261,30 @@ def load_grid(source: str | Path, seeds: int = 1) -> Grid:
                             label,
                             (f"{value:g}",),
                             value,
-                            backbone=_need(series, "backbone", here),
+                            optional=bool(series.get("optional", False)),
+                            **own,
                             debias=_need(series, "debias", here),
                             setting=series.get("setting", "auto"),
                             test_set=test_set,
                             seed=seed,
                             overrides=overrides,
+                            world=knobs,
                             protocol=grid.protocol,
                         )
                     )
         grid.columns = [(f"{v:g}",) for v in values]
     else:
         raise ConfigError(f"{where}: kind must be 'table' or 'figure', not {kind!r}")
+    controls = dict(spec.get("controls", {}))
+    _check_keys(controls, {"baseline", "positive"}, f"{where}: controls")
+    for role, row_label in controls.items():
+        if row_label not in grid.rows:
+            raise ConfigError(
+                f"{where}: controls.{role} names {row_label!r}, which is not a row of the grid"
+            )
+    if controls and set(controls) != {"baseline", "positive"}:
+        raise ConfigError(f"{where}: controls needs both baseline and positive")
+    grid.controls = controls
     return grid
 
 

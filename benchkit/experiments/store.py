@@ -51,6 +51,7 @@ def pack_ranks(ranks: RankInfo) -> bytes:
         n_equal=ranks.n_equal.astype(np.int32),
         weights=ranks.weights,
         meta=np.asarray([ranks.n_candidates]),
+        **{f"row:{k}": v.astype(np.float32) for k, v in ranks.per_row.items()},
     )
     return buf.getvalue()
 
@@ -63,6 +64,7 @@ def unpack_ranks(blob: bytes, tie_policy: str) -> RankInfo:
             weights=z["weights"],
             n_candidates=int(z["meta"][0]),
             tie_policy=tie_policy,
+            per_row={k[4:]: z[k].astype(np.float64) for k in z.files if k.startswith("row:")},
         )
 
 

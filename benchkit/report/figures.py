@@ -1,8 +1,12 @@
-"""Line figures of a figure grid (Figs. 3 and 4): one panel per metric, one line per series,
-error bars for the standard deviation over seeds. Written as PNG and PDF."""
+"""Line figures of a figure grid (Figs. 3 and 4, the bias figure): one panel per metric — and,
+when the grid names its controls, one more for the headroom each series closes — one line per
+series, each with its own marker and line style (overlapping series stay visible: they are also
+offset a little along x), error bars for the standard deviation over seeds. Written as PNG and
+PDF, sized for a paper column; the caption goes in the tables, not on the figure."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -14,36 +18,67 @@ from benchkit.experiments.grid import Grid
 from benchkit.experiments.stats import Summary
 from benchkit.report.tables import metric_label
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
+STYLES = ("-", "--", "-.", ":")
+
+
+def mathtext(label: str) -> str:
+    """Paper notation as mathtext: D_s → $D_s$, D_s ∪ D_t → $D_s \\cup D_t$."""
+    return label.replace("D_s ∪ D_t", r"$D_s \cup D_t$").replace("(D_s)", r"($D_s$)")
+
 
 def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    panels = len(grid.metrics)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.8), squeeze=False)
-    for ax, metric in zip(axes[0], grid.metrics, strict=True):
-        for series in grid.rows:
-            xs, ys, es = [], [], []
-            for x, column in zip(grid.x_values, grid.columns, strict=True):
-                cell = summary.get((series, column, metric))
-                if cell is None or cell.n == 0:
+    panels: list[tuple[str, bool]] = [(m, False) for m in grid.metrics]
+    if grid.controls:
+        panels.append((grid.metrics[0], True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)
+    ordered = sorted(zip(grid.x_values, grid.columns, strict=True), key=lambda vc: vc[0])
+    span = (max(grid.x_values) - min(grid.x_values)) if len(grid.x_values) > 1 else 1.0
+    offset = 0.008 * span
+    for ax, (metric, headroom) in zip(axes[0], panels, strict=True):
+        styles = itertools.cycle(itertools.product(STYLES, MARKERS))
+        series = [r for r in grid.rows if not (headroom and r in grid.controls.values())]
+        for i, row in enumerate(series):
+            style, marker = next(styles)
+            xs, ys, es, n = [], [], [], 0
+            for x, column in ordered:
+                cell = summary.get((row, column, metric))
+                if cell is None or cell.n == 0 or (headroom and cell.headroom is None):
                     continue
-                xs.append(x)
-                ys.append(cell.mean)
-                es.append(cell.std)
+                shift = (i - (len(series) - 1) / 2) * offset
+                xs.append(x * (1 + shift / max(abs(x), 1e-12)) if grid.x_log else x + shift)
+                ys.append(cell.headroom if headroom else cell.mean)
+                es.append(0.0 if headroom else cell.std)
+                n = max(n, cell.n)
             if xs:
                 ax.errorbar(
-                    xs, ys, yerr=es if any(es) else None, marker="o", capsize=3, label=series
+                    xs,
+                    ys,
+                    yerr=es if any(es) else None,
+                    marker=marker,
+                    linestyle=style,
+                    markersize=4,
+                    linewidth=1.2,
+                    capsize=2,
+                    label=mathtext(row),
                 )
         if grid.x_log:
             ax.set_xscale("log")
-        ax.set_xlabel(grid.x_label)
-        ax.set_ylabel(metric_label(metric))
+        ax.set_xlabel(grid.x_label, fontsize=8)
+        ylabel = metric_label(metric)
+        ax.set_ylabel(f"headroom closed ({ylabel})" if headroom else ylabel, fontsize=8)
+        if headroom:
+            ax.axhline(0.0, color="0.5", linewidth=0.8)
+            ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle=":")
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(grid.title, fontsize=10)
+    seeds = max((c.n for c in summary.values()), default=0)
+    axes[0][0].legend(fontsize=6, title=f"n = {seeds} seed(s); bars: ± 1 std", title_fontsize=6)
     fig.tight_layout()
     paths = [out / f"{grid.name}.png", out / f"{grid.name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=150)
+        fig.savefig(p, dpi=200)
     plt.close(fig)
     return paths

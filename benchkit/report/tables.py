@@ -44,6 +44,8 @@ def _cell_text(cell: Cell | None, fmt: str, paper: float | None) -> str:
         text += "*"
     if cell.best:
         text = f"**{text}**" if fmt == "md" else f"\\textbf{{{text}}}"
+    if cell.headroom is not None:
+        text += f" [{cell.headroom:.0%}]"
     if paper is not None:
         text += f" ({paper:.4f})"
     return text
@@ -64,6 +66,7 @@ def long_frame(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None
             "p_value": cell.p_value,
             "compared_with": cell.compared_with,
             "best": cell.best,
+            "headroom_closed": cell.headroom,
         }
         if paper is not None:
             line["paper"] = _paper_value(paper, grid, row, column, metric)
@@ -138,12 +141,22 @@ def render(
             for row in grid.rows
         ]
     table = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    against = (
+        f"differs from {grid.controls['baseline']}"
+        if grid.controls
+        else "differs from the best other row"
+    )
     note = (
-        "mean ± std over seeds; bold: best of its column; *: differs from the best other row "
+        f"mean ± std over seeds; bold: best of its column; *: {against} "
         f"(paired sign-flip test over seeds and test videos, p < {ALPHA})"
     )
     if paper is not None:
         note += "; in parentheses: the paper's number"
+    if grid.controls:
+        note += (
+            f"; in brackets: headroom closed = (row − {grid.controls['baseline']}) / "
+            f"({grid.controls['positive']} − {grid.controls['baseline']})"
+        )
     if fmt == "md":
         return f"**{grid.title}**\n\n{table}\n\n_{note}_\n"
     return f"% {grid.title}\n% {note}\n{table}\n"

@@ -14,6 +14,10 @@ Variants (hyperparameter ``variant``):
   −mean TopK_j [S_ii − S_ij − δ]_+ (the *easiest* negatives; a pair that violates the margin gets no
   gradient), and same-music cells are kept as negatives.
 
+``variance`` treats the encoders' log-variance (:class:`benchkit.nn.GaussianEncoder`): ``normalised``
+as released (L2-normalised, so a sampled code carries far more noise than its mean has signal),
+``free`` or ``fixed``. It applies to the paper variant; ``reference`` always uses the release's.
+
 Adapted to precomputed features: the text/PoE branch is left out (TT-150k-genre has visual features
 only for PGC, as the paper does). Loss granularity: ``cell`` (each hinge cell is exposed, so IPS can
 weight anchors and DU cells); KL and reconstruction are per-anchor terms.
@@ -28,7 +32,7 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.errors import ConfigError
 from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
-from benchkit.nn import Decoder, GaussianEncoder, hinge_cells, kl_to_standard
+from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_cells, kl_to_standard
 
 VARIANTS = ("paper", "reference")
 
@@ -42,6 +46,7 @@ class CMVAE(Backbone):
     variational = True
     defaults = {
         "variant": "paper",
+        "variance": "fixed",
         "latent_dim": 128,
         "dropout": 0.2,
         "margin": 0.05,
@@ -62,12 +67,22 @@ class CMVAE(Backbone):
                 f"cmvae: variant must be one of {', '.join(VARIANTS)}, "
                 f"not {self.hparams['variant']!r}"
             )
+        if self.hparams["variance"] not in VARIANCES:
+            raise ConfigError(
+                f"cmvae: variance must be one of {', '.join(VARIANCES)}, "
+                f"not {self.hparams['variance']!r}"
+            )
+
+    @property
+    def variance(self) -> str:
+        """The log-variance treatment in effect: the release's under ``variant=reference``."""
+        return "normalised" if self.hparams["variant"] == "reference" else self.hparams["variance"]
 
     def build(self, spec: DataSpec) -> None:
         d, p = self.hparams["latent_dim"], self.hparams["dropout"]
         self.spec = spec
-        self.video_encoder = GaussianEncoder(spec.video_dim, d, p)
-        self.music_encoder = GaussianEncoder(spec.music_dim, d, p)
+        self.video_encoder = GaussianEncoder(spec.video_dim, d, p, self.variance)
+        self.music_encoder = GaussianEncoder(spec.music_dim, d, p, self.variance)
         self.video_decoder = Decoder(d, spec.video_dim, p)  # video from the music code
         self.music_decoder = Decoder(d, spec.music_dim, p)  # music from the video code
 
@@ -85,7 +100,7 @@ class CMVAE(Backbone):
         match_video = hinge_cells(s, same, hp["margin"], hp["hard_negatives"], variant)
         match_music = hinge_cells(s.T, same, hp["margin"], hp["hard_negatives"], variant)
         match_music.transposed = True
-        recon_music = (self.music_decoder(out.video.code) - batch.music).pow(2).mean(dim=1)
+        recon_music = (self.music_decoder(out.video_scored.code) - batch.music).pow(2).mean(dim=1)
         recon_video = (self.video_decoder(out.music_scored.code) - batch.video).pow(2).mean(dim=1)
         return {
             "match_video": match_video.scaled(sign),

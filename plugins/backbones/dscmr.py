@@ -5,7 +5,8 @@ space and a shared linear classifier P = Linear(D → C). The score is the cosin
 representations u (video) and t (music). With y the one-hot genre and θ(a, b) = cos(a, b)/2:
 
 - J1 = mean ‖P u_i − y_i‖₂ + mean ‖P t_i − y_i‖₂ (the L2 norm, not squared; P has no softmax);
-- J2 = Σ over (uu, ut, tt) of mean_ij [log(1 + e^θ_ij) − S_ij θ_ij] with S = Y Yᵀ;
+- J2 = Σ over (uu, ut, tt) of mean_ij [log(1 + e^θ_ij) − S_ij θ_ij] with S = Y Yᵀ (the ut cells
+  use the method's in-batch scores, so a score-adjusting strategy trains through them);
 - J3 = mean ‖u_i − t_i‖₂;
 - L = J1 + α J2 + β J3, α = 1e-3, β = 0.1; Adam lr 1e-4, betas (0.5, 0.999).
 
@@ -86,7 +87,9 @@ class DSCMR(Backbone):
         same = (y @ y.T).clamp(max=1.0)
         label_mask = known[:, None] & known[None, :]
         j1 = (self.classifier(u) - y).norm(dim=1) + (self.classifier(t) - y).norm(dim=1)
-        j2_ut = _pair_nll(_theta(u, t), same)
+        # The cross-modal cells are the run's own scores (cosines, plus any strategy's score
+        # terms), so that a score-adjusting strategy trains through them.
+        j2_ut = _pair_nll(0.5 * out.scores, same)
         rows_uu = (_pair_nll(_theta(u, u), same) * label_mask).sum(1) / label_mask.sum(1).clamp_min(
             1
         )

@@ -40,13 +40,13 @@ from benchkit.interfaces import (
     StackAlias,
     Strategy,
 )
+from benchkit.nn import CONFOUNDER_ESTIMATES, ConfounderEmbedding
 
 VARIANTS = ("interaction", "reference")
-ESTIMATES = ("batch", "global", "sample")
 
 
 def code_dim(backbone: Backbone, spec: DataSpec) -> int:
-    """The size of a built backbone's music code (probed with two zero inputs in eval mode)."""
+    """The size of a built backbone's codes (probed with two zero inputs in eval mode)."""
     was = backbone.training
     backbone.eval()
     with torch.no_grad():
@@ -55,59 +55,51 @@ def code_dim(backbone: Backbone, spec: DataSpec) -> int:
     return dim
 
 
+def closed_form_refusal(strategy: Strategy, backbone: Backbone) -> str | None:
+    if backbone.closed_form:
+        return (
+            f"strategy {strategy.name!r} learns a confounder embedding; {backbone.name!r} has none"
+        )
+    return None
+
+
 class Backdoor(Strategy):
     name = "backdoor"
     description = "DebCM's backdoor adjustment: batch-mean confounder in training, d̄ at inference"
     requires = frozenset({"genres", "uploaders"})
     defaults = {"variant": "interaction", "estimate": "batch"}
 
-    prior_mean: Tensor
-
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         if self.hparams["variant"] not in VARIANTS:
             raise ConfigError(f"{self.name}: variant must be one of {', '.join(VARIANTS)}")
-        if self.hparams["estimate"] not in ESTIMATES:
-            raise ConfigError(f"{self.name}: estimate must be one of {', '.join(ESTIMATES)}")
+        if self.hparams["estimate"] not in CONFOUNDER_ESTIMATES:
+            raise ConfigError(
+                f"{self.name}: estimate must be one of {', '.join(CONFOUNDER_ESTIMATES)}"
+            )
 
     def check_backbone(self, backbone: Backbone) -> str | None:
-        if backbone.closed_form:
-            return (
-                f"strategy {self.name!r} learns a confounder embedding; {backbone.name!r} has none"
-            )
-        return None
+        return closed_form_refusal(self, backbone)
 
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
         d = code_dim(backbone, spec)
-        self.genre_embedding = nn.Embedding(spec.n_genres, d)
-        nn.init.normal_(self.genre_embedding.weight, std=d**-0.5)
+        self.confounder = ConfounderEmbedding(spec.n_genres, d, self.hparams["estimate"])
         if self.hparams["variant"] == "reference":
             self.mix = nn.Linear(2 * d, d)
         else:
             self.interaction = nn.Parameter(torch.randn(d, d) * 0.01)
-        self.register_buffer("prior_mean", torch.full((spec.n_genres,), 1.0 / spec.n_genres))
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        self.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
+        self.confounder.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
 
-    def confounder(self, rows: Batch | Query | None) -> Tensor:
-        """z_u: (1, D) for an estimate shared by all rows, (B, D) for per-sample priors."""
+    def z_u(self, rows: Batch | Query | None) -> Tensor:
         training = self.training and isinstance(rows, Batch)
-        estimate = self.hparams["estimate"] if training else "global"
-        if estimate == "batch":
-            assert rows is not None and rows.prior is not None
-            d = rows.prior.mean(dim=0, keepdim=True)
-        elif estimate == "sample":
-            assert rows is not None and rows.prior is not None
-            d = rows.prior
-        else:
-            d = self.prior_mean[None, :]
-        return d @ self.genre_embedding.weight
+        return self.confounder(None if rows is None else rows.prior, training)
 
     def adjust_music(self, music: Latent, rows: Batch | None) -> Latent:
         if self.hparams["variant"] != "reference":
             return music
-        z_u = self.confounder(rows)
+        z_u = self.z_u(rows)
 
         def mix(z: Tensor) -> Tensor:
             return self.mix(torch.cat([z_u.expand(z.shape[0], -1), z], dim=1))
@@ -117,8 +109,7 @@ class Backdoor(Strategy):
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
         if self.hparams["variant"] != "interaction":
             return scores
-        z_u = self.confounder(rows)
-        return scores + (z_u @ self.interaction) @ music.T
+        return scores + (self.z_u(rows) @ self.interaction) @ music.T
 
 
 @hookimpl

@@ -1,14 +1,25 @@
 """DecRS (Wang et al., KDD 2021) adapted to background-music matching. METHODS.md §10.
 
-Training: the backdoor adjustment with the *global* mean d̄ (see ``backdoor``; the interaction form
-by default, so the adjustment reaches the ranking on the music side of the score). Inference: the
-scores are mixed with those of a separately trained plain backbone (same recipe, no strategy),
-per uploader, by how much their interests drift:
+DecRS treats the user's group distribution d_u as a confounder of the *user representation*. Its
+backdoor adjustment replaces d_u by the global average d̄ and lets the confounder interact with the
+user side through factorisation-machine pooling: the mediator M = FM(user features, d̄-weighted
+group embeddings) enters the prediction as one more feature of the user. Here the user side is the
+video (the query of its uploader): with z_u = Σ_g d[g] e_g, the pairwise FM terms give
+
+    M = z_v ⊙ z_u + ½ [(Σ_g d_g e_g)² − Σ_g d_g² e_g²],   and the video is scored as z_v + M,
+
+so the score gains (z_v ⊙ z_u)·z_m + c·z_m: it depends on the music, and reaches the ranking
+(it is not a rank-invariant bias). ``estimate`` is the training-time d: ``global`` (DecRS's d̄;
+the default), ``batch`` or ``sample``; inference always uses d̄.
+
+Inference: the scores are mixed with those of a separately trained plain backbone (same recipe,
+no strategy), per uploader, by how much their interests drift:
 η_u = ((KL_u − min) / (max − min))^a, score = η_u σ(s_DecRS) + (1 − η_u) σ(s_plain), where KL_u is
 the symmetric KL between the genre distributions (smoothed by ``smoothing`` = 0.01) of the two halves
-of u's training history, a = 0.2. The data has no timestamps: a history's halves are its videos in
-row order. Uploaders with fewer than two training videos show no drift (η = 0: the plain model).
-The plain model is part of the trained DecRS module (saved with it).
+of u's training history, a = 0.2. The halves follow the data's ``time`` column when it has one
+(the synthetic world writes it), row order otherwise; :meth:`DecRS.report` says which. Uploaders
+with fewer than two training videos show no drift (η = 0: the plain model). The plain model is part
+of the trained DecRS module (saved with it).
 """
 
 from __future__ import annotations
@@ -22,9 +33,11 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
-from benchkit.interfaces import Backbone, Batch, DataSpec, Query, RunContext
+from benchkit.errors import ConfigError
+from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, Query, RunContext, Strategy
 from benchkit.method import Method
-from benchkit_plugins.debias.backdoor import Backdoor
+from benchkit.nn import CONFOUNDER_ESTIMATES, ConfounderEmbedding
+from benchkit_plugins.debias.backdoor import closed_form_refusal, code_dim
 
 
 def drift_weights(
@@ -59,32 +72,50 @@ def drift_weights(
     return eta
 
 
-class DecRS(Backdoor):
+def fm_mediator(video: Tensor, d: Tensor, embedding: Tensor) -> Tensor:
+    """DecRS's mediator for video codes (B, D) and genre distributions d (1 or B, G): the pairwise
+    FM interactions of the video with the d-weighted genre embeddings and among the latter."""
+    z_u = d @ embedding
+    among = 0.5 * (z_u.pow(2) - d.pow(2) @ embedding.pow(2))
+    return video * z_u + among
+
+
+class DecRS(Strategy):
     name = "decrs"
     description = (
-        "DecRS: global-mean backdoor in training + drift-weighted mixing with a plain model"
+        "DecRS: global-mean backdoor on the video side (FM mediator) + drift-weighted mixing "
+        "with a plain model"
     )
-    defaults = {
-        "variant": "interaction",
-        "estimate": "global",
-        "a": 0.2,
-        "smoothing": 0.01,
-        "mix": True,
-    }
+    requires = frozenset({"genres", "uploaders"})
+    defaults = {"estimate": "global", "a": 0.2, "smoothing": 0.01, "mix": True}
 
     video_eta: Tensor
 
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        if self.hparams["estimate"] not in CONFOUNDER_ESTIMATES:
+            raise ConfigError(f"decrs: estimate must be one of {', '.join(CONFOUNDER_ESTIMATES)}")
+        self._order = "none"
+
+    def check_backbone(self, backbone: Backbone) -> str | None:
+        return closed_form_refusal(self, backbone)
+
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
-        super().build(spec, backbone)
+        d = code_dim(backbone, spec)
+        self.confounder = ConfounderEmbedding(spec.n_genres, d, self.hparams["estimate"])
         self.hold("student", backbone, freeze=False)  # the plain model copies its recipe
         self.register_buffer("video_eta", torch.zeros(0), persistent=False)
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        super().prepare(dataset, ctx)
+        self.confounder.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
         if not self.hparams["mix"]:
             return
         assert dataset.video_uploader is not None and dataset.music_genre is not None
         train = dataset.splits["train"]
+        time = dataset.video_columns.get("time")
+        if time is not None:
+            train = train[np.argsort(np.asarray(time)[train], kind="stable")]
+        self._order = "time" if time is not None else "row order"
         eta = drift_weights(
             np.maximum(dataset.music_genre[dataset.video_music[train]], 0),
             dataset.video_uploader[train],
@@ -94,6 +125,7 @@ class DecRS(Backdoor):
             self.hparams["smoothing"],
         )
         self.video_eta = as_tensor(eta[dataset.video_uploader].astype(np.float32), ctx.device)
+        self._eta_mean = float(eta[dataset.video_uploader[dataset.splits["train"]]].mean())
         plain_bb = self.held("student").fresh()
         torch.manual_seed(ctx.seed)
         plain_bb.build(dataset.spec())
@@ -104,8 +136,13 @@ class DecRS(Backdoor):
         self.hold("video_features", as_tensor(dataset.video_features, ctx.device))
         self.hold("music_features", as_tensor(dataset.music_features, ctx.device))
 
+    def adjust_video(self, video: Latent, rows: Batch | None) -> Latent:
+        training = self.training and rows is not None
+        d = self.confounder.distribution(None if rows is None else rows.prior, training)
+        e = self.confounder.embedding.weight
+        return video.map(lambda z: z + fm_mediator(z, d, e))
+
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
-        scores = super().adjust_score(scores, rows, music)
         if not isinstance(rows, Query) or "plain" not in self._held:
             return scores
         model = self.held("plain")
@@ -116,6 +153,11 @@ class DecRS(Backdoor):
         )
         eta = self.video_eta[rows.video_idx][:, None]
         return eta * torch.sigmoid(scores) + (1 - eta) * torch.sigmoid(plain)
+
+    def report(self) -> dict[str, Any]:
+        if not self.hparams["mix"]:
+            return {"mix": False}
+        return {"drift_order": self._order, "eta_mean": getattr(self, "_eta_mean", None)}
 
 
 @hookimpl

@@ -1,15 +1,21 @@
 """DU — debiasing clicked and unclicked data (Lee et al., SIGIR 2021). METHODS.md §8.
 
-Positive and negative cells get separate propensities, each self-normalised over the batch:
+Positive and negative cells get separate propensities, each self-normalised over the batch *apart*:
+L = (1/B)[Σ_pos (1/θ⁺)/(Σ_pos 1/θ⁺) ℓ⁺ + Σ_neg (1/θ⁻)/(Σ_neg 1/θ⁻) ℓ⁻], with
 θ⁺_i = d_u(i)[g(m_i)]^α for the pair's own music and θ⁻_ij = (1 − d_u(i)[g(m_j)])^β for the
 in-batch negative music j of video i (α = β = 0.5, both clipped to [0.1, 1]); the weights are 1/θ.
-In a pairwise term the cell (i, j) weighs 1/θ⁺_i · 1/θ⁻_ij (its anchor's weight times its own;
-:func:`benchkit.method.reduce_term`). Needs a backbone that exposes cell-level terms.
+In benchkit's reduction (:func:`benchkit.method.reduce_term`) the positive weights are anchor
+weights, normalised to mean 1 over the batch's pairs, and the negative weights cell weights,
+normalised to mean 1 over the term's valid cells, each on its own; a pairwise cell (i, j) counts
+with 1/θ⁺_i · 1/θ⁻_ij. A cell that pairs a video with its own music (the diagonal) is a positive,
+not a negative: its cell weight is 1. Needs a backbone that exposes cell-level terms.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from benchkit import hookimpl
 from benchkit.interfaces import Batch, Strategy, Weights
@@ -30,7 +36,9 @@ class DU(Strategy):
         others = batch.prior[:, genre]  # (B, B): video i's uploader, genre of music j
         theta_pos = own.pow(hp["alpha"]).clamp(hp["clip"], 1.0)
         theta_neg = (1.0 - others).clamp_min(0.0).pow(hp["beta"]).clamp(hp["clip"], 1.0)
-        return Weights(anchor=1.0 / theta_pos, cell=1.0 / theta_neg)
+        cell = 1.0 / theta_neg
+        cell = torch.where(batch.same_music, torch.ones_like(cell), cell)
+        return Weights(anchor=1.0 / theta_pos, cell=cell)
 
 
 @hookimpl

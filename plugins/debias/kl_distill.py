@@ -6,8 +6,13 @@ analytic KL of diagonal Gaussians (``variant="paper"``) — or, under ``variant=
 release's formula, whose quadratic term has the wrong sign and whose −1 sits outside the sum, so
 that with equal variances it *decreases* as the means move apart (METHODS.md §0, quirk 2).
 
-``weight`` is α (the release's 5e-5 by default; Fig. 4 sweeps 5e-2 … 5e-7). The student must be
-variational with the teacher's latent size (the teacher is built with the student's ``latent_dim``).
+``weight`` is α: the release's 5e-5 by default. The paper disagrees with itself — its text sets the
+teacher weight to 40 "by tuning" (§5.2) while its Fig. 4 sweeps 5e-7 … 5e-2 — so the Fig. 4 grid
+spans 5e-7 … 5e2 and each run reports the term's share of the loss (``training.loss_shares``).
+The teacher has its own recipe (``teacher_lr``, ``teacher_steps``, ``teacher_batch_size``: a budget
+in optimiser steps, validation-selected; :mod:`benchkit.teacher`) and the student's latent size;
+the run reports it beside the student (``training.strategies.kl_distill.teacher``). The student
+must be variational.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
 from benchkit.interfaces import Backbone, Batch, LossTerm, Output, RunContext, Strategy
 from benchkit.nn import gaussian_kl
-from benchkit.teacher import train_teacher
+from benchkit.teacher import TEACHER_DEFAULTS, recipe_from, teacher_report, train_teacher
 
 EPS = 1e-15
 
@@ -43,14 +48,16 @@ class KLDistill(Strategy):
         "video_weight": 1.0,
         "music_weight": 1.0,
         "variant": "paper",
-        "teacher": "cmvae",
-        "teacher_lr": 1e-4,
+        **TEACHER_DEFAULTS,
     }
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         if self.hparams["variant"] not in ("paper", "reference"):
             raise ConfigError("kl_distill: variant must be paper or reference")
+        if self.hparams["weight"] < 0:
+            raise ConfigError("kl_distill: weight must be non-negative")
+        self._report: dict[str, Any] = {}
 
     def check_backbone(self, backbone: Backbone) -> str | None:
         if not backbone.variational or "latent_dim" not in backbone.hparams:
@@ -64,14 +71,9 @@ class KLDistill(Strategy):
         self.latent_dim = int(backbone.hparams["latent_dim"])
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        teacher = train_teacher(
-            ctx,
-            dataset,
-            self.hparams["teacher"],
-            lr=self.hparams["teacher_lr"],
-            latent_dim=self.latent_dim,
-        )
-        self.hold("teacher", teacher)  # frozen, cached apart: not part of the student
+        recipe = recipe_from(self.hparams, latent_dim=self.latent_dim)
+        self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
+        self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         teacher = self.held("teacher").backbone
@@ -91,6 +93,9 @@ class KLDistill(Strategy):
                 coef=w * self.hparams["music_weight"],
             ),
         }
+
+    def report(self) -> dict[str, Any]:
+        return self._report
 
 
 @hookimpl

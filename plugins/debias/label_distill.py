@@ -1,14 +1,17 @@
 """Label-based distillation — KDCRec's refine label (Liu et al., SIGIR 2020). METHODS.md §12.
 
 A teacher trained on the PGC pairs (uniform, professionally matched data) and then frozen refines
-the labels of every training cell — the positive and the in-batch negatives:
-y' = (y + c·t̂) / (1 + c), with t̂ the teacher's score min-max normalised in the batch and c = 1
-(y = 1 for the pair's own music and for other copies of it). The student learns them through a
-pointwise head σ(κ·s + b) with an MSE loss (κ, b learned). ``bridge=True`` adds KDCRec's bridge
-strategy: B random (video, music) pairs per step and λ₂ (s_student − s_teacher)² (λ₂ = 0.1).
+the labels of every training cell — the positive and the in-batch negatives: y' = y + c·t̂, with
+t̂ the teacher's score min-max normalised in the batch and c = 1 (y = 1 for the pair's own music and
+for other copies of it, 0 otherwise). The student learns them through a pointwise linear head
+κ·s + b on its *deterministic* scores (the posterior means, strategies' score terms included) with
+a squared error (κ, b learned). ``bridge=True`` adds KDCRec's bridge strategy: B random
+(video, music) pairs per step and λ₂ (s_student − s_teacher)² (λ₂ = 0.1), each side scored with its
+own backbone's ``score`` (a dot product for CMVAE, a cosine for DSCMR).
 
 This is how the paper gives the PGC to every debias baseline in the D_s ∪ D_t setting ("imputed
-labels combined with the original labels through a weighting parameter").
+labels combined with the original labels through a weighting parameter"). The teacher has its own
+recipe (``teacher_*``; :mod:`benchkit.teacher`) and is reported beside the student.
 """
 
 from __future__ import annotations
@@ -22,7 +25,20 @@ from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
 from benchkit.interfaces import Backbone, Batch, DataSpec, LossTerm, Output, RunContext, Strategy
-from benchkit.teacher import teacher_scores, train_teacher
+from benchkit.teacher import (
+    TEACHER_DEFAULTS,
+    recipe_from,
+    teacher_report,
+    teacher_scores,
+    train_teacher,
+)
+
+
+def refined_labels(same_music: torch.Tensor, teacher: torch.Tensor, c: float) -> torch.Tensor:
+    """y + c·t̂ for a batch: y the (B, B) same-music indicator, t̂ the teacher's scores min-max
+    normalised over the batch."""
+    t_hat = (teacher - teacher.min()) / (teacher.max() - teacher.min()).clamp_min(1e-12)
+    return same_music.to(teacher.dtype) + c * t_hat
 
 
 class LabelDistill(Strategy):
@@ -34,10 +50,13 @@ class LabelDistill(Strategy):
         "weight": 1.0,
         "bridge": False,
         "bridge_weight": 0.1,
-        "teacher": "cmvae",
-        "teacher_lr": 1e-4,
         "teacher_latent_dim": 128,
+        **TEACHER_DEFAULTS,
     }
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self._report: dict[str, Any] = {}
 
     def check_backbone(self, backbone: Backbone) -> str | None:
         if backbone.closed_form:
@@ -45,30 +64,23 @@ class LabelDistill(Strategy):
         return None
 
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
-        self.head_scale = nn.Parameter(torch.tensor(5.0))
+        self.head_scale = nn.Parameter(torch.tensor(1.0))
         self.head_bias = nn.Parameter(torch.tensor(0.0))
         self.hold("student", backbone, freeze=False)  # the bridge scores with it
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        teacher = train_teacher(
-            ctx,
-            dataset,
-            self.hparams["teacher"],
-            lr=self.hparams["teacher_lr"],
-            latent_dim=self.hparams["teacher_latent_dim"],
-        )
-        self.hold("teacher", teacher)  # frozen, cached apart: not part of the student
+        recipe = recipe_from(self.hparams, latent_dim=self.hparams["teacher_latent_dim"])
+        self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
+        self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
         if self.hparams["bridge"]:
             self.hold("pool_video", as_tensor(dataset.video_features, ctx.device))
             self.hold("pool_music", as_tensor(dataset.music_features, ctx.device))
             self.hold("pool_train", as_tensor(dataset.splits["train"], ctx.device))
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        c = self.hparams["c"]
         t = teacher_scores(self.held("teacher"), batch.video, batch.music)
-        t_hat = (t - t.min()) / (t.max() - t.min()).clamp_min(1e-12)
-        target = (batch.same_music.to(t.dtype) + c * t_hat) / (1 + c)
-        pred = torch.sigmoid(self.head_scale * out.scores + self.head_bias)
+        target = refined_labels(batch.same_music, t, self.hparams["c"])
+        pred = self.head_scale * out.mean_scores + self.head_bias
         terms = {
             "refine": LossTerm((pred - target).pow(2), kind="cell", coef=self.hparams["weight"])
         }
@@ -82,10 +94,14 @@ class LabelDistill(Strategy):
         v = videos[train[torch.randint(len(train), (b,), device=train.device)]].float()
         m = music[torch.randint(music.shape[0], (b,), device=train.device)].float()
         student: Backbone = self.held("student")
-        s = (student.encode_video(v).mu * student.encode_music(m).mu).sum(dim=1)
-        tv = self.held("teacher").video_codes(v)
-        tm = self.held("teacher").music_codes(m)
-        return LossTerm((s - (tv * tm).sum(dim=1)).pow(2), coef=self.hparams["bridge_weight"])
+        s = student.score(student.encode_video(v).mu, student.encode_music(m).mu).diagonal()
+        teacher = self.held("teacher")
+        with torch.no_grad():
+            t = teacher.backbone.score(teacher.video_codes(v), teacher.music_codes(m)).diagonal()
+        return LossTerm((s - t).pow(2), coef=self.hparams["bridge_weight"])
+
+    def report(self) -> dict[str, Any]:
+        return self._report
 
 
 @hookimpl

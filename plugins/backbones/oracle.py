@@ -1,0 +1,82 @@
+"""``oracle``: the Bayes-optimal rankers of a synthetic world, computed from its truth.
+
+Not a method: a control that shows, in any table, where the truth lies. It needs a world with
+truth (``requires = {"truth"}``) and scores each test video's music by identity, not by features
+(:meth:`~benchkit.interfaces.Backbone.score_rows`). ``score`` picks the ranker:
+
+- ``cf``: P(m | v, do(taste = uniform)) — content and popularity, the whole pool in view;
+- ``backdoor``: P(m | v, do(u ~ population)) = Σ_u P(u) P(m | v, u) — the backdoor estimand;
+- ``biased``: Σ_u P(u | v) P(m | v, u) — the best ranker of the *observed* choices that the video's
+  hidden content and style allow: what an ideal model trained on the biased data converges to;
+- ``fit``: content alone (popularity-neutral);
+- ``compat``: the true compatibility.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchkit import hookimpl
+from benchkit.errors import ConfigError
+from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output, Query
+
+SCORES = {"cf": "cf", "backdoor": "backdoor", "biased": "observed", "fit": "fit", "compat": None}
+
+
+class Oracle(Backbone):
+    name = "oracle"
+    description = "the world's Bayes-optimal rankers (score=cf|backdoor|biased|fit|compat); a control"
+    loss_granularity = "none"
+    closed_form = True
+    requires = frozenset({"truth"})
+    defaults = {"score": "cf", "batch_size": 1024, "epochs": 1}
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        if self.hparams["score"] not in SCORES:
+            raise ConfigError(
+                f"oracle: score must be one of {', '.join(SCORES)}, not {self.hparams['score']!r}"
+            )
+        self._truth: Any = None
+
+    def build(self, spec: DataSpec) -> None:
+        self.spec = spec
+
+    def encode_video(self, x: Tensor) -> Latent:
+        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
+
+    def encode_music(self, x: Tensor) -> Latent:
+        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
+
+    def fit_closed_form(self, pairs: Any) -> None:
+        """Read the truth of the world the pairs come from (nothing is learned)."""
+        dataset = getattr(pairs, "dataset", None)
+        if dataset is None or dataset.truth is None:
+            raise ConfigError(
+                "oracle: needs the world's truth with its training pairs (use --setting ugc)"
+            )
+        self._truth = dataset.truth
+
+    def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
+        if self._truth is None:
+            raise ConfigError("oracle: fit it on a world with truth before scoring")
+        ids = rows.video_idx.cpu().numpy()
+        cols = rows.column_music_idx
+        estimand = SCORES[self.hparams["score"]]
+        if estimand is None:
+            scores = torch.as_tensor(self._truth.compatibility(ids, cols.cpu().numpy()))
+            return scores.to(device=video.device, dtype=torch.float32)
+        p = self._truth.probabilities(ids, estimand, video.device)[:, cols]
+        # Ranked by log-probability: float32 keeps the order of probabilities down to 1e-38.
+        return torch.log(p.clamp_min(1e-300)).to(torch.float32)
+
+    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+        return {}
+
+
+@hookimpl
+def register_backbones(register: Any) -> None:
+    register(Oracle)
