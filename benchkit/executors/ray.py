@@ -32,7 +32,7 @@ def _loopback_only() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None and hasattr(constants, "ENABLE_RAY_CLUSTER"):
-        constants.ENABLE_RAY_CLUSTER = False
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 (a module of Ray's)
 
 
 class RayExecutor(Executor):

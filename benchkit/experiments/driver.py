@@ -76,7 +76,7 @@ def run_grid(
     with make_executor(executor, plugins, jobs=jobs, address=address, quiet=quiet) as ex:
         if base.threads is None:
             base = base.replace(threads=ex.threads_per_run())
-        jobs, specs, keys = [], [], []
+        planned, specs, keys = [], [], []
         dropped: dict[str, str] = {}
         for job in grid.jobs:
             spec = job.spec(base)
@@ -87,7 +87,7 @@ def run_grid(
                     raise
                 dropped.setdefault(job.row, str(exc))
                 continue
-            jobs.append(job)
+            planned.append(job)
             specs.append(spec)
             keys.append(key)
         for row, why in dropped.items():
@@ -95,10 +95,10 @@ def run_grid(
         done = store.done(keys)
         todo = dict((k, s) for k, s in zip(keys, specs, strict=True) if k not in done)
         log(
-            f"{grid.name}: {len(jobs)} runs, {len(done)} already in {store.path}, "
+            f"{grid.name}: {len(planned)} runs, {len(done)} already in {store.path}, "
             f"{len(todo)} to run on the {executor} executor ({base.threads} threads per run)"
         )
-        job_of = {k: j for k, j in zip(keys, jobs, strict=True)}
+        job_of = {k: j for k, j in zip(keys, planned, strict=True)}
         for key, spec in todo.items():
             ex.submit(Task(key, spec))
         bar = tqdm(
@@ -138,6 +138,6 @@ def run_grid(
     run = GridRun(
         grid, keys, results, ran=len(todo), skipped=len(done), seconds=time.perf_counter() - started
     )
-    run.summary = summarise(grid, keys, results, jobs)
+    run.summary = summarise(grid, keys, results, planned)
     run.dropped = dropped
     return run

@@ -44,15 +44,15 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 def pack_ranks(ranks: RankInfo) -> bytes:
+    arrays: dict[str, Any] = {
+        "n_greater": ranks.n_greater.astype(np.int32),
+        "n_equal": ranks.n_equal.astype(np.int32),
+        "weights": ranks.weights,
+        "meta": np.asarray([ranks.n_candidates]),
+    }
+    arrays.update({f"row:{k}": v.astype(np.float32) for k, v in ranks.per_row.items()})
     buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        n_greater=ranks.n_greater.astype(np.int32),
-        n_equal=ranks.n_equal.astype(np.int32),
-        weights=ranks.weights,
-        meta=np.asarray([ranks.n_candidates]),
-        **{f"row:{k}": v.astype(np.float32) for k, v in ranks.per_row.items()},
-    )
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
 
