@@ -27,7 +27,7 @@ def batch(tiny, n=64):
 
 
 def test_terms_have_declared_granularity(tiny):
-    m = built(tiny, hard_negatives=10)
+    m = built(tiny, hard_negatives=10, variance="free")
     _, terms = m(batch(tiny))
     assert set(terms) == {
         "match_video",
@@ -41,6 +41,9 @@ def test_terms_have_declared_granularity(tiny):
     assert terms["match_music"].transposed and not terms["match_video"].transposed
     for key in ("kl_video", "kl_music", "recon_video", "recon_music"):
         assert terms[key].kind == "anchor" and terms[key].value.shape == (64,)
+    # With a fixed variance the KL to N(0, I) is a constant of no gradient: it is left out.
+    _, fixed = built(tiny, hard_negatives=10, variance="fixed")(batch(tiny))
+    assert set(fixed) == set(terms) - {"kl_video", "kl_music"}
 
 
 def test_gradients_reach_every_parameter(tiny):

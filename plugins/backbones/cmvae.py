@@ -102,14 +102,18 @@ class CMVAE(Backbone):
         match_music.transposed = True
         recon_music = (self.music_decoder(out.video_scored.code) - batch.music).pow(2).mean(dim=1)
         recon_video = (self.video_decoder(out.music_scored.code) - batch.video).pow(2).mean(dim=1)
-        return {
+        terms = {
             "match_video": match_video.scaled(sign),
             "match_music": match_music.scaled(sign * hp["music_loss_weight"]),
-            "kl_video": LossTerm(kl_to_standard(out.video), coef=hp["kl_weight"]),
-            "kl_music": LossTerm(kl_to_standard(out.music), coef=hp["kl_weight"]),
             "recon_video": LossTerm(recon_video, coef=hp["recon_weight"]),
             "recon_music": LossTerm(recon_music, coef=hp["recon_weight"]),
         }
+        if self.variance != "fixed":
+            # With a fixed σ² and an L2-normalised μ, KL(q ‖ N(0, I)) is the same constant for
+            # every code: no gradient, only an offset that would hide the other terms' sizes.
+            terms["kl_video"] = LossTerm(kl_to_standard(out.video), coef=hp["kl_weight"])
+            terms["kl_music"] = LossTerm(kl_to_standard(out.music), coef=hp["kl_weight"])
+        return terms
 
 
 @hookimpl
