@@ -361,6 +361,7 @@ def plan_run(
         ds = ds.with_feature_dtype(spec.features)
     else:
         ds = DATASETS.get(spec, plugins, log)
+    ds = ds.with_normalised_features(spec.features_norm)
     if spec.labels == "counterfactual":
         if ds.truth is None:
             raise ConfigError(

@@ -261,6 +261,7 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
 
     from benchkit.experiments.driver import run_grid
     from benchkit.experiments.grid import load_grid, paper_table3
+    from benchkit.files import write_text
     from benchkit.report.tables import render
 
     grid = load_grid(source, seeds=opts["seeds"])
@@ -280,7 +281,7 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
     written = []
     for fmt, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
         path = out / f"{grid.name}.{ext}"
-        path.write_text(render(grid, run.summary, fmt, numbers))
+        write_text(path, render(grid, run.summary, fmt, numbers))
         written.append(path)
     if grid.kind == "figure":
         from benchkit.report.figures import line_figure
@@ -292,6 +293,14 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
             f"{run.ran} runs trained, {run.skipped} taken from the store, "
             f"{run.seconds:.0f} s; wrote {', '.join(str(p) for p in written)}",
             err=True,
+        )
+    if run.failures:
+        from benchkit.experiments.driver import RunFailed
+
+        first = next(iter(run.failures.values()))
+        raise RunFailed(
+            f"{len(run.failures)} run(s) of {grid.name} failed and are marked in the table "
+            f"(the first: {first}); `benchkit results --out {opts['out']} --failures` lists them"
         )
 
 
@@ -318,10 +327,13 @@ def fig4(**opts: Any) -> None:
 
 
 @cli.command()
-@click.argument("grid_file", type=click.Path(exists=True))
+@click.argument("grid_file", metavar="GRID")
 @grid_options
 def experiment(grid_file: str, **opts: Any) -> None:
-    """Run a grid file (copy one of benchkit/experiments/grids/*.toml and edit it)."""
+    """Run a grid: a TOML file, or a built-in grid by name (table3, fig3, fig4, headroom, bias).
+
+    Copy a built-in one from benchkit/experiments/grids/ to start your own.
+    """
     _grid_command(grid_file, opts)
 
 
@@ -331,27 +343,26 @@ def experiment(grid_file: str, **opts: Any) -> None:
 @click.option(
     "--export",
     "export",
-    type=click.Path(),
+    type=click.Path(dir_okay=False),
     default=None,
-    help="Write every run to a .csv or .parquet file.",
+    help="Write every run, its record flattened, to a .csv or .parquet file.",
 )
-def results(out: str, grid: str | None, export: str | None) -> None:
-    """List the runs in a results store, or export them (CSV, Parquet)."""
-    from pathlib import Path
-
-    from benchkit.errors import DataError
+@click.option("--failures", is_flag=True, help="List the runs that failed, with their errors.")
+def results(out: str, grid: str | None, export: str | None, failures: bool) -> None:
+    """List the runs in a results store, export them (CSV, Parquet), or list its failures."""
     from benchkit.experiments.store import Store
 
-    if not (Path(out) / "results.sqlite").exists():
-        raise DataError(f"no results store in {out} (run a grid with --out {out} first)")
-    frame = Store(out).frame(grid)
+    store = Store(out, read_only=True)
+    if failures:
+        rows = store.failed_runs(grid)
+        if not rows:
+            click.echo("no failed runs")
+            return
+        click.echo(tabulate(rows, headers=["grid", "row", "column", "error"], tablefmt="github"))
+        return
+    frame = store.frame(grid)
     if export:
-        if export.endswith(".parquet"):
-            frame.to_parquet(export, index=False)
-        elif export.endswith(".csv"):
-            frame.to_csv(export, index=False)
-        else:
-            raise click.BadParameter("export to a .csv or .parquet file", param_hint="--export")
+        write_frame(frame, export)
         click.echo(f"wrote {len(frame)} runs to {export}")
         return
     if frame.empty:
@@ -362,6 +373,25 @@ def results(out: str, grid: str | None, export: str | None) -> None:
     click.echo(
         tabulate(frame[cols].values.tolist(), headers=cols, tablefmt="github", floatfmt=".4f")
     )
+
+
+def write_frame(frame: Any, path: str) -> None:
+    """A table to .csv or .parquet, atomically, creating the folder if it is missing."""
+    from pathlib import Path
+
+    from benchkit.files import atomic_file
+
+    target = Path(path)
+    if target.suffix not in (".csv", ".parquet"):
+        raise click.BadParameter("export to a .csv or .parquet file", param_hint="--export")
+    try:
+        with atomic_file(target) as tmp:
+            if target.suffix == ".parquet":
+                frame.to_parquet(tmp, index=False)
+            else:
+                frame.to_csv(tmp, index=False)
+    except ImportError:
+        raise BenchkitError("Parquet needs pyarrow: pip install 'benchkit[parquet]'") from None
 
 
 @cli.command(name="list")

@@ -25,8 +25,8 @@ from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.data.eval_rows import row_weights, sample_negatives
 from benchkit.device import as_tensor
-from benchkit.errors import ConfigError, DataError
-from benchkit.interfaces import EvalTask, Protocol, Query, RankInfo
+from benchkit.errors import DataError
+from benchkit.interfaces import AT_LEAST_ONE, NON_NEGATIVE, EvalTask, Protocol, Query, RankInfo
 from benchkit.method import Method
 from benchkit.metrics import TIE_POLICIES
 from benchkit.oracle import OracleAccumulator
@@ -42,15 +42,13 @@ _COMMON = {
 
 
 class _ProtocolBase(Protocol):
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__(**hparams)
-        if self.tie_policy not in TIE_POLICIES:
-            raise ConfigError(
-                f"protocol {self.name!r}: tie policy must be one of "
-                f"{', '.join(TIE_POLICIES)}, not {self.tie_policy!r}"
-            )
-        if not self.ks or min(self.ks) < 1:
-            raise ConfigError(f"protocol {self.name!r}: cut-offs K must be positive integers")
+    ranges = {
+        "ks": AT_LEAST_ONE,
+        "tie": TIE_POLICIES,
+        "weighting": ("inverse_popularity", "uniform"),
+        "n_negatives": AT_LEAST_ONE,
+        "seed": NON_NEGATIVE,
+    }
 
 
 class PaperProtocol(_ProtocolBase):

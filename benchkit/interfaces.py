@@ -67,16 +67,73 @@ def _coerce(name: str, default: Any, value: Any, owner: str) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric hyperparameter may take (each element, for a tuple of numbers)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (
+            self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        )
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '≥'} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '≤'} {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Range(0.0, low_open=True)
+NON_NEGATIVE = Range(0.0)
+AT_LEAST_ONE = Range(1.0)
+AT_LEAST_TWO = Range(2.0)
+UNIT = Range(0.0, 1.0)
+PROBABILITY = Range(0.0, 1.0, high_open=True)  # a dropout rate, say: 1 would drop everything
+# What every trained backbone's optimisation hyperparameters may be.
+TRAINING_RANGES: dict[str, Range | tuple[str, ...]] = {
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": AT_LEAST_TWO,
+    "epochs": AT_LEAST_ONE,
+}
+
+
+def _out_of_range(value: Any, allowed: Range | tuple[str, ...]) -> str | None:
+    """Why ``value`` is not allowed (``None`` when it is)."""
+    if isinstance(allowed, tuple):
+        if value not in allowed:
+            return f"must be one of {', '.join(map(str, allowed))}, not {value!r}"
+        return None
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not allowed.contains(v):
+            return f"must be {allowed}, got {value!r}"
+    return None
+
+
 class Configurable:
     """Scikit-learn hygiene: the constructor only stores validated hyperparameters.
 
     ``defaults`` holds every hyperparameter with the value its method card gives; overrides must
-    name one of them, and take its type.
+    name one of them, and take its type. ``ranges`` declares what each may be: a :class:`Range` for
+    a number (or each number of a tuple), a tuple of allowed strings for a choice. Every value —
+    the defaults included — is checked against it, so a bad ``--set`` fails in one line before
+    anything runs (``benchkit.testing.check_hparams`` asks a plugin to declare one per default).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
+    ranges: ClassVar[Mapping[str, Range | tuple[str, ...]]] = {}
 
     hparams: dict[str, Any]
 
@@ -91,6 +148,12 @@ class Configurable:
         merged = dict(self.defaults)
         for key, value in overrides.items():
             merged[key] = _coerce(key, self.defaults[key], value, owner)
+        for key, allowed in self.ranges.items():
+            if key not in merged:  # a range shared by several owners (protocols, say)
+                continue
+            problem = _out_of_range(merged[key], allowed)
+            if problem:
+                raise ConfigError(f"{owner}: hyperparameter {key!r} {problem}")
         self.hparams = merged
 
     def get_params(self) -> dict[str, Any]:

@@ -13,10 +13,12 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -196,7 +198,8 @@ class Plugins:
 
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin is plugin:
-                    impl.function(register=register)
+                    with contained():
+                        impl.function(register=register)
         return staged
 
     # -- queries ------------------------------------------------------------------------------
@@ -213,10 +216,22 @@ class Plugins:
         return kinds[kind]
 
     def add_commands(self, cli: Any) -> None:
+        """Let plugins add commands; one that would replace an existing command (a built-in's, or
+        another plugin's) is undone and reported against the plugin."""
         for impl in self.pm.hook.register_commands.get_hookimpls():
+            before = dict(cli.commands)
             try:
-                impl.function(cli=cli)
+                with contained():
+                    impl.function(cli=cli)
+                replaced = sorted(n for n, c in before.items() if cli.commands.get(n) is not c)
+                if replaced:
+                    raise PluginError(
+                        f"plugin {impl.plugin_name!r} tried to replace the command(s) "
+                        f"{', '.join(replaced)}; choose other names"
+                    )
             except Exception as exc:
+                cli.commands.clear()
+                cli.commands.update(before)
                 info = self.info.get(impl.plugin_name)
                 self._fail(
                     impl.plugin_name,
@@ -226,12 +241,33 @@ class Plugins:
                 )
 
 
+@contextlib.contextmanager
+def contained() -> Iterator[None]:
+    """Run a plugin's code so that it cannot take the command line down with it: what it prints
+    goes to stderr (stdout stays pure for ``--json``), and any exit it raises — ``SystemExit``,
+    ``KeyboardInterrupt`` included — becomes a :class:`PluginError` the loader records."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except PluginError:
+        raise
+    except BaseException as exc:
+        raise PluginError(_describe(exc)) from None
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, PluginError):
         return str(exc)
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+OWN_DISTRIBUTION = "benchkit"
+
+
+def _dist(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
@@ -254,32 +290,8 @@ def load_plugins(
     """
     plugins = Plugins()
     only, block = _env_list(ENV_ONLY), _env_list(ENV_BLOCK)
-    if entry_points:
-        for ep in _entry_points():
-            dist = ep.dist.name if ep.dist else "?"
-            version = ep.dist.version if ep.dist else "?"
-            if {ep.name, dist} & block:
-                plugins.skipped[ep.name] = f"blocked by {ENV_BLOCK}"
-                continue
-            if only and not {ep.name, dist} & only:
-                plugins.skipped[ep.name] = f"not listed in {ENV_ONLY}"
-                continue
-            if plugins.pm.get_plugin(ep.name) is not None:
-                plugins._fail(
-                    ep.name,
-                    dist,
-                    version,
-                    f"entry-point name {ep.name!r} is already used by another plugin",
-                )
-                continue
-            try:
-                module = ep.load()
-            except Exception as exc:
-                if strict:
-                    raise
-                plugins.failures.append(PluginFailure(ep.name, dist, version, _describe(exc)))
-                continue
-            plugins.add_module(module, ep.name, dist, version)
+    # Order decides who owns a name: the harness's own plugins, then benchkit's built-in methods,
+    # then third parties — so a third party can never take over a built-in name.
     if builtins:
         for modname in BUILTIN_MODULES:
             short = "benchkit." + modname.rsplit(".", 1)[-1]
@@ -287,6 +299,38 @@ def load_plugins(
                 plugins.skipped[short] = f"blocked by {ENV_BLOCK}"
                 continue
             plugins.add_module(importlib.import_module(modname), short)
+    if entry_points:
+        for ep in sorted(_entry_points(), key=lambda e: (_dist(e) != OWN_DISTRIBUTION, e.name)):
+            dist = _dist(ep)
+            version = ep.dist.version if ep.dist else "?"
+            if {ep.name, dist} & block:
+                plugins.skipped[ep.name] = f"blocked by {ENV_BLOCK}"
+                continue
+            if only and not {ep.name, dist} & only:
+                plugins.skipped[ep.name] = f"not listed in {ENV_ONLY}"
+                continue
+            owner = plugins.info.get(ep.name)
+            if owner is not None or plugins.pm.get_plugin(ep.name) is not None:
+                plugins.failures.append(
+                    PluginFailure(
+                        ep.name,
+                        dist,
+                        version,
+                        f"entry-point name {ep.name!r} is already taken by "
+                        f"{owner.distribution if owner else 'another plugin'}; rename the entry "
+                        f"point",
+                    )
+                )
+                continue
+            try:
+                with contained():
+                    module = ep.load()
+            except PluginError as exc:
+                if strict:
+                    raise
+                plugins.failures.append(PluginFailure(ep.name, dist, version, str(exc)))
+                continue
+            plugins.add_module(module, ep.name, dist, version)
     for name, obj in extra:
         plugins.add_module(
             obj, name, getattr(obj, "__distribution__", "local"), getattr(obj, "__version__", "")

@@ -33,6 +33,7 @@ SETTINGS = ("auto", "ugc", "ugc+pgc")
 PRECISIONS = ("auto", "fp32", "bf16")
 FEATURE_DTYPES = ("float32", "float16")
 LABELS = ("observed", "counterfactual")
+FEATURE_NORMS = ("zscore", "l2", "none")
 MAX_SEED = 2**63 - 1
 
 
@@ -170,7 +171,8 @@ class RunSpec:
         "given",
         group="split",
         keyed=False,
-        help="given, random, diverse (T_diverse), matching (T_matching) or ratio:X.",
+        help="given, random, diverse (T_diverse), matching (T_matching; matching:COLUMN on real "
+        "data) or ratio:X.",
     )
     split: str = option("test", group="split", help="The split scored at the end.")
     # -- training ----------------------------------------------------------------------------
@@ -205,6 +207,13 @@ class RunSpec:
         group="training",
         choices=FEATURE_DTYPES,
         help="Feature storage (float16 halves its memory).",
+    )
+    features_norm: str = option(
+        "zscore",
+        group="training",
+        choices=FEATURE_NORMS,
+        help="Feature preprocessing, fitted on the training rows only: zscore (per dimension), "
+        "l2 (per row) or none.",
     )
     device: str = option("auto", group="training", help="auto, cpu or cuda[:N].")
     threads: int | None = option(
@@ -296,6 +305,7 @@ _TYPES: dict[str, type] = {
     "patience": int,
     "precision": str,
     "features": str,
+    "features_norm": str,
     "device": str,
     "threads": int,
     "protocol": str,

@@ -12,8 +12,6 @@ reports the teacher beside the student.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,9 @@ import torch
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError, DataError, UnknownNameError
 from benchkit.evaluate import FullProtocol, evaluate
+from benchkit.files import atomic_file, write_text
 from benchkit.hashing import stable_hash
-from benchkit.interfaces import RunContext
+from benchkit.interfaces import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, RunContext
 from benchkit.method import Method
 from benchkit.pairs import pgc_pairs
 from benchkit.train import fit
@@ -59,6 +58,13 @@ TEACHER_DEFAULTS = {
     "teacher_lr": 1e-4,
     "teacher_steps": 4000,
     "teacher_batch_size": 256,
+}
+
+
+TEACHER_RANGES = {
+    "teacher_lr": POSITIVE,
+    "teacher_steps": AT_LEAST_ONE,
+    "teacher_batch_size": AT_LEAST_TWO,
 }
 
 
@@ -127,17 +133,19 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     precision = getattr(ctx.trainer, "precision", "fp32")
     key = teacher_key(ds, recipe, probe.hparams, ctx.seed, precision)
     if key in _MEMO:
-        teacher, info = _MEMO[key]
-        return teacher.to(ctx.device), info
+        memo, memo_info = _MEMO[key]
+        return memo.to(ctx.device), memo_info
     pgc_ds = pgc_dataset(ds)
+    assert ds.pgc is not None  # pgc_dataset refused data without it
+    pgc = ds.pgc
     torch.manual_seed(ctx.seed)
     probe.build(pgc_ds.spec())
     teacher = Method(probe).to(ctx.device)
     folder = Path(ctx.cache_dir) / "teachers"
     weights, record = folder / f"{key}.pt", folder / f"{key}.json"
-    if weights.exists() and record.exists():
-        teacher.load_state_dict(torch.load(weights, map_location=ctx.device, weights_only=True))
-        info = json.loads(record.read_text())
+    cached = _load(teacher, weights, record, ctx)
+    if cached is not None:
+        info = cached
         ctx.log(
             f"PGC teacher {recipe.backbone} loaded from cache (PGC val recall@25 "
             f"{info['pgc_val_recall@25']:.4f})"
@@ -159,7 +167,7 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
 
             result = fit(
                 teacher,
-                pgc_pairs(ds.pgc, "train", ctx.device),  # type: ignore[arg-type]
+                pgc_pairs(pgc, "train", ctx.device),
                 epochs=recipe.evals,
                 batch_size=recipe.batch_size,
                 steps_per_epoch=max(1, recipe.steps // recipe.evals),
@@ -181,7 +189,10 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
             f"PGC teacher trained: PGC val recall@25 {result.best_score:.4f} "
             f"(best at step {info['best_step']} of {info['steps_run']})"
         )
-        _save(teacher, info, weights, record)
+        try:
+            _save(teacher, info, weights, record)
+        except DataError as exc:  # an unwritable cache: the teacher still serves this run
+            ctx.log(f"{exc}; set BENCHKIT_CACHE to a writable folder to keep teachers")
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
@@ -191,22 +202,27 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     return teacher, info
 
 
+def _load(teacher: Method, weights: Path, record: Path, ctx: RunContext) -> dict[str, Any] | None:
+    """The cached teacher's record (its weights loaded into ``teacher``), or ``None`` when there
+    is none — or it is damaged, which is said once and then rebuilt."""
+    if not (weights.exists() and record.exists()):
+        return None
+    try:
+        info = json.loads(record.read_text())
+        float(info["pgc_val_recall@25"])
+        state = torch.load(weights, map_location=ctx.device, weights_only=True)
+        teacher.load_state_dict(state)
+    except Exception as exc:
+        ctx.log(f"the cached teacher {weights} is damaged ({type(exc).__name__}); rebuilding it")
+        return None
+    return dict(info)
+
+
 def _save(teacher: Method, info: dict[str, Any], weights: Path, record: Path) -> None:
     """Both files atomically, the record last: a reader finds both whole, or none."""
-    folder = weights.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, write in (
-        (weights, lambda f: torch.save({k: v.cpu() for k, v in teacher.state_dict().items()}, f)),
-        (record, lambda f: f.write(json.dumps(info).encode())),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    with atomic_file(weights) as tmp:
+        torch.save({k: v.cpu() for k, v in teacher.state_dict().items()}, tmp)
+    write_text(record, json.dumps(info))
 
 
 def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[str, Any]:

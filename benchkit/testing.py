@@ -121,6 +121,10 @@ def check_backbone(
     needed = {"batch_size", "epochs"} | (set() if cls.closed_form else {"lr"})
     if not needed <= set(cls.defaults):
         raise _fail(cls, f"defaults must include {sorted(needed - set(cls.defaults))}")
+    try:
+        check_hparams(cls)
+    except AssertionError as exc:
+        raise _fail(cls, str(exc)) from None
     report.checks.append("attributes")
 
     device = torch.device("cpu")
@@ -213,6 +217,26 @@ def check_backbone(
     return report
 
 
+def check_hparams(cls: type) -> None:
+    """Every numeric hyperparameter (a number, or a tuple of numbers) declares what it may be in
+    ``ranges``, and every default lies within its range: a bad ``--set`` then fails in one line."""
+    from benchkit.interfaces import _out_of_range
+
+    for key, value in cls.defaults.items():  # type: ignore[attr-defined]
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if numeric and key not in cls.ranges:  # type: ignore[attr-defined]
+            raise AssertionError(
+                f"{cls.__name__}: hyperparameter {key!r} declares no range; add it to `ranges` "
+                f"(benchkit.interfaces.Range, or a tuple of choices)"
+            )
+    for key, allowed in cls.ranges.items():  # type: ignore[attr-defined]
+        if key in cls.defaults:  # type: ignore[attr-defined]
+            problem = _out_of_range(cls.defaults[key], allowed)  # type: ignore[attr-defined]
+            if problem:
+                raise AssertionError(f"{cls.__name__}: the default of {key!r} {problem}")
+
+
 def _fail_s(cls: type, what: str) -> AssertionError:
     return AssertionError(f"check_strategy({cls.__name__}): {what}")
 
@@ -250,6 +274,10 @@ def check_strategy(
         raise _fail_s(cls, "needs a slug `name` and a one-line `description`")
     if not set(cls.requires) <= REQUIREMENTS:
         raise _fail_s(cls, f"requires must be a subset of {sorted(REQUIREMENTS)}")
+    try:
+        check_hparams(cls)
+    except AssertionError as exc:
+        raise _fail_s(cls, str(exc)) from None
     report.checks.append("attributes")
 
     device = torch.device("cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 
 import numpy as np
@@ -53,7 +54,8 @@ def test_reference_layout_matches_the_release_format(ref_dir, tiny):
     d = ref_dir / "data_matching"
     train = load_npy(d / "train.npy")
     row = train[0]
-    assert isinstance(row[2], str) and int(row[2]) == tiny.music_genre[row[1]]  # eval(genre) works
+    # The genre as the release writes it: a string holding a list, read there with eval().
+    assert isinstance(row[2], str) and ast.literal_eval(row[2]) == [tiny.music_genre[row[1]]]
     assert len(row[3]) == tiny.n_genres
     test = load_npy(d / "100neg" / "test.npy")
     assert len(test[0][2]) == 100 and test[0][1] not in test[0][2]
@@ -243,3 +245,89 @@ def test_data_cli(tmp_path):
     assert res.stderr.startswith("Error: ") and "1 ids for 3000 rows" in res.stderr
     res = runner.invoke(cli, ["data", "validate", str(tmp_path)])
     assert res.exit_code == 1 and "not a dataset layout benchkit knows" in res.stderr
+
+
+def release_style(tiny, root, genre_cell=lambda g: f"[{g}]"):
+    """A dataset written the way the DebCM release writes it — np.save of object arrays, genres as
+    strings holding lists, priors as Python lists — by hand, without benchkit's writer or extras."""
+    d = root / "data_matching"
+    (d / "100neg").mkdir(parents=True)
+    prior = tiny.video_prior
+    train = tiny.splits["train"]
+    rows = [
+        [
+            int(v),
+            int(tiny.video_music[v]),
+            genre_cell(int(tiny.music_genre[tiny.video_music[v]])),
+            [float(x) for x in prior[v]],
+            0.5,
+        ]
+        for v in train
+    ]
+    np.save(d / "train.npy", np.array(rows, dtype=object), allow_pickle=True)
+    rng = np.random.default_rng(0)
+    for split in ("val", "test"):
+        table = []
+        for v in tiny.splits[split]:
+            pos = int(tiny.video_music[v])
+            negs = rng.choice(np.setdiff1d(np.arange(tiny.n_music), [pos]), 100, replace=False)
+            table.append([int(v), pos, negs])
+        np.save(d / "100neg" / f"{split}.npy", np.array(table, dtype=object), allow_pickle=True)
+        pop = np.bincount(tiny.video_music, minlength=tiny.n_music)[
+            tiny.video_music[tiny.splits[split]]
+        ]
+        w = 1.0 / pop
+        np.save(d / f"video_popularity_{split}.npy", w / w.sum())
+    np.save(d / "user_prior_mean.npy", prior[train].mean(axis=0))
+    np.save(d / "visual_features_resnet_V.npy", tiny.video_features)
+    np.save(d / "music_features.npy", tiny.music_features[:, :32])
+    np.save(d / "new_music_smile_features_norm.npy", tiny.music_features[:, 32:])
+    return root
+
+
+def test_the_release_layout_as_released_loads_and_runs(tmp_path, tiny, plugins):
+    root = release_style(tiny, tmp_path / "release")
+    res = CliRunner().invoke(cli, ["data", "validate", str(root)])
+    assert res.exit_code == 0, res.output
+    ds = open_dataset(plugins, root)
+    used = np.unique(tiny.video_music[tiny.splits["train"]])
+    np.testing.assert_array_equal(ds.music_genre[used], tiny.music_genre[used])
+    out = run("cmvae", "ips", data=str(root), epochs=1, plugins=plugins)
+    assert out.metrics["recall@25"] > 0
+
+
+def test_several_genres_keep_the_first_and_say_so(tmp_path, tiny, plugins):
+    root = release_style(tiny, tmp_path / "multi", genre_cell=lambda g: f"[{g}, {(g + 1) % 6}]")
+    ds = open_dataset(plugins, root)
+    used = np.unique(tiny.video_music[tiny.splits["train"]])
+    np.testing.assert_array_equal(ds.music_genre[used], tiny.music_genre[used])
+    assert ds.meta["train_rows_with_several_genres"] == tiny.splits["train"].size
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("abc", "'abc' is not a genre id"),
+        ("[]", "'[]' lists no genre"),
+        ("['x']", "is not a genre id"),
+        ("[1.5]", "is not a genre id"),
+        ("__import__('os').system('true')", "is not a genre id"),
+    ],
+)
+def test_malformed_genre_cells_fail_in_one_line_naming_the_row(
+    tmp_path, tiny, plugins, cell, message
+):
+    root = release_style(tiny, tmp_path / "bad", genre_cell=lambda g: cell)
+    with pytest.raises(DataError) as err:
+        open_dataset(plugins, root)
+    text = str(err.value)
+    assert message in text and "row 0 column 3 (genre)" in text and "\n" not in text
+    res = CliRunner().invoke(cli, ["data", "validate", str(root)])
+    assert res.exit_code == 1 and "Error:" in res.output and "Traceback" not in res.output
+
+
+def test_integer_and_numeric_string_genres_are_read_too(tmp_path, tiny, plugins):
+    for name, cell in (("int", lambda g: g), ("text", lambda g: str(g))):
+        ds = open_dataset(plugins, release_style(tiny, tmp_path / name, genre_cell=cell))
+        used = np.unique(tiny.video_music[tiny.splits["train"]])
+        np.testing.assert_array_equal(ds.music_genre[used], tiny.music_genre[used])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.truth import Truth
+from benchkit.files import atomic_file
 
 
 def cache_root() -> Path:
@@ -110,16 +110,8 @@ def from_arrays(a: dict[str, np.ndarray]) -> Dataset:
 
 
 def save_npz(ds: Dataset, path: Path | str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **to_arrays(ds))  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **to_arrays(ds))  # type: ignore[arg-type]
 
 
 def load_npz(path: Path | str) -> Dataset:

@@ -21,7 +21,7 @@ from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
-from benchkit.spec import FEATURE_DTYPES
+from benchkit.spec import FEATURE_DTYPES, FEATURE_NORMS
 
 REQUIRED_SPLITS = ("train", "val", "test")
 
@@ -174,6 +174,17 @@ class Dataset:
                 raise DataError(
                     f"{self.name}: music_genre has negative genre ids (only -1, unknown, is allowed)"
                 )
+        if self.pgc is not None:
+            for what, ugc, pgc in (
+                ("video", self.video_features, self.pgc.video_features),
+                ("music", self.music_features, self.pgc.music_features),
+            ):
+                if ugc.shape[1] != pgc.shape[1]:
+                    raise DataError(
+                        f"{self.name}: PGC {what} features have {pgc.shape[1]} dimensions but "
+                        f"the UGC ones {ugc.shape[1]}; a teacher trained on one cannot read the "
+                        f"other — extract both with the same model"
+                    )
         for name in REQUIRED_SPLITS:
             if name not in self.splits:
                 raise DataError(
@@ -299,6 +310,45 @@ class Dataset:
             },
         )
 
+    def with_normalised_features(self, kind: str) -> Dataset:
+        """The same data with its features preprocessed — ``zscore`` (each dimension centred and
+        scaled by the mean and standard deviation of the training videos, and of the music they
+        use), ``l2`` (each row to unit length) or ``none`` — and the same transform applied to the
+        PGC clips. The fitted statistics travel in ``meta["features_norm"]`` (a saved model keeps
+        them, to preprocess new videos the same way); the fingerprint records the choice."""
+        if kind not in FEATURE_NORMS:
+            raise DataError(
+                f"feature normalisation must be one of {', '.join(FEATURE_NORMS)}, not {kind!r}"
+            )
+        if kind == "none":
+            return self
+        train = self.splits["train"]
+        music_rows = np.unique(self.video_music[train])
+        stats: dict[str, Any] = {"kind": kind}
+        if kind == "zscore":
+            for name, a, rows in (
+                ("video", self.video_features, train),
+                ("music", self.music_features, music_rows),
+            ):
+                x = a[rows].astype(np.float64)
+                stats[f"{name}_mean"] = x.mean(axis=0).astype(np.float32)
+                stats[f"{name}_std"] = np.maximum(x.std(axis=0), 1e-6).astype(np.float32)
+        pgc = self.pgc
+        if pgc is not None:
+            pgc = replace(
+                pgc,
+                video_features=apply_feature_norm(pgc.video_features, stats, "video"),
+                music_features=apply_feature_norm(pgc.music_features, stats, "music"),
+            )
+        return replace(
+            self,
+            video_features=apply_feature_norm(self.video_features, stats, "video"),
+            music_features=apply_feature_norm(self.music_features, stats, "music"),
+            pgc=pgc,
+            content_id=f"{self.content_fingerprint}:{kind}",
+            meta={**self.meta, "features_norm": stats},
+        )
+
     def with_feature_dtype(self, dtype: str) -> Dataset:
         """The same data with features stored as ``float32`` or ``float16`` (half the memory; a
         batch is cast back to float32 when it is gathered). The fingerprint records the choice."""
@@ -412,6 +462,20 @@ class Dataset:
             out["test_true_taste_entropy"] = float(entropy[self.splits["test"]].mean())
             out["random_split_true_taste_entropy"] = float(entropy.mean())
         return out
+
+
+def apply_feature_norm(x: np.ndarray, stats: dict[str, Any], modality: str) -> np.ndarray:
+    """Preprocess ``x`` (rows of ``modality`` = video or music features) with fitted ``stats``
+    (:meth:`Dataset.with_normalised_features`), in float32, kept in ``x``'s storage dtype."""
+    kind = stats["kind"]
+    out = x.astype(np.float32)
+    if kind == "zscore":
+        out = (out - stats[f"{modality}_mean"]) / stats[f"{modality}_std"]
+    elif kind == "l2":
+        out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    elif kind != "none":
+        raise DataError(f"unknown feature normalisation {kind!r}")
+    return np.ascontiguousarray(out.astype(x.dtype, copy=False))
 
 
 def _check_ids(ids: np.ndarray, n: int, what: str, kind: str) -> None:

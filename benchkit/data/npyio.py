@@ -44,16 +44,23 @@ def load_npy(path: Path | str, what: str = "") -> np.ndarray:
     """Load a ``.npy`` file; object arrays go through the array-only unpickler."""
     path = Path(path)
     label = f"{path}" + (f" ({what})" if what else "")
-    if not path.is_file():
-        raise DataError(f"missing file {label}")
+    check_file(path, label)
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
-                _, _, dtype = np.lib.format.read_array_header_1_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
             else:
-                _, _, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
             if not dtype.hasobject:
+                needed = int(np.prod(shape, dtype=object)) * dtype.itemsize + f.tell()
+                size = path.stat().st_size
+                if needed > size:  # a truncated file, or a header that lies about its size
+                    raise DataError(
+                        f"{label}: its header promises an array of shape {shape} "
+                        f"({needed:,} bytes) but the file holds {size:,}; it is truncated or "
+                        f"damaged"
+                    )
                 return np.load(path, allow_pickle=False)
             array = _ArrayOnlyUnpickler(f).load()
     except DataError:
@@ -63,6 +70,44 @@ def load_npy(path: Path | str, what: str = "") -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise DataError(f"{label} does not hold an array")
     return array
+
+
+def check_file(path: Path, label: str) -> None:
+    """One clear line for a path that is missing, not a file, or unreadable."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"missing file {label}") from None
+    except OSError as exc:  # a symlink loop, say
+        raise DataError(f"cannot read {label}: {exc.strerror or exc}") from None
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{label} is not a file (a folder, or something else)")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"cannot read {label}: permission denied")
+
+
+def read_text(path: Path, what: str) -> str:
+    """A text file as UTF-8, or one clear line."""
+    check_file(path, f"{path} ({what})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} ({what}): not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+
+
+def read_json(path: Path, what: str) -> Any:
+    import json
+
+    try:
+        return json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} ({what}): not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
 
 
 def load_features(path: Path | str, what: str) -> np.ndarray:

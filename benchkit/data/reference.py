@@ -23,6 +23,7 @@ Object arrays are read without unpickling arbitrary objects (:mod:`benchkit.data
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchkit.data.dataset import PGC, Dataset
-from benchkit.data.npyio import AtomicDir, load_features, load_npy, save_npy
+from benchkit.data.npyio import AtomicDir, load_features, load_npy, read_json, save_npy
 from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 
@@ -62,7 +63,41 @@ def _int(value: Any, what: str) -> int:
         raise DataError(f"{what}: {value!r} is not an integer id") from None
 
 
+def _genre(value: Any, what: str) -> tuple[int, int]:
+    """A genre cell as the release writes it — an int, a numeric string, or a string holding a
+    list (``'[3]'``, read with ``ast.literal_eval``, never ``eval``) — or a list itself. Returns
+    (the genre, how many were listed): with several, the first listed is the music's genre."""
+    parsed: Any = value
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise DataError(
+                f"{what}: {value!r} is not a genre id (write an integer or a list like '[3]')"
+            ) from None
+    if isinstance(parsed, np.ndarray):
+        parsed = parsed.tolist()
+    if isinstance(parsed, (list, tuple)):
+        if not parsed:
+            raise DataError(f"{what}: {value!r} lists no genre")
+        first, count = parsed[0], len(parsed)
+    else:
+        first, count = parsed, 1
+    if isinstance(first, (bool, np.bool_)) or not isinstance(first, (int, np.integer)):
+        if isinstance(first, float) and first.is_integer():
+            return int(first), count
+        raise DataError(
+            f"{what}: {value!r} is not a genre id (write an integer or a list like '[3]')"
+        )
+    return int(first), count
+
+
 def _parse_train(rows: np.ndarray, path: Path) -> dict[str, np.ndarray]:
+    if rows.size == 0:
+        raise DataError(f"{path} holds no rows; the training split needs at least one")
     if rows.ndim != 2 or rows.shape[1] < 4:
         raise DataError(
             f"{path}: expected rows [video, music, genre, user_prior, propensity], "
@@ -78,10 +113,12 @@ def _parse_train(rows: np.ndarray, path: Path) -> dict[str, np.ndarray]:
         }
     video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
     music = np.array([_int(r[1], f"{path} column 2 (music)") for r in rows], dtype=np.int64)
-    genre = np.array([_int(r[2], f"{path} column 3 (genre)") for r in rows], dtype=np.int64)
+    parsed = [_genre(r[2], f"{path} row {i} column 3 (genre)") for i, r in enumerate(rows)]
+    genre = np.array([g for g, _ in parsed], dtype=np.int64)
+    several = int(sum(n > 1 for _, n in parsed))
     try:
-        prior = np.array([np.asarray(r[3], dtype=np.float32) for r in rows])
-    except ValueError:
+        prior = np.array([np.asarray(_literal(r[3]), dtype=np.float32) for r in rows])
+    except (ValueError, TypeError, SyntaxError):
         raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers") from None
     if prior.ndim != 2:
         raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers")
@@ -94,10 +131,20 @@ def _parse_train(rows: np.ndarray, path: Path) -> dict[str, np.ndarray]:
         "genre": genre,
         "prior": prior,
         "propensity": propensity,
+        "several_genres": np.asarray(several),
     }
 
 
+def _literal(value: Any) -> Any:
+    """A cell that may be a string holding a Python literal (how object arrays get written)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return ast.literal_eval(value.strip()) if isinstance(value, str) else value
+
+
 def _parse_eval(rows: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if rows.size == 0:
+        raise DataError(f"{path} holds no rows; an evaluation split needs at least one")
     if rows.dtype != object:
         if rows.ndim != 2 or rows.shape[1] < 3:
             raise DataError(
@@ -113,8 +160,8 @@ def _parse_eval(rows: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, n
     video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
     pos = np.array([_int(r[1], f"{path} column 2 (positive)") for r in rows], dtype=np.int64)
     try:
-        negs = np.array([np.asarray(r[2], dtype=np.int64) for r in rows])
-    except ValueError:
+        negs = np.array([np.asarray(_literal(r[2]), dtype=np.int64) for r in rows])
+    except (ValueError, TypeError, SyntaxError):
         raise DataError(f"{path} column 3 (negatives): every row needs the same number") from None
     if negs.ndim != 2:
         raise DataError(f"{path} column 3 (negatives): every row needs the same number")
@@ -137,10 +184,20 @@ def _weights(path: Path, n: int, normalise: bool) -> np.ndarray:
     return w
 
 
+def _pairs(a: np.ndarray, path: Path) -> np.ndarray:
+    """(n, 2) integer [video, music] pairs, or one clear line."""
+    if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+        raise DataError(f"{path}: expected rows of [video, music] pairs, got shape {a.shape}")
+    try:
+        return np.asarray(a, dtype=np.float64).astype(np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: pairs must be integer ids") from None
+
+
 def read_pgc(path: Path | str) -> PGC:
     d = Path(path)
-    train = load_npy(d / "train.npy", "PGC training pairs").reshape(-1, 2).astype(np.int64)
-    val = load_npy(d / "val.npy", "PGC validation pairs").reshape(-1, 2).astype(np.int64)
+    train = _pairs(load_npy(d / "train.npy", "PGC training pairs"), d / "train.npy")
+    val = _pairs(load_npy(d / "val.npy", "PGC validation pairs"), d / "val.npy")
     video = load_features(d / "mv_video_resnet_features.npy", "PGC video features")
     music = np.concatenate(
         [
@@ -247,7 +304,7 @@ def read_reference(
             m = int(train["music"][clash][0])
             raise DataError(f"{d / 'train.npy'}: music {m} has two different genres")
     if (extra / "genre_names.json").exists():
-        genre_names = tuple(json.loads((extra / "genre_names.json").read_text()))
+        genre_names = tuple(read_json(extra / "genre_names.json", "genre names"))
     uploader = None
     given_prior = None
     if (extra / "video_uploader.npy").exists():
@@ -260,25 +317,30 @@ def read_reference(
             if mean_path.exists()
             else train["prior"].mean(axis=0)
         )
+        if mean.shape != (train["prior"].shape[1],):
+            raise DataError(
+                f"{mean_path}: holds {mean.size} numbers, but the training rows' user_prior "
+                f"has {train['prior'].shape[1]} genres"
+            )
         given_prior = np.tile(mean, (video_music.size, 1))
         given_prior[train["video"]] = train["prior"]
     propensity = np.full(video_music.size, np.nan)
     propensity[train["video"]] = train["propensity"]
-    if (extra / "propensity.json").exists() and json.loads(
-        (extra / "propensity.json").read_text()
+    if (extra / "propensity.json").exists() and read_json(
+        extra / "propensity.json", "propensity note"
     ).get("derived"):
         propensity[:] = np.nan  # benchkit wrote d_u[g(m)] there; recompute it, as the source did
     truth = None
     if (extra / "truth.json").exists():
         parts = {p.stem[len("truth_") :]: load_npy(p) for p in extra.glob("truth_*.npy")}
-        truth = Truth.from_parts(parts, json.loads((extra / "truth.json").read_text()))
+        truth = Truth.from_parts(parts, read_json(extra / "truth.json", "the world's truth"))
     columns = {p.stem[len("column_") :]: load_npy(p) for p in sorted(extra.glob("column_*.npy"))}
     pgc_dir = Path(pgc) if pgc is not None else root / PGC_DIR
     pgc_data = read_pgc(pgc_dir) if (pgc is not None or pgc_dir.is_dir()) else None
     if pgc_data is not None and pgc is None and (extra / "pgc_music_genre.npy").exists():
         pgc_data.music_genre = load_npy(extra / "pgc_music_genre.npy").astype(np.int64)
     name = "reference:" + (
-        json.loads((extra / "dataset.json").read_text())["name"]
+        str(read_json(extra / "dataset.json", "dataset name").get("name", root.name))
         if (extra / "dataset.json").exists()
         else root.name
     )
@@ -301,7 +363,12 @@ def read_reference(
             for s, e in evals.items()
         },
         video_columns=columns,
-        meta={"source": str(root), "format": "reference"},
+        meta={
+            "source": str(root),
+            "format": "reference",
+            # a genre cell listing several genres keeps its first (the release's multi-hot)
+            "train_rows_with_several_genres": int(train.get("several_genres", 0)),
+        },
     )
 
 
@@ -336,7 +403,7 @@ def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Pa
             train[i] = [
                 int(v),
                 int(ds.video_music[v]),
-                str(int(g)),
+                f"[{int(g)}]",  # as the release writes it: a string holding a list
                 prior[v].tolist(),
                 float(propensity[i]),
             ]

@@ -162,15 +162,28 @@ def matching_score(ds: Dataset, column: str | None) -> np.ndarray:
                 f"{ds.name}: no per-video column {column!r}; columns: "
                 f"{', '.join(sorted(ds.video_columns)) or 'none'}"
             )
-        return np.asarray(ds.video_columns[column], dtype=np.float64)
+        return _finite(ds, column)
     if ds.truth is None:
+        columns = ", ".join(sorted(ds.video_columns)) or "none"
         raise DataError(
             f"{ds.name}: T_matching needs a matching score; real data has no true "
-            f"compatibility, so name a per-video score column (matching_column=...)"
+            f"compatibility, so name a per-video score column: --test-set matching:COLUMN "
+            f"(columns: {columns})"
         )
     t = ds.truth
     fit = (t.video_content * t.music_content[ds.video_music]).sum(axis=1)
     return fit / (np.sqrt(t.video_content.shape[1]) * t.scale)
+
+
+def _finite(ds: Dataset, column: str) -> np.ndarray:
+    values = np.asarray(ds.video_columns[column], dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise DataError(
+            f"{ds.name}: per-video column {column!r} has NaN or inf in {int(bad.sum())} "
+            f"row(s), e.g. row {int(np.flatnonzero(bad)[0])}; clean it before ranking by it"
+        )
+    return values
 
 
 def _percentile(x: np.ndarray) -> np.ndarray:
@@ -188,7 +201,7 @@ def matching_split(
     rng = np.random.default_rng([seed, 3])
     rank = _percentile(matching_score(ds, matching_column))
     if popularity_column is not None and popularity_column in ds.video_columns:
-        rank = 0.5 * (rank + _percentile(ds.video_columns[popularity_column]))
+        rank = 0.5 * (rank + _percentile(_finite(ds, popularity_column)))
     jitter = rng.random(ds.n_videos) * 1e-9
     order = np.argsort(-(rank + jitter), kind="stable")
     n_test = round(test_fraction * ds.n_videos)
@@ -279,10 +292,16 @@ TEST_SETS: dict[str, Callable[..., Dataset]] = {
 
 
 def apply_test_set(ds: Dataset, spec: str | None, seed: int = 0, **options: Any) -> Dataset:
-    """``None``/``given`` keeps the dataset's splits; ``random``, ``diverse``, ``matching``, or
+    """``None``/``given`` keeps the dataset's splits; ``random``, ``diverse``, ``matching`` (by the
+    true compatibility), ``matching:COLUMN`` (by a per-video score column of the data), or
     ``ratio:X`` (e.g. ``ratio:0.8``, genres from ``options['genres']``)."""
     if spec in (None, "", "given"):
         return ds
+    if spec.startswith("matching:"):
+        column = spec.split(":", 1)[1]
+        if not column:
+            raise ConfigError("test set matching:COLUMN needs a column name after the colon")
+        return matching_split(ds, seed=seed, matching_column=column, **options)
     if spec.startswith("ratio:"):
         try:
             x = float(spec.split(":", 1)[1])
@@ -293,6 +312,7 @@ def apply_test_set(ds: Dataset, spec: str | None, seed: int = 0, **options: Any)
         return ratio_split(ds, x, seed=seed, **options)
     if spec not in TEST_SETS:
         raise ConfigError(
-            f"unknown test set {spec!r}; choose given, random, diverse, matching or ratio:X"
+            f"unknown test set {spec!r}; choose given, random, diverse, matching, "
+            f"matching:COLUMN or ratio:X"
         )
     return TEST_SETS[spec](ds, seed=seed, **options)

@@ -33,6 +33,9 @@ M = the music, Y = the choice):
   the T_matching test set.
 - **Features** are noisy views of the latents: 2048-d non-negative "ResNet-like" video features
   (content, nuisance, style) and 128 "VGGish-like" + 128 normalised "OpenSMILE-like" music features.
+  ``feature_map="realistic"`` makes them look like real extractors' output: a nonlinear (two-layer)
+  map, post-ReLU heavy tails and per-dimension scales spread over two orders of magnitude for the
+  video, and 8-bit quantised VGGish values (0 … 255) for the music.
 - **PGC**: separate professional clips (own videos, own music) matched on content alone over their
   whole pool (``pgc_quality`` sets how sharply), in a professional style ``pgc_shift`` away from the
   uploaders' (a domain shift: what the teacher learns transfers, imperfectly).
@@ -59,12 +62,13 @@ from benchkit.data.cache import cache_root, load_npz, save_npz
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.splits import random_splits
 from benchkit.data.truth import ChoiceModel, Truth
-from benchkit.errors import ConfigError
+from benchkit.errors import ConfigError, DataError
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import DatasetProvider
 
 GENERATOR_VERSION = 3
 GENRES = ("hiphop", "jazz", "classical", "reggae", "pop", "metal")
+FEATURE_MAPS = ("linear", "realistic")
 GENRE_COUNTS = (651, 665, 1330, 311, 42, 4)  # TT-150k-genre, paper Table 2
 
 
@@ -103,6 +107,7 @@ class SynthConfig:
     pgc_quality: float = 6.0
     pgc_shift: float = 1.0  # the professional style of PGC clips, away from the uploaders'
     feature_noise: float = 0.5
+    feature_map: str = "linear"  # or "realistic": nonlinear maps, heavy tails, mixed scales
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
     def key(self, seed: int) -> str:
@@ -220,7 +225,9 @@ def _repair_support(
 class _Content:
     """Genre centres and the content/feature maps shared by UGC and PGC clips."""
 
-    def __init__(self, cfg: SynthConfig, rng: np.random.Generator) -> None:
+    def __init__(
+        self, cfg: SynthConfig, rng: np.random.Generator, r_map: np.random.Generator
+    ) -> None:
         k, g = cfg.content_dim, len(GENRES)
         self.cfg = cfg
         self.centres = rng.standard_normal((g, k)).astype(np.float32)
@@ -237,6 +244,16 @@ class _Content:
         self.pgc_style = rng.standard_normal(st).astype(np.float32)
         self.pgc_style /= max(float(np.linalg.norm(self.pgc_style)), 1e-9) / np.sqrt(max(st, 1))
         self.compat_scale = 1.0
+        if cfg.feature_map == "realistic":  # its own stream: the linear world's draws stay put
+            hidden = 256
+            self.v1 = r_map.standard_normal((fan_in, hidden)).astype(np.float32) / np.sqrt(fan_in)
+            self.v2 = r_map.standard_normal((hidden, cfg.video_dim)).astype(np.float32)
+            self.v2 /= np.sqrt(hidden)
+            self.v2_bias = r_map.normal(-0.5, 0.5, size=cfg.video_dim).astype(np.float32)
+            # Heterogeneous, heavy-tailed scales across feature dimensions (pooled CNN features).
+            self.v_scale = np.exp(r_map.normal(0.0, 1.0, size=cfg.video_dim)).astype(np.float32)
+            self.m1 = r_map.standard_normal((k + nz, hidden)).astype(np.float32) / np.sqrt(k + nz)
+            self.m2 = r_map.standard_normal((hidden, d1)).astype(np.float32) / np.sqrt(hidden)
 
     def music_content(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
         noise = rng.standard_normal((genre.size, self.cfg.content_dim)).astype(np.float32)
@@ -270,9 +287,15 @@ class _Content:
                 ],
                 axis=1,
             )
-            x = z @ self.w_video + self.b_video
-            x += self.cfg.feature_noise * rng.standard_normal(x.shape, dtype=np.float32)
-            out[s : s + 8192] = np.maximum(x, 0.0)
+            if self.cfg.feature_map == "realistic":
+                h = np.maximum(z @ self.v1, 0.0)
+                x = h @ self.v2 + self.v2_bias
+                x += self.cfg.feature_noise * rng.standard_normal(x.shape, dtype=np.float32)
+                out[s : s + 8192] = np.maximum(x, 0.0) ** 1.5 * self.v_scale
+            else:
+                x = z @ self.w_video + self.b_video
+                x += self.cfg.feature_noise * rng.standard_normal(x.shape, dtype=np.float32)
+                out[s : s + 8192] = np.maximum(x, 0.0)
         return out
 
     def music_features(self, rng: np.random.Generator, content: np.ndarray) -> np.ndarray:
@@ -284,6 +307,9 @@ class _Content:
         vggish = z @ self.w_vggish + noise * rng.standard_normal(
             (n, self.w_vggish.shape[1]), dtype=np.float32
         )
+        if self.cfg.feature_map == "realistic":  # VGGish's released form: 8-bit quantised
+            h = np.maximum(z @ self.m1, 0.0) @ self.m2 + 0.5 * vggish
+            vggish = np.clip(np.round(128 + 48 * np.tanh(h)), 0, 255)
         smile = np.tanh(z @ self.w_smile) + noise * rng.standard_normal(
             (n, self.w_smile.shape[1]), dtype=np.float32
         )
@@ -342,10 +368,12 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     if cfg.n_music < 2 or cfg.n_videos < 10 or cfg.n_uploaders < 1:
         raise ConfigError("synthetic world too small: need ≥ 2 music, ≥ 10 videos, ≥ 1 uploader")
     _check_config(cfg)
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
-    r_space, r_music, r_upl, r_video, r_choice, r_feat, r_pgc, r_split, r_expo, r_style = streams
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(11)]
+    r_space, r_music, r_upl, r_video, r_choice, r_feat, r_pgc, r_split, r_expo, r_style = streams[
+        :10
+    ]
     g = len(GENRES)
-    space = _Content(cfg, r_space)
+    space = _Content(cfg, r_space, streams[10])
 
     # Music: genres in Table 2's shares, content; popularity targets in random order.
     counts = genre_counts(cfg.n_music)
@@ -542,6 +570,11 @@ def _check_config(cfg: SynthConfig) -> None:
     for knob in ("nuisance_dim", "style_dim"):
         if getattr(cfg, knob) < 0:
             raise ConfigError(f"synthetic world: {knob} must be non-negative")
+    if cfg.feature_map not in FEATURE_MAPS:
+        raise ConfigError(
+            f"synthetic world: feature_map must be one of {', '.join(FEATURE_MAPS)}, "
+            f"not {cfg.feature_map!r}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,12 +613,19 @@ def make_world(
     if not cache:
         return generate(cfg, seed, name)
     path = cache_root() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"
+    say = log or (lambda _m: None)
     if path.exists():
-        return load_npz(path)
-    if log is not None:
-        log(f"generating synthetic world {name} (seed {seed}); cached at {path}")
+        try:
+            return load_npz(path)
+        except Exception as exc:  # a truncated or damaged cache entry: rebuild it, once
+            say(f"the cached world {path} is damaged ({type(exc).__name__}: {exc}); rebuilding it")
+    else:
+        say(f"generating synthetic world {name} (seed {seed}); cached at {path}")
     ds = generate(cfg, seed, name)
-    save_npz(ds, path)
+    try:
+        save_npz(ds, path)
+    except DataError as exc:  # an unwritable cache: the world still serves this run
+        say(f"{exc}; set BENCHKIT_CACHE to a writable folder to keep worlds between runs")
     return ds
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.data.dataset import PGC, Dataset
-from benchkit.data.npyio import AtomicDir, load_features, save_npy
+from benchkit.data.npyio import AtomicDir, load_features, read_text, save_npy
 from benchkit.data.splits import random_splits
 from benchkit.errors import DataError
 
@@ -65,7 +65,8 @@ def _columns(df: pd.DataFrame, path: Path, needed: tuple[str, ...]) -> None:
 def _ids(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"missing {path}: one id per line, in the row order of the features")
-    ids = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+    text = read_text(path, "ids")
+    ids = np.array([line.strip() for line in text.splitlines() if line.strip()])
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"{path}: duplicate id {str(uniq[counts > 1][0])!r}")
@@ -166,7 +167,9 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
     names: tuple[str, ...] = ()
     if (folder / "genres.txt").exists():
         names = tuple(
-            x.strip() for x in (folder / "genres.txt").read_text().splitlines() if x.strip()
+            x.strip()
+            for x in read_text(folder / "genres.txt", "genre order").splitlines()
+            if x.strip()
         )
     found = _table(folder, "music_genres", required=False)
     if found is not None:

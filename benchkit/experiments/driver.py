@@ -28,7 +28,7 @@ from benchkit.spec import RunSpec
 
 
 class RunFailed(BenchkitError):
-    """A run of a grid failed in its worker."""
+    """Runs of a grid failed in their workers (recorded in the store, marked in the table)."""
 
 
 @dataclass
@@ -41,6 +41,7 @@ class GridRun:
     seconds: float = 0.0
     summary: Summary = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)  # optional rows left out, and why
+    failures: dict[str, str] = field(default_factory=dict)  # run key → its error
 
 
 def make_executor(
@@ -93,6 +94,7 @@ def run_grid(
         for row, why in dropped.items():
             log(f"{grid.name}: optional row {row!r} left out: {why}")
         done = store.done(keys)
+        store.link(grid.name, [(k, j) for k, j in zip(keys, planned, strict=True) if k in done])
         todo = dict((k, s) for k, s in zip(keys, specs, strict=True) if k not in done)
         log(
             f"{grid.name}: {len(planned)} runs, {len(done)} already in {store.path}, "
@@ -109,13 +111,14 @@ def run_grid(
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        failures = []
         try:
             for outcome in ex.collect():
                 job = job_of[outcome.key]
-                if outcome.error is not None:
-                    failures.append(
-                        f"{job.row} {'/'.join(job.column)} seed {job.seed}: {outcome.error}"
+                if outcome.error is not None:  # recorded; the grid goes on
+                    store.fail(outcome.key, grid.name, job, outcome.error)
+                    log(
+                        f"{grid.name}: {job.row} {'/'.join(job.column)} seed {job.seed} "
+                        f"failed: {outcome.error}"
                     )
                 else:
                     assert outcome.record is not None and outcome.ranks is not None
@@ -126,9 +129,8 @@ def run_grid(
                 bar.update(1)
         finally:
             bar.close()
-    if failures:
-        raise RunFailed(f"{len(failures)} run(s) failed: " + " | ".join(failures))
     results = store.get(keys)
+    failures = store.failures([k for k in keys if k not in results])
     hashes = {r["record"]["protocol"]["hash"] for r in results.values()}
     if len(hashes) > 1:
         raise ConfigError(
@@ -138,6 +140,7 @@ def run_grid(
     run = GridRun(
         grid, keys, results, ran=len(todo), skipped=len(done), seconds=time.perf_counter() - started
     )
-    run.summary = summarise(grid, keys, results, planned)
+    run.failures = {k: failures[k] for k in keys if k in failures}
+    run.summary = summarise(grid, keys, results, planned, set(run.failures))
     run.dropped = dropped
     return run

@@ -22,6 +22,7 @@ The built-in grids live in ``benchkit/experiments/grids``; copy one, edit it, an
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -149,9 +150,42 @@ def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such grid file (built-in grids: {', '.join(BUILTIN)})")
     try:
-        return tomllib.loads(path.read_text()), str(path)
+        return tomllib.loads(path.read_text(encoding="utf-8")), str(path)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the grid as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], what: str, where: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {what} must be {names}, got {value!r}")
+    return value
+
+
+def _strings(spec: dict[str, Any], key: str, where: str, default: list[str] | None = None) -> list:
+    """A non-empty list of strings (a lone string is refused: it is not a list of one)."""
+    value = spec.get(key, default) if default is not None else _need(spec, key, where)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f'{where}: {key} must be a non-empty list of strings, like ["a", "b"]; got {value!r}'
+        )
+    return value
+
+
+def _tables(spec: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    value = _need(spec, key, where)
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(
+            f"{where}: {key} must be a non-empty list of tables ([[{key}]] blocks); got {value!r}"
+        )
+    return value
 
 
 ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional"}
@@ -176,18 +210,24 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
     spec, where = read_grid(source)
     kind = _need(spec, "kind", where)
     common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds"}
+    name = _typed(_need(spec, "name", where), str, "name", where)
+    if not NAME.match(name) or ".." in name:
+        raise ConfigError(
+            f"{where}: name {name!r} must be a file name of letters, digits, '_', '-' and '.' "
+            f"(it names the tables and figures written to --out)"
+        )
     if seeds is None:
-        seeds = int(spec.get("seeds", 1))
+        seeds = _typed(spec.get("seeds", 1), int, "seeds", where)
         if seeds < 1:
             raise ConfigError(f"{where}: seeds must be at least 1")
     seed_list = [BASE_SEED + i for i in range(seeds)]
-    metrics = list(_need(spec, "metrics", where))
-    world = dict(spec.get("world", {}))
+    metrics = _strings(spec, "metrics", where)
+    world = dict(_typed(spec.get("world", {}), dict, "world", where))
     grid = Grid(
-        name=_need(spec, "name", where),
-        title=spec.get("title", ""),
+        name=name,
+        title=_typed(spec.get("title", ""), str, "title", where),
         kind=kind,
-        protocol=spec.get("protocol", "paper"),
+        protocol=_typed(spec.get("protocol", "paper"), str, "protocol", where),
         metrics=metrics,
         jobs=[],
         rows=[],
@@ -195,9 +235,9 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
     )
     if kind == "table":
         _check_keys(spec, common | {"rows", "test_sets", "settings"}, where)
-        test_sets = list(spec.get("test_sets", ["given"]))
-        settings = list(spec.get("settings", ["auto"]))
-        for i, row in enumerate(_need(spec, "rows", where)):
+        test_sets = _strings(spec, "test_sets", where, ["given"])
+        settings = _strings(spec, "settings", where, ["auto"])
+        for i, row in enumerate(_tables(spec, "rows", where)):
             here = f"{where}: rows[{i}]"
             _check_keys(row, ROW_KEYS | {"group"}, here)
             label = _need(row, "label", here)
@@ -229,9 +269,18 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         grid.columns = [(t, s) for t in test_sets for s in settings]
     elif kind == "figure":
         _check_keys(spec, common | {"series", "x"}, where)
-        x = _need(spec, "x", where)
+        x = _typed(_need(spec, "x", where), dict, "x", where)
         _check_keys(x, {"label", "short", "values", "test_set", "set", "log"}, f"{where}: x")
-        values = [float(v) for v in _need(x, "values", f"{where}: x")]
+        values = _need(x, "values", f"{where}: x")
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        ):
+            raise ConfigError(
+                f"{where}: x.values must be a non-empty list of numbers; got {values!r}"
+            )
+        values = [float(v) for v in values]
         if ("test_set" in x) == ("set" in x):
             raise ConfigError(
                 f"{where}: x needs exactly one of test_set (a pattern with {{x}}) "
@@ -239,7 +288,15 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
             )
         grid.x_label, grid.x_values, grid.x_log = x.get("label", "x"), values, bool(x.get("log"))
         grid.x_short = x.get("short", "x")
-        for i, series in enumerate(_need(spec, "series", where)):
+        if "test_set" in x:
+            pattern = _typed(x["test_set"], str, "x.test_set", where)
+            try:
+                pattern.format(x=1)
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(
+                    f"{where}: x.test_set {pattern!r} may only use {{x}}, e.g. 'ratio:{{x}}'"
+                ) from None
+        for i, series in enumerate(_tables(spec, "series", where)):
             here = f"{where}: series[{i}]"
             _check_keys(series, ROW_KEYS | {"setting", "test_set"}, here)
             label = _need(series, "label", here)

@@ -65,6 +65,7 @@ class Cell:
     compared_with: str | None = None
     best: bool = False
     headroom: float | None = None  # (row − baseline) / (positive control − baseline)
+    failed: int = 0  # seeds whose run failed
 
     @property
     def mean(self) -> float:
@@ -84,12 +85,20 @@ Summary = dict[tuple[str, tuple[str, ...], str], Cell]
 
 
 def summarise(
-    grid: Any, keys: list[str], results: dict[str, dict[str, Any]], jobs: list[Any] | None = None
+    grid: Any,
+    keys: list[str],
+    results: dict[str, dict[str, Any]],
+    jobs: list[Any] | None = None,
+    failed: set[str] | None = None,
 ) -> Summary:
     """Group the finished runs of a grid into cells and run the paired tests. ``jobs`` are the
-    grid's jobs that ``keys`` belong to (default: all of them)."""
+    grid's jobs that ``keys`` belong to (default: all of them); ``failed`` the keys that failed."""
     summary: Summary = {}
     for job, key in zip(grid.jobs if jobs is None else jobs, keys, strict=True):
+        if failed and key in failed:
+            for metric in grid.metrics:
+                summary.setdefault((job.row, job.column, metric), Cell()).failed += 1
+            continue
         if key not in results:
             continue
         res = results[key]

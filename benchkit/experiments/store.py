@@ -1,16 +1,23 @@
 """The results store: one SQLite file, one row per finished run, keyed by content.
 
 A run's key hashes everything that decides its numbers — the dataset fingerprint (after the test set
-and the data setting), the method, every resolved hyperparameter, the seed and the protocol hash —
-so a rerun of a grid skips what is done and an interrupted grid resumes where it stopped. Only the
-driver process writes, one transaction per run; workers return records. The per-test-video ranks are
-kept (compressed) for paired significance tests. Read it with pandas via :meth:`Store.frame`.
+and the data setting), the method, every resolved hyperparameter, the seed, the threads, the
+protocol hash — so a rerun of a grid skips what is done and an interrupted grid resumes where it
+stopped. A run belongs to every grid that asked for it (``grid_runs``: many grids can share one
+run). A run that failed is kept apart with its error (``failures``) and retried by the next rerun.
+Only the driver process writes, one transaction per run; workers return records. The per-test-video
+ranks are kept (compressed) for paired significance tests. Read it with pandas via
+:meth:`Store.frame`.
+
+A store is checked when opened — an empty, truncated, foreign or damaged file is refused in one line,
+never reset — and a store in a read-only place can still be read.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchkit.errors import DataError
 from benchkit.interfaces import RankInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY,
-    grid TEXT,
-    row_label TEXT,
-    column_key TEXT,
     backbone TEXT,
     debias TEXT,
     setting TEXT,
@@ -39,8 +44,25 @@ CREATE TABLE IF NOT EXISTS runs (
     record TEXT,
     ranks BLOB,
     created TEXT DEFAULT CURRENT_TIMESTAMP
-)
+);
+CREATE TABLE IF NOT EXISTS grid_runs (
+    grid TEXT NOT NULL,
+    key TEXT NOT NULL,
+    row_label TEXT NOT NULL,
+    column_key TEXT NOT NULL,
+    PRIMARY KEY (grid, key, row_label, column_key)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    key TEXT NOT NULL,
+    grid TEXT NOT NULL,
+    row_label TEXT NOT NULL,
+    column_key TEXT NOT NULL,
+    error TEXT,
+    created TEXT DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (key, grid, row_label, column_key)
+);
 """
+REQUIRED_COLUMNS = {"key", "metrics", "record", "ranks", "protocol_hash"}
 
 
 def pack_ranks(ranks: RankInfo) -> bytes:
@@ -69,19 +91,78 @@ def unpack_ranks(blob: bytes, tie_policy: str) -> RankInfo:
 
 
 class Store:
-    """``<out>/results.sqlite``."""
+    """``<out>/results.sqlite``; ``read_only`` opens an existing store for reading only."""
 
-    def __init__(self, folder: Path | str) -> None:
+    def __init__(self, folder: Path | str, read_only: bool = False) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "results.sqlite"
-        with self._connect() as con:
-            con.execute(SCHEMA)
+        self.read_only = read_only
+        if self.folder.exists() and not self.folder.is_dir():
+            raise DataError(f"--out {self.folder} is a file, not a folder; name a folder")
+        if read_only:
+            if not self.path.is_file():
+                raise DataError(f"no results store in {self.folder} (run a grid with --out first)")
+        else:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                probe = self.folder / ".benchkit-write-probe"
+                probe.touch()
+                probe.unlink()
+            except OSError as exc:
+                raise DataError(
+                    f"cannot write in {self.folder} ({exc.strerror or exc}); choose another --out"
+                ) from None
+        self._check()
+
+    # -- opening ---------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
-        return con
+        if self.read_only:
+            flag = "mode=ro" if os.access(self.folder, os.W_OK) else "immutable=1"
+            return sqlite3.connect(f"file:{self.path}?{flag}", uri=True, timeout=60)
+        return sqlite3.connect(self.path, timeout=60)
+
+    def _check(self) -> None:
+        """Refuse an empty, foreign or damaged file in one line; create or upgrade the schema."""
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise DataError(
+                f"{self.path} is an empty file, not a results store; move it away (nothing "
+                f"is reset silently)"
+            )
+        try:
+            with self._connect() as con:
+                status = con.execute("PRAGMA quick_check").fetchone()
+                if status is None or status[0] != "ok":
+                    raise DataError(f"{self.path} is damaged ({status[0] if status else '?'})")
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+                if "runs" in tables:
+                    cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                    if not cols >= REQUIRED_COLUMNS:
+                        raise DataError(
+                            f"{self.path} is not a benchkit results store (its table 'runs' "
+                            f"lacks {', '.join(sorted(REQUIRED_COLUMNS - cols))})"
+                        )
+                elif tables and not tables & {"grid_runs", "failures"}:
+                    raise DataError(
+                        f"{self.path} is an SQLite file of something else (tables "
+                        f"{', '.join(sorted(tables))}), not a benchkit results store"
+                    )
+                if not self.read_only:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(SCHEMA)
+                    self._upgrade(con)
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{self.path} is not a readable results store ({exc})") from None
+
+    @staticmethod
+    def _upgrade(con: sqlite3.Connection) -> None:
+        """Stores written by benchkit 0.1 kept one grid per run in ``runs``: move it across."""
+        cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+        if {"grid", "row_label", "column_key"} <= cols:
+            con.execute(
+                "INSERT OR IGNORE INTO grid_runs (grid, key, row_label, column_key) "
+                "SELECT grid, key, row_label, column_key FROM runs WHERE grid IS NOT NULL"
+            )
 
     def _select(self, columns: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
         """``SELECT columns`` for the rows of ``keys`` (in chunks: SQLite caps bound parameters)."""
@@ -91,20 +172,29 @@ class Store:
                 q = f"SELECT {columns} FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
                 yield from con.execute(q, chunk)
 
+    # -- writing ---------------------------------------------------------------------------------
+
     def done(self, keys: list[str]) -> set[str]:
         return {row[0] for row in self._select("key", keys)}
 
+    def link(self, grid: str, keys_jobs: list[tuple[str, Any]]) -> None:
+        """Record that ``grid`` uses these (already stored) runs at these places."""
+        with self._connect() as con:
+            con.executemany(
+                "INSERT OR IGNORE INTO grid_runs (grid, key, row_label, column_key) "
+                "VALUES (?, ?, ?, ?)",
+                [(grid, k, j.row, json.dumps(list(j.column))) for k, j in keys_jobs],
+            )
+
     def put(self, key: str, grid: str, job: Any, record: dict[str, Any], ranks: RankInfo) -> None:
-        with self._connect() as con:  # one transaction: the row is there whole, or not at all
+        """Store one finished run and its place in ``grid`` — in one transaction."""
+        with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO runs (key, grid, row_label, column_key, backbone, debias, "
-                "setting, test_set, seed, protocol, protocol_hash, dataset_fingerprint, metrics, "
-                "record, ranks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO runs (key, backbone, debias, setting, test_set, seed, "
+                "protocol, protocol_hash, dataset_fingerprint, metrics, record, ranks) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
-                    grid,
-                    job.row,
-                    json.dumps(list(job.column)),
                     job.backbone,
                     job.debias,
                     job.setting,
@@ -118,6 +208,23 @@ class Store:
                     pack_ranks(ranks),
                 ),
             )
+            con.execute(
+                "INSERT OR IGNORE INTO grid_runs (grid, key, row_label, column_key) "
+                "VALUES (?, ?, ?, ?)",
+                (grid, key, job.row, json.dumps(list(job.column))),
+            )
+            con.execute("DELETE FROM failures WHERE key = ?", (key,))
+
+    def fail(self, key: str, grid: str, job: Any, error: str) -> None:
+        """Record that a run of ``grid`` failed, and why (a rerun tries it again)."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO failures (key, grid, row_label, column_key, error) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, grid, job.row, json.dumps(list(job.column)), error),
+            )
+
+    # -- reading ---------------------------------------------------------------------------------
 
     def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -130,17 +237,58 @@ class Store:
             }
         return out
 
+    def failures(self, keys: list[str]) -> dict[str, str]:
+        """The error of each of ``keys`` that failed (and has not succeeded since)."""
+        out: dict[str, str] = {}
+        with self._connect() as con:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                q = f"SELECT key, error FROM failures WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update(dict(con.execute(q, chunk).fetchall()))
+        return out
+
+    def failed_runs(self, grid: str | None = None) -> list[tuple[str, str, str, str]]:
+        """(grid, row, column, error) of every recorded failure (of one grid)."""
+        with self._connect() as con:
+            q = "SELECT grid, row_label, column_key, error FROM failures"
+            rows = con.execute(q + (" WHERE grid = ?" if grid else ""), (grid,) if grid else ())
+            return [(g, r, "/".join(json.loads(c)), e) for g, r, c, e in rows.fetchall()]
+
     def frame(self, grid: str | None = None) -> pd.DataFrame:
-        """All runs (of one grid) as a table: one row per run, one column per metric."""
+        """All runs (of one grid) as a table: one row per run and place in a grid, one column per
+        metric, and the run's record flattened (``hp.*``, ``training.*``, ``spec.*``, …)."""
         with self._connect() as con:
             q = (
-                "SELECT key, grid, row_label, column_key, backbone, debias, setting, test_set, seed, "
-                "protocol, protocol_hash, dataset_fingerprint, metrics, created FROM runs"
+                "SELECT g.grid, g.row_label, g.column_key, r.key, r.backbone, r.debias, r.setting, "
+                "r.test_set, r.seed, r.protocol, r.protocol_hash, r.dataset_fingerprint, "
+                "r.metrics, r.record, r.created FROM runs r LEFT JOIN grid_runs g ON g.key = r.key"
             )
             df = pd.read_sql_query(
-                q + (" WHERE grid = ?" if grid else ""), con, params=(grid,) if grid else None
+                q + (" WHERE g.grid = ?" if grid else ""), con, params=(grid,) if grid else None
             )
         if df.empty:
             return df
         metrics = pd.DataFrame([json.loads(m) for m in df.pop("metrics")])
-        return pd.concat([df, metrics], axis=1)
+        records = [_flat_record(json.loads(r)) for r in df.pop("record")]
+        flat = pd.DataFrame(records)
+        df["created"] = pd.to_datetime(df["created"])
+        df["column_key"] = df["column_key"].map(
+            lambda c: "/".join(json.loads(c)) if isinstance(c, str) else c
+        )
+        return pd.concat([df, metrics, flat], axis=1)
+
+
+def _flat_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's record as flat columns: ``hp.<name>`` (backbone), ``hp.<strategy>.<name>``,
+    ``spec.*``, ``training.*``, ``environment.*``, ``dataset.*``; lists and dicts as JSON text."""
+    out: dict[str, Any] = {}
+    hp = record.get("hparams", {})
+    for k, v in hp.get("backbone", {}).items():
+        out[f"hp.{k}"] = v
+    for strategy, values in hp.get("strategies", {}).items():
+        for k, v in values.items():
+            out[f"hp.{strategy}.{k}"] = v
+    for section in ("spec", "training", "environment", "dataset"):
+        for k, v in record.get(section, {}).items():
+            out[f"{section}.{k}"] = v
+    return {k: json.dumps(v) if isinstance(v, (list, dict, tuple)) else v for k, v in out.items()}

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 
 from benchkit.experiments.grid import Grid
 from benchkit.experiments.stats import Summary
+from benchkit.files import atomic_file
 from benchkit.report.tables import metric_label
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
@@ -79,6 +80,7 @@ def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
     fig.tight_layout()
     paths = [out / f"{grid.name}.png", out / f"{grid.name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=200)
+        with atomic_file(p) as tmp:
+            fig.savefig(tmp, dpi=200, format=p.suffix[1:])
     plt.close(fig)
     return paths

@@ -37,9 +37,13 @@ def metric_label(metric: str) -> str:
 
 
 def _cell_text(cell: Cell | None, fmt: str, paper: float | None) -> str:
-    if cell is None or cell.n == 0:
+    if cell is None or (cell.n == 0 and not cell.failed):
         return "–"
+    if cell.n == 0:
+        return "failed"
     text = f"{cell.mean:.4f}" + (f" ± {cell.std:.4f}" if cell.n > 1 else "")
+    if cell.failed:
+        text += f" †{cell.failed}"
     if cell.p_value is not None and cell.p_value < ALPHA:
         text += "*"
     if cell.best:
@@ -67,6 +71,7 @@ def long_frame(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None
             "compared_with": cell.compared_with,
             "best": cell.best,
             "headroom_closed": cell.headroom,
+            "failed_seeds": cell.failed,
         }
         if paper is not None:
             line["paper"] = _paper_value(paper, grid, row, column, metric)
@@ -152,6 +157,8 @@ def render(
     )
     if paper is not None:
         note += "; in parentheses: the paper's number"
+    if any(c.failed for c in summary.values()):
+        note += "; †k: k seed(s) of the cell failed (their errors: benchkit results --failures)"
     if grid.controls:
         note += (
             f"; in brackets: headroom closed = (row − {grid.controls['baseline']}) / "

@@ -20,8 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.errors import ConfigError
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    AT_LEAST_TWO,
+    NON_NEGATIVE,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 
 
 def _inv_sqrt(cov: Tensor, ridge: float) -> Tensor:
@@ -37,19 +46,19 @@ class CCA(Backbone):
     loss_granularity = "none"
     closed_form = True
     defaults = {"dim": 16, "ridge": 1e-3, "score": "cosine", "batch_size": 1024, "epochs": 1}
+    ranges = {
+        "dim": AT_LEAST_ONE,
+        "ridge": NON_NEGATIVE,
+        "score": ("cosine", "dot"),
+        "batch_size": AT_LEAST_TWO,
+        "epochs": AT_LEAST_ONE,
+    }
 
     video_mean: Tensor
     music_mean: Tensor
     video_proj: Tensor
     music_proj: Tensor
     correlations: Tensor
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__(**hparams)
-        if self.hparams["dim"] < 1 or self.hparams["ridge"] < 0:
-            raise ConfigError("cca: dim must be ≥ 1 and ridge ≥ 0")
-        if self.hparams["score"] not in ("cosine", "dot"):
-            raise ConfigError(f"cca: score must be cosine or dot, not {self.hparams['score']!r}")
 
     def build(self, spec: DataSpec) -> None:
         self.spec = spec

@@ -1,5 +1,5 @@
 """CEVAR (Surís et al., ECCV-W 2018, "Cross-modal embeddings for video and audio retrieval").
-METHODS.md §1.
+docs/methods.md.
 
 Two MLP branches — music FC 450 → 250 → E, video FC 2000 → 700 → E, a ReLU after every layer —
 whose outputs are L2-normalised; the score is their cosine. Each pair becomes a negative with
@@ -22,7 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    TRAINING_RANGES,
+    UNIT,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 from benchkit.nn import mlp
 
 
@@ -41,6 +53,15 @@ class CEVAR(Backbone):
         "weight_decay": 0.0,
         "batch_size": 1024,
         "epochs": 50,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "embed_dim": AT_LEAST_ONE,
+        "music_hidden": AT_LEAST_ONE,
+        "video_hidden": AT_LEAST_ONE,
+        "mu": PROBABILITY,
+        "p_neg": UNIT,
+        "label_weight": NON_NEGATIVE,
     }
 
     def requirements(self) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""CMVAE (Yi et al., TMM 2021) — the backbone of DebCM. METHODS.md §0 and §6.
+"""CMVAE (Yi et al., TMM 2021) — the backbone of DebCM. docs/methods.md: CMVAE, and the release's quirks.
 
 Per modality a Gaussian encoder h = Dropout(BN(x)), μ = l2norm(W_μ h), logσ² = l2norm(W_ℓ h) and a
 decoder x̂ = ReLU(W · Dropout(BN(z))). Generation is *crossed*: music features are reconstructed from
@@ -9,7 +9,7 @@ Variants (hyperparameter ``variant``):
 
 - ``paper`` (default): the fixed hinge mean_i TopK_j [δ − S_ii + S_ij]_+ over the k *hardest*
   negatives, with cells that pair a video with another copy of its own music masked out
-  (METHODS.md §0 quirks 1 and 4 fixed).
+  (the release's quirks 1 and 4 fixed; docs/methods.md).
 - ``reference``: the released loss exactly — the margin terms enter with a minus sign, i.e.
   −mean TopK_j [S_ii − S_ij − δ]_+ (the *easiest* negatives; a pair that violates the margin gets no
   gradient), and same-music cells are kept as negatives.
@@ -30,8 +30,18 @@ from typing import Any
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.errors import ConfigError
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    TRAINING_RANGES,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_cells, kl_to_standard
 
 VARIANTS = ("paper", "reference")
@@ -59,19 +69,18 @@ class CMVAE(Backbone):
         "batch_size": 1024,
         "epochs": 50,
     }
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__(**hparams)
-        if self.hparams["variant"] not in VARIANTS:
-            raise ConfigError(
-                f"cmvae: variant must be one of {', '.join(VARIANTS)}, "
-                f"not {self.hparams['variant']!r}"
-            )
-        if self.hparams["variance"] not in VARIANCES:
-            raise ConfigError(
-                f"cmvae: variance must be one of {', '.join(VARIANCES)}, "
-                f"not {self.hparams['variance']!r}"
-            )
+    ranges = {
+        **TRAINING_RANGES,
+        "variant": VARIANTS,
+        "variance": VARIANCES,
+        "latent_dim": AT_LEAST_ONE,
+        "dropout": PROBABILITY,
+        "margin": NON_NEGATIVE,
+        "hard_negatives": AT_LEAST_ONE,
+        "music_loss_weight": NON_NEGATIVE,
+        "recon_weight": NON_NEGATIVE,
+        "kl_weight": NON_NEGATIVE,
+    }
 
     @property
     def variance(self) -> str:

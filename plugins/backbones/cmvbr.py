@@ -1,5 +1,5 @@
 """CMVBR = CBVMR (Hong, Im & Yang, ICMR 2018, "Content-based video–music retrieval using soft
-intra-modal structure constraint"). METHODS.md §2.
+intra-modal structure constraint"). docs/methods.md.
 
 Music: FC 2048 → ReLU/dropout → FC 1024 → ReLU/dropout → FC D → BN → L2; video: FC 2048 →
 ReLU/dropout → FC D → BN → L2 (D replaces the original 512 to match the other backbones).
@@ -29,7 +29,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    TRAINING_RANGES,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 from benchkit.nn import hinge_cells, mlp
 
 
@@ -63,6 +74,18 @@ class CMVBR(Backbone):
         "weight_decay": 0.0,
         "batch_size": 1024,
         "epochs": 50,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "embed_dim": AT_LEAST_ONE,
+        "music_hidden": AT_LEAST_ONE,
+        "video_hidden": AT_LEAST_ONE,
+        "dropout": PROBABILITY,
+        "margin": NON_NEGATIVE,
+        "hard_negatives": AT_LEAST_ONE,
+        "music_anchor_weight": NON_NEGATIVE,
+        "video_anchor_weight": NON_NEGATIVE,
+        "structure_weight": NON_NEGATIVE,
     }
 
     def build(self, spec: DataSpec) -> None:

@@ -1,4 +1,4 @@
-"""DSCMR (Zhen et al., CVPR 2019, "Deep supervised cross-modal retrieval"). METHODS.md §3.
+"""DSCMR (Zhen et al., CVPR 2019, "Deep supervised cross-modal retrieval"). docs/methods.md.
 
 Per modality Linear(d_in → 2048) + ReLU, then a *weight-shared* Linear(2048 → D) into the common
 space and a shared linear classifier P = Linear(D → C). The score is the cosine of the common
@@ -25,7 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    TRAINING_RANGES,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+    Range,
+)
 
 
 def _theta(a: Tensor, b: Tensor) -> Tensor:
@@ -52,6 +63,14 @@ class DSCMR(Backbone):
         "weight_decay": 0.0,
         "batch_size": 1024,
         "epochs": 50,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "embed_dim": AT_LEAST_ONE,
+        "hidden": AT_LEAST_ONE,
+        "alpha": NON_NEGATIVE,
+        "beta": NON_NEGATIVE,
+        "betas": Range(0.0, 1.0, high_open=True),
     }
 
     def build(self, spec: DataSpec) -> None:

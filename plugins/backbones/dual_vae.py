@@ -1,5 +1,5 @@
 """Dual-VAE (Shen et al., AAAI 2018, "Generating diverse and consistent QA pairs from contexts with
-information-maximizing hierarchical conditional VAEs" line of dual VAEs for retrieval). METHODS.md §5.
+information-maximizing hierarchical conditional VAEs" line of dual VAEs for retrieval). docs/methods.md.
 
 From the paper, not checked against code (none is public).
 
@@ -20,7 +20,18 @@ from typing import Any
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    TRAINING_RANGES,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 from benchkit.nn import GaussianEncoder, hinge_cells, kl_to_standard, mlp
 
 
@@ -43,6 +54,15 @@ class DualVAE(Backbone):
         "weight_decay": 1e-3,
         "batch_size": 1024,
         "epochs": 50,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "latent_dim": AT_LEAST_ONE,
+        "decoder_hidden": AT_LEAST_ONE,
+        "dropout": PROBABILITY,
+        "margin": NON_NEGATIVE,
+        "hard_negatives": AT_LEAST_ONE,
+        "beta": NON_NEGATIVE,
     }
 
     def build(self, spec: DataSpec) -> None:

@@ -21,25 +21,34 @@ from torch import Tensor
 
 from benchkit import hookimpl
 from benchkit.errors import ConfigError
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output, Query
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    AT_LEAST_TWO,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+    Query,
+)
 
 SCORES = {"cf": "cf", "backdoor": "backdoor", "biased": "observed", "fit": "fit", "compat": None}
 
 
 class Oracle(Backbone):
     name = "oracle"
-    description = "the world's Bayes-optimal rankers (score=cf|backdoor|biased|fit|compat); a control"
+    description = (
+        "the world's Bayes-optimal rankers (score=cf|backdoor|biased|fit|compat); a control"
+    )
     loss_granularity = "none"
     closed_form = True
     requires = frozenset({"truth"})
     defaults = {"score": "cf", "batch_size": 1024, "epochs": 1}
+    ranges = {"score": tuple(SCORES), "batch_size": AT_LEAST_TWO, "epochs": AT_LEAST_ONE}
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        if self.hparams["score"] not in SCORES:
-            raise ConfigError(
-                f"oracle: score must be one of {', '.join(SCORES)}, not {self.hparams['score']!r}"
-            )
         self._truth: Any = None
 
     def build(self, spec: DataSpec) -> None:

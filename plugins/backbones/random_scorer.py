@@ -10,7 +10,16 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    AT_LEAST_TWO,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 
 
 class Chance(Backbone):
@@ -19,6 +28,7 @@ class Chance(Backbone):
     loss_granularity = "none"
     closed_form = True
     defaults = {"batch_size": 1024, "epochs": 1}
+    ranges = {"batch_size": AT_LEAST_TWO, "epochs": AT_LEAST_ONE}
 
     def build(self, spec: DataSpec) -> None:
         self.spec = spec

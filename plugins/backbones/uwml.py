@@ -1,5 +1,5 @@
 """UWML / PolyLoss (Wei et al., CVPR 2020, "Universal weighting metric learning for cross-modal
-matching"). METHODS.md §4.
+matching"). docs/methods.md.
 
 Cosine scores of L2-normalised MLP embeddings (Linear → ReLU → dropout → Linear per modality; the
 card leaves the encoder open, so it is the same two-layer shape for both sides). Per anchor i, first
@@ -21,7 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, LossTerm, Output
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    TRAINING_RANGES,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    LossTerm,
+    Output,
+)
 from benchkit.nn import mlp
 
 
@@ -55,6 +66,13 @@ class UWML(Backbone):
         "weight_decay": 0.0,
         "batch_size": 1024,
         "epochs": 50,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "embed_dim": AT_LEAST_ONE,
+        "hidden": AT_LEAST_ONE,
+        "dropout": PROBABILITY,
+        "margin": NON_NEGATIVE,
     }
 
     def build(self, spec: DataSpec) -> None:

@@ -1,5 +1,5 @@
-"""Backdoor adjustment for the uploader confounder — DebCM's deconfounder (paper §4.3, METHODS.md
-§11) — and the ``debcm`` method (this deconfounder + KL distillation from a PGC teacher).
+"""Backdoor adjustment for the uploader confounder — DebCM's deconfounder (paper §4.3;
+docs/methods.md) — and the ``debcm`` method (this deconfounder + KL distillation from a PGC teacher).
 
 The confounder is the uploader's genre distribution d_u; its embedding is z_u = Σ_g d[g] e_g. The
 backdoor adjustment P(y | do(z_m), z_v) = Σ_u P(u) P(y | z_m, z_v, u) is approximated by plugging
@@ -14,7 +14,7 @@ At inference every form uses d̄. Two forms (``variant``):
 
 - ``reference``: as released — z̃_m = Linear([z_u ; z_m]). With one z_u for every music this is
   W_z z_m + const, and the constant adds the same amount to every music of a video: it cannot change
-  a ranking at inference (METHODS.md §0, quirk 3). Kept so that this is observable.
+  a ranking at inference (docs/methods.md: the release's quirk 3). Kept so that this is observable.
 - ``interaction`` (default): z_uᵀ W z_m is added to the score. It depends on the music, so the
   adjustment reaches the ranking; with per-sample d_u in training it can absorb the taste-driven part
   of the choices and leave the content match to z_vᵀ z_m.
@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
-from benchkit.errors import ConfigError
 from benchkit.interfaces import (
     Backbone,
     Batch,
@@ -68,15 +67,7 @@ class Backdoor(Strategy):
     description = "DebCM's backdoor adjustment: batch-mean confounder in training, d̄ at inference"
     requires = frozenset({"genres", "uploaders"})
     defaults = {"variant": "interaction", "estimate": "batch"}
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__(**hparams)
-        if self.hparams["variant"] not in VARIANTS:
-            raise ConfigError(f"{self.name}: variant must be one of {', '.join(VARIANTS)}")
-        if self.hparams["estimate"] not in CONFOUNDER_ESTIMATES:
-            raise ConfigError(
-                f"{self.name}: estimate must be one of {', '.join(CONFOUNDER_ESTIMATES)}"
-            )
+    ranges = {"variant": VARIANTS, "estimate": CONFOUNDER_ESTIMATES}
 
     def check_backbone(self, backbone: Backbone) -> str | None:
         return closed_form_refusal(self, backbone)

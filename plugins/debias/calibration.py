@@ -1,4 +1,4 @@
-"""Calibration (Steck, RecSys 2018): a greedy re-ranker at evaluation, no training. METHODS.md §9.
+"""Calibration (Steck, RecSys 2018): a greedy re-ranker at evaluation, no training. docs/methods.md.
 
 For each test video, p = its uploader's genre distribution d_u; q(L) = the mean genre one-hot of a
 list L; q̃ = (1 − α) q + α p (α = 0.01); C_KL = Σ_g p_g log(p_g / q̃_g) (terms with p_g = 0 skipped).
@@ -21,7 +21,15 @@ from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
 from benchkit.errors import ConfigError
-from benchkit.interfaces import Query, RunContext, Strategy
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    PROBABILITY,
+    UNIT,
+    Query,
+    RunContext,
+    Strategy,
+)
 
 
 def calibrated_lists(
@@ -70,6 +78,7 @@ class Calibration(Strategy):
     description = "Calibration (Steck 2018): greedy re-ranking towards the uploader's genre mix"
     requires = frozenset({"genres", "uploaders"})
     defaults = {"lam": 0.5, "alpha": 0.01, "list_length": 25, "seed": 0}
+    ranges = {"lam": PROBABILITY, "alpha": UNIT, "list_length": AT_LEAST_ONE, "seed": NON_NEGATIVE}
 
     genre_of: Tensor
 

@@ -1,4 +1,4 @@
-"""DecRS (Wang et al., KDD 2021) adapted to background-music matching. METHODS.md §10.
+"""DecRS (Wang et al., KDD 2021) adapted to background-music matching. docs/methods.md.
 
 DecRS treats the user's group distribution d_u as a confounder of the *user representation*. Its
 backdoor adjustment replaces d_u by the global average d̄ and lets the confounder interact with the
@@ -33,8 +33,16 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
-from benchkit.errors import ConfigError
-from benchkit.interfaces import Backbone, Batch, DataSpec, Latent, Query, RunContext, Strategy
+from benchkit.interfaces import (
+    POSITIVE,
+    Backbone,
+    Batch,
+    DataSpec,
+    Latent,
+    Query,
+    RunContext,
+    Strategy,
+)
 from benchkit.method import Method
 from benchkit.nn import CONFOUNDER_ESTIMATES, ConfounderEmbedding
 from benchkit_plugins.debias.backdoor import closed_form_refusal, code_dim
@@ -88,13 +96,12 @@ class DecRS(Strategy):
     )
     requires = frozenset({"genres", "uploaders"})
     defaults = {"estimate": "global", "a": 0.2, "smoothing": 0.01, "mix": True}
+    ranges = {"estimate": CONFOUNDER_ESTIMATES, "a": POSITIVE, "smoothing": POSITIVE}
 
     video_eta: Tensor
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        if self.hparams["estimate"] not in CONFOUNDER_ESTIMATES:
-            raise ConfigError(f"decrs: estimate must be one of {', '.join(CONFOUNDER_ESTIMATES)}")
         self._order = "none"
 
     def check_backbone(self, backbone: Backbone) -> str | None:

@@ -1,4 +1,4 @@
-"""DU — debiasing clicked and unclicked data (Lee et al., SIGIR 2021). METHODS.md §8.
+"""DU — debiasing clicked and unclicked data (Lee et al., SIGIR 2021). docs/methods.md.
 
 Positive and negative cells get separate propensities, each self-normalised over the batch *apart*:
 L = (1/B)[Σ_pos (1/θ⁺)/(Σ_pos 1/θ⁺) ℓ⁺ + Σ_neg (1/θ⁻)/(Σ_neg 1/θ⁻) ℓ⁻], with
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from benchkit import hookimpl
-from benchkit.interfaces import Batch, Strategy, Weights
+from benchkit.interfaces import NON_NEGATIVE, Batch, Range, Strategy, Weights
 
 
 class DU(Strategy):
@@ -27,6 +27,7 @@ class DU(Strategy):
     requires = frozenset({"genres", "uploaders"})
     requires_cells = True
     defaults = {"alpha": 0.5, "beta": 0.5, "clip": 0.1}
+    ranges = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "clip": Range(0.0, 1.0, low_open=True)}
 
     def weights(self, batch: Batch) -> Weights:
         assert batch.prior is not None and batch.genre is not None

@@ -1,4 +1,4 @@
-"""IPS — inverse propensity scoring (Schnabel et al. 2016; Yang et al., RecSys 2018). METHODS.md §7.
+"""IPS — inverse propensity scoring (Schnabel et al. 2016; Yang et al., RecSys 2018). docs/methods.md.
 
 Each positive pair's loss is weighted by 1/p, self-normalised in the batch (SNIPS:
 Σ w_i ℓ_i / Σ w_i). Propensities (``propensity``):
@@ -24,7 +24,7 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
-from benchkit.interfaces import Batch, RunContext, Strategy, Weights
+from benchkit.interfaces import NON_NEGATIVE, Batch, Range, RunContext, Strategy, Weights
 
 MODES = ("auto", "genre", "popularity", "column")
 
@@ -33,15 +33,12 @@ class IPS(Strategy):
     name = "ips"
     description = "IPS: SNIPS weights 1/p per pair (p = the uploader's genre propensity by default)"
     defaults = {"propensity": "auto", "clip": 0.1, "gamma": 2.0}
+    ranges = {"propensity": MODES, "clip": Range(0.0, 1.0, low_open=True), "gamma": NON_NEGATIVE}
 
     pop: Tensor
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        if self.hparams["propensity"] not in MODES:
-            raise ConfigError(f"ips: propensity must be one of {', '.join(MODES)}")
-        if not 0.0 < self.hparams["clip"] <= 1.0:
-            raise ConfigError("ips: clip must be in (0, 1]")
         self.mode = self.hparams["propensity"]
 
     def requirements(self) -> frozenset[str]:

@@ -1,10 +1,10 @@
-"""KL (feature) distillation — DebCM §4.4, METHODS.md §13.
+"""KL (feature) distillation — DebCM §4.4, docs/methods.md.
 
 A CMVAE teacher trained on the PGC pairs and frozen guides the student's Gaussian posteriors on the
 UGC inputs: the loss adds λ_v KL(q_S(z_v|v) ‖ q_T(z_v|v)) + λ_m KL(q_S(z_m|m) ‖ q_T(z_m|m)), with the
 analytic KL of diagonal Gaussians (``variant="paper"``) — or, under ``variant="reference"``, the
 release's formula, whose quadratic term has the wrong sign and whose −1 sits outside the sum, so
-that with equal variances it *decreases* as the means move apart (METHODS.md §0, quirk 2).
+that with equal variances it *decreases* as the means move apart (docs/methods.md: the release's quirk 2).
 
 ``weight`` is α: the release's 5e-5 by default. The paper disagrees with itself — its text sets the
 teacher weight to 40 "by tuning" (§5.2) while its Fig. 4 sweeps 5e-7 … 5e-2 — so the Fig. 4 grid
@@ -24,10 +24,23 @@ from torch import Tensor
 
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
-from benchkit.errors import ConfigError
-from benchkit.interfaces import Backbone, Batch, LossTerm, Output, RunContext, Strategy
+from benchkit.interfaces import (
+    NON_NEGATIVE,
+    Backbone,
+    Batch,
+    LossTerm,
+    Output,
+    RunContext,
+    Strategy,
+)
 from benchkit.nn import gaussian_kl
-from benchkit.teacher import TEACHER_DEFAULTS, recipe_from, teacher_report, train_teacher
+from benchkit.teacher import (
+    TEACHER_DEFAULTS,
+    TEACHER_RANGES,
+    recipe_from,
+    teacher_report,
+    train_teacher,
+)
 
 EPS = 1e-15
 
@@ -50,13 +63,16 @@ class KLDistill(Strategy):
         "variant": "paper",
         **TEACHER_DEFAULTS,
     }
+    ranges = {
+        "weight": NON_NEGATIVE,
+        "video_weight": NON_NEGATIVE,
+        "music_weight": NON_NEGATIVE,
+        "variant": ("paper", "reference"),
+        **TEACHER_RANGES,
+    }
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        if self.hparams["variant"] not in ("paper", "reference"):
-            raise ConfigError("kl_distill: variant must be paper or reference")
-        if self.hparams["weight"] < 0:
-            raise ConfigError("kl_distill: weight must be non-negative")
         self._report: dict[str, Any] = {}
 
     def check_backbone(self, backbone: Backbone) -> str | None:

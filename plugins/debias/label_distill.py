@@ -1,4 +1,4 @@
-"""Label-based distillation — KDCRec's refine label (Liu et al., SIGIR 2020). METHODS.md §12.
+"""Label-based distillation — KDCRec's refine label (Liu et al., SIGIR 2020). docs/methods.md.
 
 A teacher trained on the PGC pairs (uniform, professionally matched data) and then frozen refines
 the labels of every training cell — the positive and the in-batch negatives: y' = y + c·t̂, with
@@ -24,9 +24,20 @@ from torch import nn
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
-from benchkit.interfaces import Backbone, Batch, DataSpec, LossTerm, Output, RunContext, Strategy
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    Backbone,
+    Batch,
+    DataSpec,
+    LossTerm,
+    Output,
+    RunContext,
+    Strategy,
+)
 from benchkit.teacher import (
     TEACHER_DEFAULTS,
+    TEACHER_RANGES,
     recipe_from,
     teacher_report,
     teacher_scores,
@@ -52,6 +63,13 @@ class LabelDistill(Strategy):
         "bridge_weight": 0.1,
         "teacher_latent_dim": 128,
         **TEACHER_DEFAULTS,
+    }
+    ranges = {
+        "c": NON_NEGATIVE,
+        "weight": NON_NEGATIVE,
+        "bridge_weight": NON_NEGATIVE,
+        "teacher_latent_dim": AT_LEAST_ONE,
+        **TEACHER_RANGES,
     }
 
     def __init__(self, **hparams: Any) -> None:

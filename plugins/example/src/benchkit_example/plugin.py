@@ -12,6 +12,10 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.data import Dataset
 from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    TRAINING_RANGES,
     Backbone,
     Batch,
     DataSpec,
@@ -40,6 +44,12 @@ class InfoNCE(Backbone):
         "weight_decay": 0.0,
         "batch_size": 512,
         "epochs": 20,
+    }
+    ranges = {
+        **TRAINING_RANGES,
+        "embed_dim": AT_LEAST_ONE,
+        "hidden": AT_LEAST_ONE,
+        "temperature": POSITIVE,
     }
 
     def build(self, spec: DataSpec) -> None:
@@ -71,6 +81,7 @@ class PopularityPenalty(Strategy):
     name = "popularity_penalty"
     description = "inference-time penalty of β·log(1 + training popularity) — example plugin"
     defaults = {"beta": 0.05}
+    ranges = {"beta": NON_NEGATIVE}
 
     log_pop: Tensor
 
