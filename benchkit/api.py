@@ -297,6 +297,7 @@ class RunResult:
             "metrics": self.metrics,
             "training": self.training,
             "environment": self.environment,
+            "history": self.history,
         }
 
 
@@ -404,13 +405,17 @@ def execute(
     quiet: bool = True,
     plugins: Plugins | None = None,
     log: Log | None = None,
+    save: str | Path | None = None,
 ) -> RunResult:
-    """Train and evaluate a planned run."""
+    """Train and evaluate a planned run; ``save`` writes the trained model package there
+    (:mod:`benchkit.model`)."""
     with compute_threads(plan.threads):
-        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet)
+        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet, save)
 
 
-def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResult:
+def _execute(
+    plan: RunPlan, quiet: bool, plugins: Plugins, log: Log, save: str | Path | None
+) -> RunResult:
     started = time.perf_counter()
     spec = plan.spec
     torch_device = select_device(spec.device)
@@ -440,6 +445,15 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
         log=log,
         split=spec.split,
     )
+    emit = plugins.observers(log)
+    identity = {
+        "key": plan.key,
+        "backbone": spec.backbone,
+        "debias": spec.debias,
+        "seed": spec.seed,
+        "dataset": ds.fingerprint,
+    }
+    emit("run_start", identity, spec.to_dict())
     for s in strategies:
         s.prepare(ds, ctx)
     # Whatever prepare did (train a teacher, or load it from the cache), training starts from the
@@ -451,10 +465,15 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
         assert ds.pgc is not None
         pairs = PooledPairs([ugc, pgc_pairs(ds.pgc, "train", torch_device)])
     fitted = trainer.fit(
-        method, ds, plan.protocol, pairs=pairs, desc=f"{spec.backbone}+{spec.debias}"
+        method,
+        ds,
+        plan.protocol,
+        pairs=pairs,
+        desc=f"{spec.backbone}+{spec.debias}",
+        on_epoch=lambda record: emit("epoch_end", identity, record),
     )
     result = evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
-    return RunResult(
+    run_result = RunResult(
         method={
             "backbone": spec.backbone,
             "debias": spec.debias,
@@ -497,6 +516,13 @@ def _execute(plan: RunPlan, quiet: bool, plugins: Plugins, log: Log) -> RunResul
         key=plan.key,
         ranks=result.ranks,
     )
+    emit("run_end", identity, run_result.to_dict())
+    if save is not None:
+        from benchkit.model import save_model
+
+        save_model(save, method, ds, run_result.to_dict(), plugins)
+        log(f"saved the model package to {save}")
+    return run_result
 
 
 def run(
@@ -507,6 +533,7 @@ def run(
     quiet: bool = True,
     plugins: Plugins | None = None,
     log: Log | None = None,
+    save: str | Path | None = None,
     **options: Any,
 ) -> RunResult:
     """Train ``backbone`` with the ``debias`` stack on the training split, select the epoch on the
@@ -517,9 +544,10 @@ def run(
     ``seed``, ``epochs``, ``patience``, ``protocol``, ``split``, ``overrides`` (a dict: plain keys
     set the backbone, ``<strategy>.<key>`` a strategy, ``protocol.<key>`` the protocol),
     ``precision``, ``features``, ``device``, ``threads`` — with the CLI's defaults. ``dataset``
-    takes an in-memory :class:`benchkit.data.Dataset` instead of a source.
+    takes an in-memory :class:`benchkit.data.Dataset` instead of a source; ``save`` writes the
+    trained model package to that folder (load it with ``benchkit.load``).
     """
     plugins = plugins or get_plugins()
     spec = RunSpec(backbone=backbone, debias=debias).replace(**options)
     plan = plan_run(spec, dataset=dataset, plugins=plugins, log=log)
-    return execute(plan, quiet=quiet, plugins=plugins, log=log)
+    return execute(plan, quiet=quiet, plugins=plugins, log=log, save=save)

@@ -66,15 +66,21 @@ def _apply(f: Any, options: list[Any]) -> Any:
 
 @cli.command()
 @click_options("method", "source", "split", "training", "evaluation")
+@click.option(
+    "--save",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the trained model package to this folder (benchkit recommend reads it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines.")
-def run(as_json: bool, quiet: bool, **options: Any) -> None:
+def run(save: str | None, as_json: bool, quiet: bool, **options: Any) -> None:
     """Train one method and evaluate it (on the synthetic world unless --data is given)."""
     from benchkit.api import execute, plan_run
 
     spec = spec_from_options(options)
     plan = plan_run(spec, log=_log(quiet))
-    result = execute(plan, quiet=quiet, log=_log(quiet))
+    result = execute(plan, quiet=quiet, log=_log(quiet), save=save)
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
@@ -92,6 +98,205 @@ def run(as_json: bool, quiet: bool, **options: Any) -> None:
         f"({tr['precision']}, {tr['threads']} threads)"
     )
     click.echo(_metric_table(result.metrics))
+
+
+def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
+    """(features, ids) from a .npy matrix (ids from a text file, one per line, else row numbers)
+    or a .parquet table (an ``id`` / ``video_id`` / ``music_id`` column, the rest numeric
+    features)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from benchkit.data.npyio import load_npy, read_text
+    from benchkit.errors import DataError
+
+    p = Path(path)
+    if p.suffix == ".npy":
+        features = load_npy(p, what)
+    elif p.suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(p)
+        except Exception as exc:
+            raise DataError(f"{p} ({what}): cannot read it as Parquet ({exc})") from None
+        id_col = next((c for c in ("id", "video_id", "music_id") if c in frame), None)
+        if id_col is not None and ids is None:
+            row_ids = frame.pop(id_col).to_numpy()
+        else:
+            row_ids = None
+        features = frame.to_numpy()
+        if row_ids is not None:
+            return features, row_ids
+    else:
+        raise DataError(f"{p} ({what}): give a .npy matrix or a .parquet table")
+    if ids is not None:
+        row_ids = np.array(
+            [x.strip() for x in read_text(Path(ids), "ids").splitlines() if x.strip()]
+        )
+        if row_ids.size != len(features):
+            raise DataError(f"{ids}: {row_ids.size} ids for {len(features)} rows of {p}")
+        return features, row_ids
+    return features, np.arange(len(features))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--videos",
+    required=True,
+    type=click.Path(exists=True),
+    help="Video features: a .npy matrix or a .parquet table.",
+)
+@click.option(
+    "--video-ids",
+    type=click.Path(exists=True),
+    default=None,
+    help="Ids of the .npy rows, one per line.",
+)
+@click.option(
+    "--music-pool",
+    type=click.Path(exists=True),
+    default=None,
+    help="Music features to rank (default: the model's own pool).",
+)
+@click.option(
+    "--music-ids",
+    type=click.Path(exists=True),
+    default=None,
+    help="Ids of the pool's rows, one per line.",
+)
+@click.option(
+    "--music-genres",
+    type=click.Path(exists=True),
+    default=None,
+    help="A .npy of one genre id per pool row (Calibration needs them).",
+)
+@click.option(
+    "--uploaders",
+    type=click.Path(exists=True),
+    default=None,
+    help="A CSV of video_id, uploader_id (the training data's uploader index): their "
+    "histories serve per-uploader strategies.",
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=25,
+    show_default=True,
+    help="How many music per video.",
+)
+@click.option(
+    "--rerank-pool",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Candidates a re-ranker sees (default: the whole pool up to 50,000, else 5,000).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write .csv, .parquet or .jsonl (default: CSV on stdout).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+def recommend(
+    model: str,
+    videos: str,
+    video_ids: str | None,
+    music_pool: str | None,
+    music_ids: str | None,
+    music_genres: str | None,
+    uploaders: str | None,
+    k: int,
+    rerank_pool: int | None,
+    out: str | None,
+    device: str,
+) -> None:
+    """Recommend the top-K music for new videos with a saved model (paper §4.5)."""
+    import numpy as np
+    import pandas as pd
+
+    from benchkit.data.npyio import load_npy
+    from benchkit.model import load
+
+    rec = load(model, device=device)
+    features, row_ids = _read_rows(videos, "videos", video_ids)
+    pool = None
+    if music_pool is not None:
+        pool_features, pool_ids = _read_rows(music_pool, "music pool", music_ids)
+        genre = None if music_genres is None else load_npy(music_genres, "music genres").reshape(-1)
+        pool = rec.music_pool(pool_features, genre, pool_ids, what=music_pool)
+    upl = None
+    if uploaders is not None:
+        upl = _uploader_column(uploaders, row_ids)
+    ids, scores = rec.recommend(features, k=k, uploaders=upl, pool=pool, rerank_pool=rerank_pool)
+    frame = pd.DataFrame(
+        {
+            "video_id": np.repeat(row_ids, ids.shape[1]),
+            "rank": np.tile(np.arange(1, ids.shape[1] + 1), ids.shape[0]),
+            "music_id": ids.reshape(-1),
+            "score": scores.reshape(-1),
+        }
+    )
+    if out is None:
+        click.echo(frame.to_csv(index=False), nl=False)
+    else:
+        write_frame(frame, out)
+        click.echo(
+            f"wrote {ids.shape[1]} music for each of {ids.shape[0]:,} videos to {out}", err=True
+        )
+
+
+def _uploader_column(path: str, row_ids: Any) -> Any:
+    """The uploader index of each video row, from a CSV of video_id, uploader_id (−1: unknown)."""
+    import numpy as np
+    import pandas as pd
+
+    from benchkit.errors import DataError
+
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read it as CSV ({exc})") from None
+    missing = {"video_id", "uploader_id"} - set(table.columns)
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    try:
+        lookup = dict(zip(table["video_id"], table["uploader_id"].astype(int), strict=True))
+    except ValueError:
+        raise DataError(f"{path}: uploader_id must be integer indices") from None
+    return np.array([lookup.get(str(v), -1) for v in row_ids], dtype=np.int64)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--videos", type=click.Path(exists=True), default=None, help="Video features to embed."
+)
+@click.option(
+    "--music", type=click.Path(exists=True), default=None, help="Music features to embed."
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="A .npy file for the codes."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+def embed(model: str, videos: str | None, music: str | None, out: str, device: str) -> None:
+    """Write the latent codes of videos or music (one row each) with a saved model."""
+    import numpy as np
+
+    from benchkit.files import atomic_file
+    from benchkit.model import load
+
+    if (videos is None) == (music is None):
+        raise click.UsageError("give exactly one of --videos and --music")
+    rec = load(model, device=device)
+    features, _ = _read_rows(videos or music, "videos" if videos else "music")  # type: ignore[arg-type]
+    codes = rec.embed_videos(features) if videos else rec.embed_music(features)
+    with atomic_file(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, codes)
+    click.echo(f"wrote {codes.shape[0]:,} codes of {codes.shape[1]} dimensions to {out}", err=True)
 
 
 @cli.group()
@@ -376,18 +581,20 @@ def results(out: str, grid: str | None, export: str | None, failures: bool) -> N
 
 
 def write_frame(frame: Any, path: str) -> None:
-    """A table to .csv or .parquet, atomically, creating the folder if it is missing."""
+    """A table to .csv, .parquet or .jsonl, atomically, creating the folder if it is missing."""
     from pathlib import Path
 
     from benchkit.files import atomic_file
 
     target = Path(path)
-    if target.suffix not in (".csv", ".parquet"):
-        raise click.BadParameter("export to a .csv or .parquet file", param_hint="--export")
+    if target.suffix not in (".csv", ".parquet", ".jsonl"):
+        raise click.BadParameter(f"{path}: write a .csv, .parquet or .jsonl file")
     try:
         with atomic_file(target) as tmp:
             if target.suffix == ".parquet":
                 frame.to_parquet(tmp, index=False)
+            elif target.suffix == ".jsonl":
+                frame.to_json(tmp, orient="records", lines=True)
             else:
                 frame.to_csv(tmp, index=False)
     except ImportError:

@@ -123,6 +123,7 @@ def rank_positives(
         )
         all_items = torch.arange(n_music, device=device)
         prior = dataset.video_prior if dataset.has("uploaders") else None
+        genre = None if dataset.music_genre is None else as_tensor(dataset.music_genre, device)
         n = task.video_idx.size
         n_greater = np.empty(n, dtype=np.int64)
         n_equal = np.empty(n, dtype=np.int64)
@@ -130,6 +131,7 @@ def rank_positives(
         step = max(64, chunk_elements // n_music)
         for s in range(0, n, step):
             rows = task.video_idx[s : s + step]
+            video_features = as_tensor(dataset.video_features[rows], device).float()
             query = Query(
                 video_idx=as_tensor(rows, device),
                 column_music_idx=all_items,
@@ -137,8 +139,11 @@ def rank_positives(
                 if dataset.video_uploader is None
                 else as_tensor(dataset.video_uploader[rows], device),
                 prior=None if prior is None else as_tensor(prior[rows], device),
+                video_features=video_features,
+                music_features=music,
+                music_genre=genre,
             )
-            codes = method.video_codes(as_tensor(dataset.video_features[rows], device).float())
+            codes = method.video_codes(video_features)
             full = method.score(codes, music_codes, query)
             pool = all_items.expand(len(rows), n_music)
             if task.candidates is None or (oracle is not None and oracle.active):

@@ -26,10 +26,17 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         raise DataError(f"cannot write {target} ({exc.strerror or exc})") from None
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # what a plain open() would have given it
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path | str, text: str) -> None:

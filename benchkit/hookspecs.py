@@ -91,6 +91,20 @@ def register_executors(register: Register) -> None:
 
 
 @hookspec
+def on_run_event(event: str, run: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Observe a run as it goes — to log it to a tracker (MLflow, TensorBoard, a file).
+
+    ``event`` is ``"run_start"`` (``payload``: the run's spec), ``"epoch_end"`` (the epoch's
+    record: loss, each term's contribution and share, validation score, seconds) or ``"run_end"``
+    (the run's record: metrics, training, hyperparameters). ``run`` identifies the run: its
+    result key, backbone, debias stack, seed and dataset fingerprint.
+
+    When: in whichever process trains the run (a grid's workers too). An observer that raises is
+    reported once on the run's log and then left out of that run: it never stops training.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``benchkit`` command line: ``cli`` is its click group, so call
     ``cli.add_command(my_command)``.
@@ -106,6 +120,7 @@ HOOKS = (
     register_protocols,
     register_metrics,
     register_executors,
+    on_run_event,
     register_commands,
 )
 

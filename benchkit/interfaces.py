@@ -227,12 +227,20 @@ class Batch:
 
 @dataclass
 class Query:
-    """Evaluation rows: test videos scored against a set of music columns."""
+    """Rows scored at inference — test videos, or new videos to recommend music for — against a
+    pool of music columns. ``video_idx`` are the rows' ids in the data (−1: a video the data has
+    never seen); ``column_music_idx`` the columns' music ids; ``uploader_idx`` (−1: an uploader the
+    model has not seen) and ``prior`` (their d_u) where known. The rows' and columns' (preprocessed)
+    features and the pool's genres travel with the query, so that a strategy never needs the
+    training data at inference."""
 
     video_idx: Tensor
     column_music_idx: Tensor
     uploader_idx: Tensor | None = None
     prior: Tensor | None = None
+    video_features: Tensor | None = None  # (rows, video dim)
+    music_features: Tensor | None = None  # (columns, music dim), in column order
+    music_genre: Tensor | None = None  # (pool,): the genre of each music id, −1 unknown
 
 
 @dataclass

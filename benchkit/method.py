@@ -69,7 +69,9 @@ class Method(nn.Module):
         self.backbone = backbone
         self.strategies = nn.ModuleList(strategies)
 
-    def _strategies(self) -> list[Strategy]:
+    @property
+    def strategy_list(self) -> list[Strategy]:
+        """The strategies, in stack order."""
         return list(self.strategies)  # type: ignore[arg-type]
 
     # -- identity ------------------------------------------------------------------------------
@@ -78,7 +80,7 @@ class Method(nn.Module):
     def hparams(self) -> dict[str, Any]:
         return {
             "backbone": dict(self.backbone.hparams),
-            "strategies": {s.name: dict(s.hparams) for s in self._strategies()},
+            "strategies": {s.name: dict(s.hparams) for s in self.strategy_list},
         }
 
     # -- training ------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ class Method(nn.Module):
         video = bb.sample(bb.encode_video(batch.video))
         music = bb.sample(bb.encode_music(batch.music))
         video_scored, music_scored = video, music
-        for s in self._strategies():
+        for s in self.strategy_list:
             video_scored = s.adjust_video(video_scored, batch)
             music_scored = s.adjust_music(music_scored, batch)
         out = Output(
@@ -101,7 +103,7 @@ class Method(nn.Module):
             ),
         )
         terms = dict(bb.loss_terms(batch, out))
-        for s in self._strategies():
+        for s in self.strategy_list:
             for key, term in s.extra_loss(batch, out).items():
                 terms[f"{s.name}.{key}"] = term
         return out, terms
@@ -112,13 +114,13 @@ class Method(nn.Module):
         sampled = bb.score_on_sample and not on_means
         v, m = (video.code, music.code) if sampled else (video.mu, music.mu)
         scores = bb.score(v, m)
-        for s in self._strategies():
+        for s in self.strategy_list:
             scores = s.adjust_score(scores, batch, m)
         return scores
 
     def weights(self, batch: Batch) -> Weights | None:
         combined: Weights | None = None
-        for s in self._strategies():
+        for s in self.strategy_list:
             w = s.weights(batch)
             if w is not None:
                 combined = w if combined is None else combined.combine(w)
@@ -142,7 +144,7 @@ class Method(nn.Module):
     def music_codes(self, features: Tensor) -> Tensor:
         """The codes music are ranked by (encoder means, moved by the deconfounders)."""
         latent = self.backbone.encode_music(features)
-        for s in self._strategies():
+        for s in self.strategy_list:
             latent = s.adjust_music(latent, None)
         return latent.mu
 
@@ -150,20 +152,20 @@ class Method(nn.Module):
     def video_codes(self, features: Tensor) -> Tensor:
         """The codes videos are ranked with (encoder means, moved by the deconfounders)."""
         latent = self.backbone.encode_video(features)
-        for s in self._strategies():
+        for s in self.strategy_list:
             latent = s.adjust_video(latent, None)
         return latent.mu
 
     @torch.no_grad()
     def score(self, video_codes: Tensor, music_codes: Tensor, query: Query) -> Tensor:
         scores = self.backbone.score_rows(video_codes, music_codes, query)
-        for s in self._strategies():
+        for s in self.strategy_list:
             scores = s.adjust_score(scores, query, music_codes)
         return scores
 
     @torch.no_grad()
     def rerank(self, scores: Tensor, items: Tensor, query: Query) -> Tensor:
-        for s in self._strategies():
+        for s in self.strategy_list:
             scores = s.rerank(scores, items, query)
         return scores
 

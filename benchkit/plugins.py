@@ -215,6 +215,25 @@ class Plugins:
         }
         return kinds[kind]
 
+    def observers(self, log: Any) -> Any:
+        """A function ``emit(event, run, payload)`` that calls every ``on_run_event`` hook; an
+        observer that fails is reported once through ``log`` and not called again."""
+        impls = list(self.pm.hook.on_run_event.get_hookimpls())
+        broken: set[str] = set()
+
+        def emit(event: str, run: dict[str, Any], payload: dict[str, Any]) -> None:
+            for impl in impls:
+                if impl.plugin_name in broken:
+                    continue
+                try:
+                    with contained():
+                        impl.function(event=event, run=run, payload=payload)
+                except PluginError as exc:
+                    broken.add(impl.plugin_name)
+                    log(f"observer {impl.plugin_name!r} failed and is left out: {exc}")
+
+        return emit
+
     def add_commands(self, cli: Any) -> None:
         """Let plugins add commands; one that would replace an existing command (a built-in's, or
         another plugin's) is undone and reported against the plugin."""

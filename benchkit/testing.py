@@ -356,6 +356,9 @@ def check_strategy(
             video_idx=torch.arange(3),
             column_music_idx=torch.arange(data.n_music),
             prior=torch.from_numpy(data.video_prior[:3]),
+            video_features=torch.from_numpy(data.video_features[:3]).float(),
+            music_features=torch.from_numpy(data.music_features).float(),
+            music_genre=None if data.music_genre is None else torch.from_numpy(data.music_genre),
         )
         scores = torch.randn(3, data.n_music)
         items = torch.arange(data.n_music).expand(3, -1)

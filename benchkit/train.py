@@ -129,6 +129,7 @@ def fit(
     desc: str = "train",
     precision: str = "fp32",
     steps_per_epoch: int | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``method`` on ``pairs``; ``validate`` returns the selection metric (higher is better).
 
@@ -141,7 +142,8 @@ def fit(
 
     Each epoch's record holds the mean loss, every term's mean contribution (``term.<name>``,
     coefficient included) and its share of the summed absolute contributions (``share.<name>``):
-    how much an add-on term (a distillation, say) actually weighs.
+    how much an add-on term (a distillation, say) actually weighs; with ``seconds``, it is handed
+    to ``on_epoch`` as each epoch ends.
     """
     n = len(pairs)
     if n < 2:
@@ -191,7 +193,8 @@ def fit(
             mean_loss = float(running) / max(1, counted)
             record = {"epoch": float(epoch), "loss": mean_loss}
             record.update(_term_record(terms, counted))
-            train_seconds += time.perf_counter() - t0
+            record["seconds"] = time.perf_counter() - t0
+            train_seconds += record["seconds"]
             if not math.isfinite(mean_loss):
                 raise DivergedError(
                     f"training diverged at epoch {epoch}: the loss is {mean_loss}; lower the "
@@ -206,6 +209,8 @@ def fit(
                 else:
                     stale += 1
             history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
             bar.update(1)
             bar.set_postfix(**_postfix(record, best_score))
             if validate is not None and stale >= patience:
@@ -277,6 +282,7 @@ class Trainer:
         protocol: Any = "paper",
         pairs: Pairs | PooledPairs | None = None,
         desc: str = "train",
+        on_epoch: Callable[[dict[str, float]], None] | None = None,
     ) -> FitResult:
         """Train on ``pairs`` (default: the dataset's training split), selecting the epoch on its
         validation split under ``protocol`` (a name or a :class:`Protocol`)."""
@@ -305,4 +311,5 @@ class Trainer:
             progress=self.progress,
             desc=desc,
             precision=self.precision,
+            on_epoch=on_epoch,
         )

@@ -140,5 +140,10 @@ def test_companions_are_frozen_moved_and_saved_only_when_persistent(plugins, tin
     # Held tensors move with their strategy (a dtype change shows it on the CPU; the teacher is
     # shared through the in-process memo, so only DecRS is converted here).
     decrs.to(torch.float64)
-    assert decrs.held("video_features").dtype == torch.float64
+    assert decrs.uploader_eta.dtype == torch.float64
     assert decrs.held("plain").backbone.video_encoder.mu.weight.dtype == torch.float64
+    label = plugins.strategies.get("label_distill")(bridge=True)
+    label.build(tiny.spec(), bb)
+    label.prepare(plan.dataset, ctx)
+    label.to(torch.float64)  # held tensors (the bridge's pool) move too
+    assert label.held("pool_video").dtype == torch.float64

@@ -37,8 +37,8 @@ def test_gaussian_kl_matches_closed_form_and_torch():
 
 
 def test_release_kl_pushes_means_apart():
-    """The release's quirk 2 (docs/methods.md): with equal variances the released formula *decreases* as the means
-    separate, while the true KL increases."""
+    """The release's quirk 2 (docs/methods.md): with equal variances the released formula
+    *decreases* as the means separate, while the true KL increases."""
     zero = torch.zeros(1, 4)
     near, far = torch.full((1, 4), 0.1), torch.full((1, 4), 1.0)
     assert release_kl(far, zero, zero, zero) < release_kl(near, zero, zero, zero)

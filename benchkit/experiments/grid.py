@@ -143,7 +143,7 @@ def _overrides(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
     """The TOML of a built-in grid (by name) or of a file."""
-    if str(source) in BUILTIN and not Path(source).exists():
+    if str(source) in BUILTIN and not Path(source).is_file():
         text = resources.files("benchkit.experiments").joinpath(f"grids/{source}.toml").read_text()
         return tomllib.loads(text), f"built-in grid {source!r}"
     path = Path(source)
@@ -188,7 +188,9 @@ def _tables(spec: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
     return value
 
 
-ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional"}
+ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional", "run"}
+# RunSpec fields a row may set through ``run = { … }`` (the others come from the grid itself).
+ROW_RUN_FIELDS = {"features_norm", "epochs", "patience", "precision"}
 
 
 def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
@@ -196,6 +198,13 @@ def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
     own: dict[str, Any] = {"backbone": _need(row, "backbone", here)}
     if "labels" in row:
         own["labels"] = row["labels"]
+    extra = _typed(row.get("run", {}), dict, "run", here)
+    unknown = sorted(set(extra) - ROW_RUN_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{here}: run may set {', '.join(sorted(ROW_RUN_FIELDS))}; not {', '.join(unknown)}"
+        )
+    own.update(extra)
     for key in ("set", "world"):
         if key in row and not isinstance(row[key], dict):
             raise ConfigError(f"{here}: {key} must be a table of KEY = VALUE, not {row[key]!r}")

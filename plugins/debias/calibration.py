@@ -18,8 +18,6 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.data.dataset import Dataset
-from benchkit.device import as_tensor
 from benchkit.errors import ConfigError
 from benchkit.interfaces import (
     AT_LEAST_ONE,
@@ -27,7 +25,6 @@ from benchkit.interfaces import (
     PROBABILITY,
     UNIT,
     Query,
-    RunContext,
     Strategy,
 )
 
@@ -80,27 +77,17 @@ class Calibration(Strategy):
     defaults = {"lam": 0.5, "alpha": 0.01, "list_length": 25, "seed": 0}
     ranges = {"lam": PROBABILITY, "alpha": UNIT, "list_length": AT_LEAST_ONE, "seed": NON_NEGATIVE}
 
-    genre_of: Tensor
-
-    def __init__(self, **hparams: Any) -> None:
-        super().__init__(**hparams)
-        if not 0.0 <= self.hparams["lam"] < 1.0:
-            raise ConfigError("calibration: lam must be in [0, 1)")
-        if self.hparams["list_length"] < 1:
-            raise ConfigError("calibration: list_length must be at least 1")
-
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        assert dataset.music_genre is not None
-        self.register_buffer(
-            "genre_of", as_tensor(dataset.music_genre, ctx.device), persistent=False
-        )
-
     def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
-        assert rows.prior is not None
+        if rows.prior is None or rows.music_genre is None:
+            raise ConfigError(
+                "calibration re-ranks by the uploader's genre mix: it needs the rows' priors and "
+                "the pool's genres"
+            )
         hp = self.hparams
         gen = torch.Generator().manual_seed(hp["seed"])
+        genres = rows.music_genre[items]
         lists = calibrated_lists(
-            scores, self.genre_of[items], rows.prior, hp["list_length"], hp["lam"], hp["alpha"], gen
+            scores, genres, rows.prior, hp["list_length"], hp["lam"], hp["alpha"], gen
         )
         lo = scores.min(dim=1, keepdim=True).values
         hi = scores.max(dim=1, keepdim=True).values

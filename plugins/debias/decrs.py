@@ -32,7 +32,7 @@ from torch import Tensor
 
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
-from benchkit.device import as_tensor
+from benchkit.errors import ConfigError
 from benchkit.interfaces import (
     POSITIVE,
     Backbone,
@@ -98,7 +98,7 @@ class DecRS(Strategy):
     defaults = {"estimate": "global", "a": 0.2, "smoothing": 0.01, "mix": True}
     ranges = {"estimate": CONFOUNDER_ESTIMATES, "a": POSITIVE, "smoothing": POSITIVE}
 
-    video_eta: Tensor
+    uploader_eta: Tensor
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
@@ -110,8 +110,13 @@ class DecRS(Strategy):
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
         d = code_dim(backbone, spec)
         self.confounder = ConfounderEmbedding(spec.n_genres, d, self.hparams["estimate"])
+        # η per uploader (saved: a new video of a known uploader gets theirs; unknown ones get 0).
+        self.register_buffer("uploader_eta", torch.zeros(max(1, spec.n_uploaders)))
         self.hold("student", backbone, freeze=False)  # the plain model copies its recipe
-        self.register_buffer("video_eta", torch.zeros(0), persistent=False)
+        if self.hparams["mix"]:
+            plain_bb = backbone.fresh()  # its structure now (so a saved DecRS loads); its
+            plain_bb.build(spec)  # weights come from training in prepare
+            self.hold("plain", Method(plain_bb), persistent=True)  # saved with DecRS
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
         self.confounder.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
@@ -131,17 +136,15 @@ class DecRS(Strategy):
             self.hparams["a"],
             self.hparams["smoothing"],
         )
-        self.video_eta = as_tensor(eta[dataset.video_uploader].astype(np.float32), ctx.device)
+        self.uploader_eta.copy_(torch.as_tensor(eta, dtype=torch.float32))
         self._eta_mean = float(eta[dataset.video_uploader[dataset.splits["train"]]].mean())
-        plain_bb = self.held("student").fresh()
+        fresh = self.held("student").fresh()
         torch.manual_seed(ctx.seed)
-        plain_bb.build(dataset.spec())
-        plain = Method(plain_bb).to(ctx.device)
+        fresh.build(dataset.spec())
+        plain = Method(fresh).to(ctx.device)
         ctx.log("DecRS: training the plain model it mixes with")
         ctx.train(plain, dataset, desc="decrs plain")
-        self.hold("plain", plain, persistent=True)  # needed at inference: saved with DecRS
-        self.hold("video_features", as_tensor(dataset.video_features, ctx.device))
-        self.hold("music_features", as_tensor(dataset.music_features, ctx.device))
+        self.held("plain").load_state_dict(plain.state_dict())
 
     def adjust_video(self, video: Latent, rows: Batch | None) -> Latent:
         training = self.training and rows is not None
@@ -152,13 +155,17 @@ class DecRS(Strategy):
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
         if not isinstance(rows, Query) or "plain" not in self._held:
             return scores
+        if rows.video_features is None or rows.music_features is None:
+            raise ConfigError("decrs mixes with its plain model: the query must carry features")
         model = self.held("plain")
-        video_features, music_features = self.held("video_features"), self.held("music_features")
         plain = model.backbone.score(
-            model.video_codes(video_features[rows.video_idx].float()),
-            model.music_codes(music_features[rows.column_music_idx].float()),
+            model.video_codes(rows.video_features.float()),
+            model.music_codes(rows.music_features.float()),
         )
-        eta = self.video_eta[rows.video_idx][:, None]
+        eta = torch.zeros(scores.shape[0], 1, device=scores.device)
+        if rows.uploader_idx is not None:
+            known = (rows.uploader_idx >= 0) & (rows.uploader_idx < self.uploader_eta.numel())
+            eta[known, 0] = self.uploader_eta[rows.uploader_idx[known]]
         return eta * torch.sigmoid(scores) + (1 - eta) * torch.sigmoid(plain)
 
     def report(self) -> dict[str, Any]:

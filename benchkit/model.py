@@ -1,0 +1,309 @@
+"""A trained method as a self-describing package on disk, and loading it back to use it.
+
+    benchkit run --backbone cmvae --debias debcm --save model/
+    rec = benchkit.load("model/")
+    ids, scores = rec.recommend(new_video_features, k=25)
+
+A package is a folder:
+
+- ``card.json``: what the model is — the backbone and every strategy with their resolved
+  hyperparameters and the plugin (distribution, version) each came from, the run's spec, the data's
+  shape and fingerprint, the feature preprocessing, the protocol and the test metrics, the benchkit
+  and torch versions — and the SHA-256 of every other file;
+- ``weights.pt``: the method's state (backbone, strategies, companions needed at inference such as
+  DecRS's plain model, the deconfounder's d̄), loaded with ``torch.load(weights_only=True)``;
+- ``preprocess.npz``: the fitted feature preprocessing (z-score statistics), applied to new videos;
+- ``pool.npz``: the music pool it ranks by default (preprocessed features, genres, ids);
+- ``uploaders.npz``: each training uploader's genre history d_u and d̄, for calibration and
+  per-uploader strategies at inference.
+
+Loading checks every file against its checksum (a tampered or foreign file is refused in one line)
+and refuses a package whose plugins are not installed, naming them. Inference follows the paper's
+§4.5: infer z_v for each new video, the (deconfounded) music codes with d̄, rank the pool, keep the
+top K — with exactly the scoring pipeline the evaluation uses (:mod:`benchkit.topk`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchkit import __version__
+from benchkit.data.dataset import Dataset, apply_feature_norm
+from benchkit.device import select_device
+from benchkit.errors import DataError
+from benchkit.files import atomic_file, write_text
+from benchkit.interfaces import DataSpec
+from benchkit.method import Method
+from benchkit.plugins import Plugins, get_plugins
+from benchkit.topk import Pool, score_all, top_k
+
+FORMAT = "benchkit-model/1"
+FILES = ("weights.pt", "preprocess.npz", "pool.npz", "uploaders.npz")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _origin(plugins: Plugins, registry: Any, name: str) -> dict[str, str]:
+    entry = registry.entry(name)
+    info = plugins.info.get(entry.plugin)
+    return {
+        "plugin": entry.plugin,
+        "distribution": info.distribution if info else "?",
+        "version": info.version if info else "?",
+    }
+
+
+def save_model(
+    folder: Path | str,
+    method: Method,
+    dataset: Dataset,
+    record: dict[str, Any],
+    plugins: Plugins | None = None,
+) -> Path:
+    """Write ``method`` (trained on ``dataset``, described by the run's ``record``) to ``folder``.
+    Each file is written atomically; the card, written last, names their checksums."""
+    plugins = plugins or get_plugins()
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--save {out} is a file; name a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in method.state_dict().items()}
+    with atomic_file(out / "weights.pt") as tmp:
+        torch.save(state, tmp)
+    norm = dataset.meta.get("features_norm", {"kind": "none"})
+    with atomic_file(out / "preprocess.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{str(k): np.asarray(v) for k, v in norm.items()})  # type: ignore[arg-type]
+    genre = dataset.music_genre if dataset.music_genre is not None else np.full(dataset.n_music, -1)
+    with atomic_file(out / "pool.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            features=np.asarray(dataset.music_features, dtype=np.float32),
+            genre=np.asarray(genre, dtype=np.int64),
+            ids=np.arange(dataset.n_music),
+        )
+    uploaders = _uploader_priors(dataset)
+    with atomic_file(out / "uploaders.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **uploaders)  # type: ignore[arg-type]
+    spec = dataset.spec()
+    card = {
+        "format": FORMAT,
+        "benchkit": __version__,
+        "torch": torch.__version__,
+        "backbone": {
+            "name": method.backbone.name,
+            "hparams": dict(method.backbone.hparams),
+            **_origin(plugins, plugins.backbones, method.backbone.name),
+        },
+        "strategies": [
+            {
+                "name": s.name,
+                "hparams": dict(s.hparams),
+                **_origin(plugins, plugins.strategies, s.name),
+            }
+            for s in method.strategy_list
+        ],
+        "data_spec": {
+            "video_dim": spec.video_dim,
+            "music_dim": spec.music_dim,
+            "n_genres": spec.n_genres,
+            "n_music": spec.n_music,
+            "n_uploaders": spec.n_uploaders,
+        },
+        "genre_names": list(dataset.genre_names),
+        "features_norm": str(norm["kind"]),
+        "run": record,
+        "files": {name: _sha256(out / name) for name in FILES},
+    }
+    write_text(out / "card.json", json.dumps(card, indent=1, sort_keys=True, default=str))
+    return out
+
+
+def _uploader_priors(dataset: Dataset) -> dict[str, np.ndarray]:
+    """d_u per uploader from the training split (what calibration and DecRS read at inference)."""
+    if not dataset.has("uploaders") or dataset.video_uploader is None:
+        return {"prior": np.zeros((0, max(1, dataset.n_genres)), np.float32), "mean": np.zeros(0)}
+    prior = np.zeros((dataset.n_uploaders, dataset.n_genres), dtype=np.float32)
+    prior[dataset.video_uploader] = dataset.video_prior
+    return {"prior": prior, "mean": dataset.prior_mean.astype(np.float32)}
+
+
+class Recommender:
+    """A loaded model package: embed videos and music, score them, recommend the top K."""
+
+    def __init__(
+        self,
+        folder: Path,
+        card: dict[str, Any],
+        method: Method,
+        stats: dict[str, Any],
+        pool: Pool,
+        priors: dict[str, np.ndarray],
+        device: torch.device,
+    ) -> None:
+        self.folder, self.card, self.method = folder, card, method
+        self.stats, self.pool, self.priors, self.device = stats, pool, priors, device
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def _features(self, x: Any, modality: str, what: str) -> np.ndarray:
+        """Raw features of new videos or music → checked, preprocessed like the training data."""
+        a = np.asarray(x)
+        dim = self.card["data_spec"][f"{modality}_dim"]
+        if a.ndim != 2:
+            raise DataError(f"{what}: expected a 2-d array (rows × features), got shape {a.shape}")
+        if a.shape[0] == 0:
+            raise DataError(f"{what}: no rows")
+        if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+            raise DataError(f"{what}: expected real numbers, got dtype {a.dtype}")
+        if a.shape[1] != dim:
+            raise DataError(
+                f"{what}: {a.shape[1]} features per row, but the model was trained on {dim}"
+            )
+        a = a.astype(np.float32, copy=False)
+        bad = ~np.isfinite(a).all(axis=1)
+        if bad.any():
+            raise DataError(
+                f"{what}: NaN or inf in {int(bad.sum())} row(s), e.g. row "
+                f"{int(np.flatnonzero(bad)[0])}; clean or drop them"
+            )
+        return apply_feature_norm(a, self.stats, modality)
+
+    def music_pool(
+        self, features: Any = None, genre: Any = None, ids: Any = None, what: str = "music pool"
+    ) -> Pool:
+        """The package's own pool, or one of raw ``features`` (genres and ids optional)."""
+        if features is None:
+            return self.pool
+        x = self._features(features, "music", what)
+        n = x.shape[0]
+        g = np.full(n, -1, dtype=np.int64) if genre is None else np.asarray(genre, np.int64)
+        if g.shape != (n,):
+            raise DataError(f"{what}: {g.size} genres for {n} music")
+        i = np.arange(n) if ids is None else np.asarray(ids)
+        if i.shape != (n,):
+            raise DataError(f"{what}: {i.size} ids for {n} music")
+        return Pool(x, g, i)
+
+    def _uploader_rows(self, uploaders: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(uploader index per row, −1 unknown; their d_u, d̄ for unknown ones)."""
+        idx = np.full(n, -1, dtype=np.int64) if uploaders is None else np.asarray(uploaders)
+        if idx.shape != (n,):
+            raise DataError(f"uploaders: {idx.size} entries for {n} videos")
+        prior, mean = self.priors["prior"], self.priors["mean"]
+        if mean.size == 0:
+            return idx, None
+        known = (idx >= 0) & (idx < prior.shape[0])
+        rows = np.tile(mean, (n, 1)).astype(np.float32)
+        rows[known] = prior[idx[known]]
+        return np.where(known, idx, -1), rows
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def embed_videos(self, features: Any) -> np.ndarray:
+        """(n, D) codes of new videos (the means of their posteriors, deconfounded)."""
+        x = torch.from_numpy(self._features(features, "video", "videos")).to(self.device)
+        return self.method.video_codes(x).cpu().numpy()
+
+    def embed_music(self, features: Any) -> np.ndarray:
+        """(n, D) codes of music (means, deconfounded with d̄)."""
+        x = torch.from_numpy(self._features(features, "music", "music")).to(self.device)
+        return self.method.music_codes(x).cpu().numpy()
+
+    def score(self, videos: Any, music: Any = None, uploaders: Any = None) -> np.ndarray:
+        """(n videos, n music) scores, exactly as the evaluation scores (re-rankers included)."""
+        pool = self.music_pool(music)
+        x = self._features(videos, "video", "videos")
+        idx, prior = self._uploader_rows(uploaders, x.shape[0])
+        return score_all(self.method, x, pool, idx, prior, self.device)
+
+    def recommend(
+        self,
+        videos: Any,
+        k: int = 25,
+        uploaders: Any = None,
+        pool: Pool | None = None,
+        rerank_pool: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` music ids and scores per video (rows in order), over ``pool`` (default: the
+        package's). A re-ranking strategy sees the ``rerank_pool`` best candidates (default: the
+        whole pool up to 50,000 music, else 5,000)."""
+        pool = pool or self.pool
+        if not 1 <= k <= pool.features.shape[0]:
+            raise DataError(f"k = {k}, but the pool holds {pool.features.shape[0]} music")
+        x = self._features(videos, "video", "videos")
+        idx, prior = self._uploader_rows(uploaders, x.shape[0])
+        cols, scores = top_k(self.method, x, pool, k, idx, prior, self.device, rerank_pool)
+        return pool.ids[cols], scores
+
+
+def load(folder: Path | str, device: str = "auto", plugins: Plugins | None = None) -> Recommender:
+    """A model package written by ``benchkit run --save`` (or :func:`save_model`)."""
+    root = Path(folder)
+    card_path = root / "card.json"
+    if not card_path.is_file():
+        raise DataError(f"{root} is not a benchkit model package (no card.json)")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{card_path}: not a model card (unreadable JSON)") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise DataError(f"{card_path}: not a {FORMAT} card")
+    for name in FILES:
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"model package {root}: {name} is missing")
+        if _sha256(path) != card["files"].get(name):
+            raise DataError(
+                f"model package {root}: {name} does not match its card (altered or damaged)"
+            )
+    plugins = plugins or get_plugins()
+    backbone_cls = _component(plugins, plugins.backbones, card["backbone"], "backbone")
+    strategy_classes = [
+        _component(plugins, plugins.strategies, s, "strategy") for s in card["strategies"]
+    ]
+    spec = DataSpec(**card["data_spec"])
+    torch_device = select_device(device)
+    backbone = backbone_cls(**card["backbone"]["hparams"])
+    backbone.build(spec)
+    strategies = []
+    for cls, entry in zip(strategy_classes, card["strategies"], strict=True):
+        s = cls(**entry["hparams"])
+        s.build(spec, backbone)
+        strategies.append(s)
+    method = Method(backbone, strategies)
+    try:
+        state = torch.load(root / "weights.pt", map_location="cpu", weights_only=True)
+        method.load_state_dict(state)
+    except Exception as exc:
+        raise DataError(f"model package {root}: weights.pt cannot be loaded ({exc})") from None
+    method.to(torch_device).eval()
+    with np.load(root / "preprocess.npz", allow_pickle=False) as z:
+        stats: dict[str, Any] = {k: z[k] for k in z.files}
+    stats["kind"] = str(stats.get("kind", "none"))
+    with np.load(root / "pool.npz", allow_pickle=False) as z:
+        pool = Pool(z["features"], z["genre"], z["ids"])
+    with np.load(root / "uploaders.npz", allow_pickle=False) as z:
+        priors = {k: z[k] for k in z.files}
+    return Recommender(root, card, method, stats, pool, priors, torch_device)
+
+
+def _component(plugins: Plugins, registry: Any, entry: dict[str, Any], kind: str) -> Any:
+    name = entry["name"]
+    if name not in registry:
+        raise DataError(
+            f"the model needs {kind} {name!r} from plugin {entry.get('plugin')!r} "
+            f"({entry.get('distribution')} {entry.get('version')}), which is not installed"
+        )
+    return registry.get(name)

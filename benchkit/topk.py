@@ -1,0 +1,148 @@
+"""Exact top-K recommendation over large music pools, in bounded memory.
+
+The music codes are computed once; videos go in chunks, and the pool in blocks: each block's scores
+(the method's full scoring — the backbone's score plus every strategy's score terms) are merged
+into a running top list with ``torch.topk``, so memory holds one chunk × block of scores whatever
+the pool's size. A method with a re-ranker (Calibration) keeps a longer running list — the whole
+pool up to 50,000 music, else the best 5,000 (``rerank_pool``) — and re-ranks it, as the evaluation
+re-ranks its candidates. Videos unseen in training have id −1; their uploaders are given by index
+(−1 unknown). Nothing is approximate: the same scores the evaluation computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from benchkit.interfaces import Query, Strategy
+from benchkit.method import Method
+
+SHORTLIST_WHOLE_POOL_UP_TO = 50_000
+SHORTLIST = 5_000
+
+
+@dataclass
+class Pool:
+    """Music to rank: preprocessed features, a genre per music (−1 unknown), and their ids."""
+
+    features: np.ndarray
+    genre: np.ndarray
+    ids: np.ndarray
+
+
+def music_codes(method: Method, features: np.ndarray, device: torch.device) -> Tensor:
+    """(M, D) codes of a pool (deconfounded with d̄), computed in blocks."""
+    step = max(1, 2**22 // max(1, features.shape[1]))
+    blocks = [
+        method.music_codes(torch.from_numpy(features[s : s + step]).to(device).float())
+        for s in range(0, features.shape[0], step)
+    ]
+    return torch.cat(blocks)
+
+
+def _query(
+    rows: slice,
+    cols: slice | Tensor,
+    video_features: Tensor,
+    pool: Pool,
+    uploader_idx: np.ndarray,
+    prior: np.ndarray | None,
+    genre: Tensor,
+    device: torch.device,
+) -> Query:
+    n = video_features.shape[0]
+    if isinstance(cols, slice):
+        col_ids = torch.arange(cols.start, cols.stop, device=device)
+        music = torch.from_numpy(pool.features[cols]).to(device)
+    else:
+        col_ids = cols
+        music = torch.from_numpy(pool.features).to(device)
+    return Query(
+        video_idx=torch.full((n,), -1, dtype=torch.long, device=device),
+        column_music_idx=col_ids,
+        uploader_idx=torch.from_numpy(uploader_idx[rows]).to(device),
+        prior=None if prior is None else torch.from_numpy(prior[rows]).to(device),
+        video_features=video_features,
+        music_features=music,
+        music_genre=genre,
+    )
+
+
+def _reranks(method: Method) -> bool:
+    return any(type(s).rerank is not Strategy.rerank for s in method.strategy_list)
+
+
+@torch.no_grad()
+def top_k(
+    method: Method,
+    videos: np.ndarray,
+    pool: Pool,
+    k: int,
+    uploader_idx: np.ndarray,
+    prior: np.ndarray | None,
+    device: torch.device,
+    rerank_pool: int | None = None,
+    video_chunk: int = 1024,
+    music_block: int = 16384,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k) column indices into ``pool`` and their scores, best first, for each video
+    (``videos``: preprocessed features)."""
+    method.eval()
+    m = pool.features.shape[0]
+    codes = music_codes(method, pool.features, device)
+    genre = torch.from_numpy(pool.genre).to(device)
+    rerank = _reranks(method)
+    keep = k
+    if rerank:
+        limit = m if m <= SHORTLIST_WHOLE_POOL_UP_TO else SHORTLIST
+        keep = max(k, min(m, rerank_pool or limit))
+    out_cols = np.empty((videos.shape[0], k), dtype=np.int64)
+    out_scores = np.empty((videos.shape[0], k), dtype=np.float32)
+    for s in range(0, videos.shape[0], video_chunk):
+        rows = slice(s, min(s + video_chunk, videos.shape[0]))
+        feats = torch.from_numpy(videos[rows]).to(device)
+        vcodes = method.video_codes(feats)
+        best_val = torch.full((feats.shape[0], 0), float("-inf"), device=device)
+        best_idx = torch.zeros((feats.shape[0], 0), dtype=torch.long, device=device)
+        for b in range(0, m, music_block):
+            cols = slice(b, min(b + music_block, m))
+            q = _query(rows, cols, feats, pool, uploader_idx, prior, genre, device)
+            scores = method.score(vcodes, codes[cols], q)
+            vals = torch.cat([best_val, scores], dim=1)
+            idx = torch.cat([best_idx, q.column_music_idx.expand(feats.shape[0], -1)], dim=1)
+            top = vals.topk(min(keep, vals.shape[1]), dim=1)
+            best_val, best_idx = top.values, idx.gather(1, top.indices)
+        if rerank:
+            q = _query(rows, best_idx, feats, pool, uploader_idx, prior, genre, device)
+            reranked = method.rerank(best_val, best_idx, q)
+            top = reranked.topk(k, dim=1)
+            best_val, best_idx = top.values, best_idx.gather(1, top.indices)
+        out_cols[rows] = best_idx[:, :k].cpu().numpy()
+        out_scores[rows] = best_val[:, :k].cpu().numpy()
+    return out_cols, out_scores
+
+
+@torch.no_grad()
+def score_all(
+    method: Method,
+    videos: np.ndarray,
+    pool: Pool,
+    uploader_idx: np.ndarray,
+    prior: np.ndarray | None,
+    device: torch.device,
+) -> np.ndarray:
+    """The full (videos × pool) score matrix, re-rankers included (small pools only)."""
+    method.eval()
+    codes = music_codes(method, pool.features, device)
+    genre = torch.from_numpy(pool.genre).to(device)
+    feats = torch.from_numpy(videos).to(device)
+    rows = slice(0, videos.shape[0])
+    q = _query(
+        rows, slice(0, pool.features.shape[0]), feats, pool, uploader_idx, prior, genre, device
+    )
+    scores = method.score(method.video_codes(feats), codes, q)
+    items = q.column_music_idx.expand(feats.shape[0], -1)
+    return method.rerank(scores, items, q).cpu().numpy()
