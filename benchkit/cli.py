@@ -553,17 +553,43 @@ def experiment(grid_file: str, **opts: Any) -> None:
     help="Write every run, its record flattened, to a .csv or .parquet file.",
 )
 @click.option("--failures", is_flag=True, help="List the runs that failed, with their errors.")
-def results(out: str, grid: str | None, export: str | None, failures: bool) -> None:
-    """List the runs in a results store, export them (CSV, Parquet), or list its failures."""
+@click.option(
+    "--curves",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Plot the learning curves (loss, validation score per epoch) to a .png or .pdf.",
+)
+@click.option(
+    "--row", "rows", multiple=True, help="With --curves: only runs of these rows (repeatable)."
+)
+def results(
+    out: str,
+    grid: str | None,
+    export: str | None,
+    failures: bool,
+    curves: str | None,
+    rows: tuple[str, ...],
+) -> None:
+    """List the runs in a results store, export them, plot their learning curves, or list failures."""
     from benchkit.experiments.store import Store
 
     store = Store(out, read_only=True)
+    if curves:
+        from benchkit.report.figures import curves_figure
+
+        runs = [(label, h) for label, h in store.histories(grid) if h]
+        if rows:
+            runs = [(label, h) for label, h in runs if any(label.startswith(r) for r in rows)]
+        if not runs:
+            raise BenchkitError("no runs with a training history to plot (run a grid first)")
+        click.echo(f"wrote {curves_figure(runs, curves)} ({len(runs)} runs)")
+        return
     if failures:
-        rows = store.failed_runs(grid)
-        if not rows:
+        failed = store.failed_runs(grid)
+        if not failed:
             click.echo("no failed runs")
             return
-        click.echo(tabulate(rows, headers=["grid", "row", "column", "error"], tablefmt="github"))
+        click.echo(tabulate(failed, headers=["grid", "row", "column", "error"], tablefmt="github"))
         return
     frame = store.frame(grid)
     if export:

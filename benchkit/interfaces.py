@@ -107,6 +107,46 @@ TRAINING_RANGES: dict[str, Range | tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Space:
+    """Where a hyperparameter search may look for one value (``benchkit tune``): ``log`` and
+    ``uniform`` floats in [low, high], ``int`` integers in [low, high], or one of ``choices``."""
+
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    KINDS: ClassVar[tuple[str, ...]] = ("log", "uniform", "int", "choice")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ConfigError(f"a search space is one of {', '.join(self.KINDS)}, not {self.kind!r}")
+        if self.kind == "choice":
+            if not self.choices:
+                raise ConfigError("a choice space needs at least one value")
+        elif not self.low < self.high or (self.kind == "log" and self.low <= 0):
+            raise ConfigError(
+                f"an empty or invalid range [{self.low}, {self.high}] for a {self.kind} space"
+            )
+
+    @staticmethod
+    def log(low: float, high: float) -> Space:
+        return Space("log", low, high)
+
+    @staticmethod
+    def uniform(low: float, high: float) -> Space:
+        return Space("uniform", low, high)
+
+    @staticmethod
+    def integer(low: int, high: int) -> Space:
+        return Space("int", low, high)
+
+    @staticmethod
+    def choice(*values: Any) -> Space:
+        return Space("choice", choices=tuple(values))
+
+
 def _out_of_range(value: Any, allowed: Range | tuple[str, ...]) -> str | None:
     """Why ``value`` is not allowed (``None`` when it is)."""
     if isinstance(allowed, tuple):
@@ -134,6 +174,7 @@ class Configurable:
     description: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
     ranges: ClassVar[Mapping[str, Range | tuple[str, ...]]] = {}
+    search_space: ClassVar[Mapping[str, Space]] = {}  # what ``benchkit tune`` searches by default
 
     hparams: dict[str, Any]
 

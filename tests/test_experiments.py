@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sqlite3
@@ -65,16 +64,34 @@ def test_bad_grid_files(tmp_path):
 
 
 def test_sign_flip_test():
+    import itertools
+
     assert sign_flip_p(np.zeros(10)) == 1.0
-    same = np.full(16, 0.01)
-    assert sign_flip_p(same) == pytest.approx(math.erfc(math.sqrt(16) / math.sqrt(2)))
+    # Exact for few pairs: against every sign pattern, enumerated by hand.
+    d = np.array([0.3, 0.1, -0.05, 0.2, 0.25, 0.15])
+    patterns = np.array(list(itertools.product([-1.0, 1.0], repeat=d.size)))
+    exact = np.mean(np.abs(patterns @ d) >= abs(d.sum()) - 1e-12)
+    assert sign_flip_p(d) == pytest.approx(exact)
     assert sign_flip_p(np.array([0.1, -0.1, 0.2, -0.2])) == pytest.approx(1.0)
-    # Against the randomisation distribution itself (Monte Carlo).
+    # Monte Carlo for many pairs: against the randomisation distribution itself.
     rng = np.random.default_rng(0)
     d = rng.normal(0.002, 0.05, 3000)
     flips = rng.choice([-1.0, 1.0], size=(20000, d.size))
     mc = np.mean(np.abs(flips @ d) >= abs(d.sum()))
-    assert sign_flip_p(d) == pytest.approx(mc, abs=0.02)
+    assert sign_flip_p(d) == pytest.approx(mc, abs=0.03)
+
+
+def test_holm_and_bootstrap():
+    from benchkit.experiments.stats import bootstrap_ci, holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert holm([0.2, 0.001]) == pytest.approx([0.2, 0.002])
+    x = np.random.default_rng(1).normal(0.001, 0.01, 2000)
+    low, high = bootstrap_ci(x)
+    assert low < x.sum() < high and high - low == pytest.approx(
+        2 * 1.96 * x.std() * np.sqrt(x.size), rel=0.15
+    )
 
 
 def _run_cli(args, cwd=None):
@@ -304,3 +321,31 @@ def test_ray_grid_from_the_command_line_is_silent_with_quiet(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""  # no Ray log lines, no progress bar
     assert "w=0.05 Recall@25" in res.stdout
+
+
+def test_latex_tables_compile(tmp_path, plugins):
+    """The written LaTeX is valid: booktabs, escaped labels, math for the paper's notation."""
+    import shutil
+
+    grid = load_grid(GRIDS / "tiny_table.toml")
+    run = run_grid(grid, TINY_SPEC, str(tmp_path / "out"), quiet=True, plugins=plugins)
+    paper = {"diverse": {"ugc": {"DebCM": [0.2887, 0.0990, 0.4047, 0.1164]}}}
+    table = render(grid, run.summary, "latex", paper)
+    assert "\\toprule" in table and "$D_s \\cup D_t$" in table and "D_s ∪" not in table
+    assert "{llrrrrrrrr}" in table  # labels left, numbers right
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (CI installs it)")
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=1cm,landscape]"
+        "{geometry}\\begin{document}\\tiny\n" + table + "\\end{document}\n"
+    )
+    res = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000

@@ -1,25 +1,28 @@
-"""Statistics over seeds and test videos.
+"""Statistics over seeds and test videos, with scipy.stats.
 
-A cell (row × column × metric) reports the mean and the standard deviation over seeds. The best
-row of a column has the highest mean (the lowest for bias amplification). Each row is compared with
-the best *other* row of its column (the best row with the runner-up) — or, in a grid that names
-its controls, with the baseline (the baseline with the positive control) — by a **paired
-sign-flip randomisation test** over (seed, test video) pairs: the per-video contribution to the
-metric, w_i · m_i (w = the protocol's row weight, m = the tie-aware hit or gain; for the oracle
-metrics, the row's expected value / n), is differenced between the two rows for the same seed and
-video, and under the null hypothesis each difference is
-equally likely to have either sign. The statistic is the metric difference Σ d; its randomisation
-distribution has variance Σ d², and the p-value uses the normal approximation
-p = 2 (1 − Φ(|Σ d| / √Σ d²)), accurate for the thousands of videos of a test set.
+A cell (row × column × metric) reports the mean and the standard deviation over seeds, and a 95%
+bootstrap confidence interval over (seed, test video) pairs (percentile method, 2,000 resamples of
+the per-video contributions). The best row of a column has the highest mean (the lowest for bias
+amplification). Each row is compared with the best *other* row of its column (the best row with the
+runner-up) — or, in a grid that names its controls, with the baseline (the baseline with the
+positive control) — by a **paired sign-flip permutation test** over (seed, test video) pairs: the
+per-video contribution to the metric, w_i · m_i (w = the protocol's row weight, m = the tie-aware
+hit or gain; for the oracle metrics, the row's expected value / n), is differenced between the two
+rows for the same seed and video; under the null hypothesis each difference is equally likely to
+have either sign. The statistic is the metric difference Σ d. The p-value is exact (every sign
+pattern) for n ≤ 10 pairs and a Monte Carlo estimate from 2,000 random sign patterns above that
+(``scipy.stats.permutation_test``; its smallest value is then 1/2,001). The p-values of the rows
+compared within one column and metric are adjusted by Holm's step-down correction; a ``*`` marks
+an adjusted p < 0.05.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from benchkit.interfaces import RankInfo
 from benchkit.metrics import expected_gain, hit_probability
@@ -47,13 +50,57 @@ def contributions(ranks: RankInfo, metric: str) -> np.ndarray | None:
     return None
 
 
-def sign_flip_p(diff: np.ndarray) -> float:
-    """Two-sided p-value of the paired sign-flip test (normal approximation)."""
-    scale = math.sqrt(float(np.sum(diff**2)))
-    if scale == 0.0:
+RESAMPLES = 2000
+EXACT_UP_TO = 10  # pairs: 2^10 = 1,024 sign patterns, fewer than RESAMPLES
+
+
+def _total(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.sum(x, axis=axis)
+
+
+def sign_flip_p(diff: np.ndarray, seed: int = 0) -> float:
+    """Two-sided p-value of the paired sign-flip test of Σ d = 0 (exact for n ≤ 10)."""
+    if diff.size == 0 or not np.any(diff):
         return 1.0
-    z = abs(float(np.sum(diff))) / scale
-    return math.erfc(z / math.sqrt(2.0))
+    result = stats.permutation_test(
+        (diff,),
+        _total,
+        permutation_type="samples",
+        n_resamples=RESAMPLES,
+        vectorized=True,
+        alternative="two-sided",
+        batch=200,
+        random_state=seed,
+    )
+    return float(min(1.0, result.pvalue))
+
+
+def bootstrap_ci(contrib: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of Σ contributions (resampling (seed, video) pairs)."""
+    if contrib.size < 2 or np.all(contrib == contrib[0]):
+        total = float(np.sum(contrib))
+        return total, total
+    ci = stats.bootstrap(
+        (contrib,),
+        _total,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        vectorized=True,
+        random_state=seed,
+    ).confidence_interval
+    return float(ci.low), float(ci.high)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (the order of the input is kept)."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 @dataclass
@@ -61,7 +108,10 @@ class Cell:
     values: dict[int, float] = field(default_factory=dict)  # seed → metric
     per_video: dict[int, np.ndarray] = field(default_factory=dict)  # seed → contributions
     data: dict[int, str] = field(default_factory=dict)  # seed → identity of the test rows
-    p_value: float | None = None
+    p_value: float | None = None  # Holm-adjusted within the column and metric
+    p_raw: float | None = None
+    pairs: int = 0  # (seed, video) pairs of the test
+    ci: tuple[float, float] | None = None  # 95% bootstrap interval of the mean over seeds
     compared_with: str | None = None
     best: bool = False
     headroom: float | None = None  # (row − baseline) / (positive control − baseline)
@@ -124,7 +174,13 @@ def summarise(
             cells[ranked[0]].best = True
             if len(ranked) < 2:
                 continue
+            for cell in cells.values():
+                if cell.per_video:
+                    seeds = sorted(cell.per_video)
+                    scaled = np.concatenate([cell.per_video[s] for s in seeds]) / len(seeds)
+                    cell.ci = bootstrap_ci(scaled)
             base = grid.controls.get("baseline")
+            family: list[Cell] = []
             for row in ranked:
                 if base in cells:  # with controls: does the row differ from the baseline?
                     other = grid.controls["positive"] if row == base else base
@@ -138,7 +194,10 @@ def summarise(
                 if not seeds or any(a.data[s] != b.data[s] for s in seeds):
                     continue
                 diff = np.concatenate([a.per_video[s] - b.per_video[s] for s in seeds])
-                a.p_value, a.compared_with = sign_flip_p(diff), other
+                a.p_raw, a.pairs, a.compared_with = sign_flip_p(diff), diff.size, other
+                family.append(a)
+            for cell, adjusted in zip(family, holm([c.p_raw or 1.0 for c in family]), strict=True):
+                cell.p_value = adjusted
     if grid.controls:
         headroom_closed(grid, summary)
     return summary

@@ -247,6 +247,21 @@ class Store:
                 out.update(dict(con.execute(q, chunk).fetchall()))
         return out
 
+    def histories(self, grid: str | None = None) -> list[tuple[str, list[dict[str, float]]]]:
+        """(label, per-epoch history) of each run (of one grid): the learning curves."""
+        with self._connect() as con:
+            q = (
+                "SELECT g.grid, g.row_label, g.column_key, r.seed, r.record FROM runs r "
+                "LEFT JOIN grid_runs g ON g.key = r.key"
+            )
+            rows = con.execute(q + (" WHERE g.grid = ?" if grid else ""), (grid,) if grid else ())
+            out = []
+            for g, row, column, seed, record in rows.fetchall():
+                history = json.loads(record).get("history", [])
+                place = "/".join(json.loads(column)) if column else ""
+                out.append((f"{row or g} {place} s{seed}".strip(), history))
+            return out
+
     def failed_runs(self, grid: str | None = None) -> list[tuple[str, str, str, str]]:
         """(grid, row, column, error) of every recorded failure (of one grid)."""
         with self._connect() as con:

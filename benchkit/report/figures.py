@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 
 from benchkit.experiments.grid import Grid
 from benchkit.experiments.stats import Summary
-from benchkit.files import atomic_file
-from benchkit.report.tables import metric_label
+from benchkit.files import atomic_file, write_text
+from benchkit.report.tables import footer, metric_label
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 STYLES = ("-", "--", "-.", ":")
@@ -26,6 +26,31 @@ STYLES = ("-", "--", "-.", ":")
 def mathtext(label: str) -> str:
     """Paper notation as mathtext: D_s → $D_s$, D_s ∪ D_t → $D_s \\cup D_t$."""
     return label.replace("D_s ∪ D_t", r"$D_s \cup D_t$").replace("(D_s)", r"($D_s$)")
+
+
+def curves_figure(runs: list[tuple[str, list[dict[str, float]]]], path: Path | str) -> Path:
+    """Learning curves: the training loss and the validation score per epoch, one line per run
+    (``runs``: a label and the run's history), written to ``path`` (.png or .pdf)."""
+    target = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.8))
+    styles = itertools.cycle(itertools.product(STYLES, MARKERS))
+    for label, history in runs:
+        style, marker = next(styles)
+        epochs = [h["epoch"] for h in history]
+        for ax, key in zip(axes, ("loss", "val"), strict=True):
+            ys = [h.get(key, float("nan")) for h in history]
+            ax.plot(epochs, ys, linestyle=style, marker=marker, markersize=3, label=mathtext(label))
+    for ax, name in zip(axes, ("training loss", "validation score"), strict=True):
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_file(target) as tmp:
+        fig.savefig(tmp, dpi=200, format=target.suffix[1:] or "png")
+    plt.close(fig)
+    return target
 
 
 def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
@@ -83,4 +108,12 @@ def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
         with atomic_file(p) as tmp:
             fig.savefig(tmp, dpi=200, format=p.suffix[1:])
     plt.close(fig)
-    return paths
+    caption = out / f"{grid.name}.caption.txt"
+    panels_text = ", ".join(
+        ("headroom closed" if headroom else metric_label(m)) for m, headroom in panels
+    )
+    write_text(
+        caption,
+        f"{grid.title}. Panels: {panels_text}, against {grid.x_label}. {footer(grid, summary)}.\n",
+    )
+    return [*paths, caption]

@@ -34,6 +34,7 @@ from benchkit.interfaces import (
     Latent,
     LossTerm,
     Output,
+    Space,
 )
 from benchkit.nn import mlp
 
@@ -62,6 +63,11 @@ class CEVAR(Backbone):
         "mu": PROBABILITY,
         "p_neg": UNIT,
         "label_weight": NON_NEGATIVE,
+    }
+    search_space = {
+        "lr": Space.log(1e-4, 1e-2),
+        "mu": Space.uniform(0.0, 0.6),
+        "p_neg": Space.uniform(0.3, 0.8),
     }
 
     def requirements(self) -> frozenset[str]:

@@ -41,6 +41,7 @@ from benchkit.interfaces import (
     Latent,
     LossTerm,
     Output,
+    Space,
 )
 from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_cells, kl_to_standard
 
@@ -80,6 +81,12 @@ class CMVAE(Backbone):
         "music_loss_weight": NON_NEGATIVE,
         "recon_weight": NON_NEGATIVE,
         "kl_weight": NON_NEGATIVE,
+    }
+    search_space = {
+        "lr": Space.log(1e-4, 1e-2),
+        "weight_decay": Space.log(1e-5, 1e-2),
+        "dropout": Space.uniform(0.0, 0.5),
+        "margin": Space.uniform(0.01, 0.3),
     }
 
     @property

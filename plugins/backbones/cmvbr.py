@@ -40,6 +40,7 @@ from benchkit.interfaces import (
     Latent,
     LossTerm,
     Output,
+    Space,
 )
 from benchkit.nn import hinge_cells, mlp
 
@@ -86,6 +87,12 @@ class CMVBR(Backbone):
         "music_anchor_weight": NON_NEGATIVE,
         "video_anchor_weight": NON_NEGATIVE,
         "structure_weight": NON_NEGATIVE,
+    }
+    search_space = {
+        "lr": Space.log(1e-4, 1e-2),
+        "dropout": Space.uniform(0.0, 0.5),
+        "margin": Space.uniform(0.01, 0.3),
+        "structure_weight": Space.uniform(0.0, 1.0),
     }
 
     def build(self, spec: DataSpec) -> None:

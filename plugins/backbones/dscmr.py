@@ -36,6 +36,7 @@ from benchkit.interfaces import (
     LossTerm,
     Output,
     Range,
+    Space,
 )
 
 
@@ -71,6 +72,11 @@ class DSCMR(Backbone):
         "alpha": NON_NEGATIVE,
         "beta": NON_NEGATIVE,
         "betas": Range(0.0, 1.0, high_open=True),
+    }
+    search_space = {
+        "lr": Space.log(1e-5, 1e-2),
+        "alpha": Space.log(1e-4, 1.0),
+        "beta": Space.log(1e-2, 1.0),
     }
 
     def build(self, spec: DataSpec) -> None:

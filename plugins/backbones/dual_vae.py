@@ -31,6 +31,7 @@ from benchkit.interfaces import (
     Latent,
     LossTerm,
     Output,
+    Space,
 )
 from benchkit.nn import GaussianEncoder, hinge_cells, kl_to_standard, mlp
 
@@ -63,6 +64,13 @@ class DualVAE(Backbone):
         "margin": NON_NEGATIVE,
         "hard_negatives": AT_LEAST_ONE,
         "beta": NON_NEGATIVE,
+    }
+    search_space = {
+        "lr": Space.log(1e-4, 1e-2),
+        "weight_decay": Space.log(1e-5, 1e-2),
+        "dropout": Space.uniform(0.0, 0.5),
+        "margin": Space.uniform(0.01, 0.3),
+        "beta": Space.log(1e-3, 1.0),
     }
 
     def build(self, spec: DataSpec) -> None:

@@ -32,6 +32,7 @@ from benchkit.interfaces import (
     Latent,
     LossTerm,
     Output,
+    Space,
 )
 from benchkit.nn import mlp
 
@@ -73,6 +74,11 @@ class UWML(Backbone):
         "hidden": AT_LEAST_ONE,
         "dropout": PROBABILITY,
         "margin": NON_NEGATIVE,
+    }
+    search_space = {
+        "lr": Space.log(1e-4, 1e-2),
+        "dropout": Space.uniform(0.0, 0.5),
+        "margin": Space.uniform(0.05, 0.4),
     }
 
     def build(self, spec: DataSpec) -> None:

@@ -36,6 +36,7 @@ from benchkit.interfaces import (
     Latent,
     Query,
     RunContext,
+    Space,
     StackAlias,
     Strategy,
 )
@@ -68,6 +69,7 @@ class Backdoor(Strategy):
     requires = frozenset({"genres", "uploaders"})
     defaults = {"variant": "interaction", "estimate": "batch"}
     ranges = {"variant": VARIANTS, "estimate": CONFOUNDER_ESTIMATES}
+    search_space = {"estimate": Space.choice("batch", "global", "sample")}
 
     def check_backbone(self, backbone: Backbone) -> str | None:
         return closed_form_refusal(self, backbone)

@@ -25,6 +25,7 @@ from benchkit.interfaces import (
     PROBABILITY,
     UNIT,
     Query,
+    Space,
     Strategy,
 )
 
@@ -76,6 +77,7 @@ class Calibration(Strategy):
     requires = frozenset({"genres", "uploaders"})
     defaults = {"lam": 0.5, "alpha": 0.01, "list_length": 25, "seed": 0}
     ranges = {"lam": PROBABILITY, "alpha": UNIT, "list_length": AT_LEAST_ONE, "seed": NON_NEGATIVE}
+    search_space = {"lam": Space.uniform(0.0, 0.9)}
 
     def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
         if rows.prior is None or rows.music_genre is None:

@@ -41,6 +41,7 @@ from benchkit.interfaces import (
     Latent,
     Query,
     RunContext,
+    Space,
     Strategy,
 )
 from benchkit.method import Method
@@ -97,6 +98,7 @@ class DecRS(Strategy):
     requires = frozenset({"genres", "uploaders"})
     defaults = {"estimate": "global", "a": 0.2, "smoothing": 0.01, "mix": True}
     ranges = {"estimate": CONFOUNDER_ESTIMATES, "a": POSITIVE, "smoothing": POSITIVE}
+    search_space = {"a": Space.log(0.05, 2.0)}
 
     uploader_eta: Tensor
 

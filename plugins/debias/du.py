@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from benchkit import hookimpl
-from benchkit.interfaces import NON_NEGATIVE, Batch, Range, Strategy, Weights
+from benchkit.interfaces import NON_NEGATIVE, Batch, Range, Space, Strategy, Weights
 
 
 class DU(Strategy):
@@ -28,6 +28,7 @@ class DU(Strategy):
     requires_cells = True
     defaults = {"alpha": 0.5, "beta": 0.5, "clip": 0.1}
     ranges = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "clip": Range(0.0, 1.0, low_open=True)}
+    search_space = {"alpha": Space.uniform(0.0, 1.0), "beta": Space.uniform(0.0, 1.0)}
 
     def weights(self, batch: Batch) -> Weights:
         assert batch.prior is not None and batch.genre is not None

@@ -24,7 +24,7 @@ from torch import Tensor
 from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
-from benchkit.interfaces import NON_NEGATIVE, Batch, Range, RunContext, Strategy, Weights
+from benchkit.interfaces import NON_NEGATIVE, Batch, Range, RunContext, Space, Strategy, Weights
 
 MODES = ("auto", "genre", "popularity", "column")
 
@@ -34,6 +34,7 @@ class IPS(Strategy):
     description = "IPS: SNIPS weights 1/p per pair (p = the uploader's genre propensity by default)"
     defaults = {"propensity": "auto", "clip": 0.1, "gamma": 2.0}
     ranges = {"propensity": MODES, "clip": Range(0.0, 1.0, low_open=True), "gamma": NON_NEGATIVE}
+    search_space = {"clip": Space.uniform(0.02, 0.5)}
 
     pop: Tensor
 

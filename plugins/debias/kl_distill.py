@@ -31,6 +31,7 @@ from benchkit.interfaces import (
     LossTerm,
     Output,
     RunContext,
+    Space,
     Strategy,
 )
 from benchkit.nn import gaussian_kl
@@ -70,6 +71,7 @@ class KLDistill(Strategy):
         "variant": ("paper", "reference"),
         **TEACHER_RANGES,
     }
+    search_space = {"weight": Space.log(5e-7, 5e2)}
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)

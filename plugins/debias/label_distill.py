@@ -33,6 +33,7 @@ from benchkit.interfaces import (
     LossTerm,
     Output,
     RunContext,
+    Space,
     Strategy,
 )
 from benchkit.teacher import (
@@ -71,6 +72,7 @@ class LabelDistill(Strategy):
         "teacher_latent_dim": AT_LEAST_ONE,
         **TEACHER_RANGES,
     }
+    search_space = {"c": Space.log(0.1, 10.0), "weight": Space.log(0.01, 10.0)}
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
