@@ -406,15 +406,22 @@ def execute(
     plugins: Plugins | None = None,
     log: Log | None = None,
     save: str | Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> RunResult:
     """Train and evaluate a planned run; ``save`` writes the trained model package there
-    (:mod:`benchkit.model`)."""
+    (:mod:`benchkit.model`); ``on_epoch`` sees each epoch's record (and may stop the run by
+    raising, as a tuner's pruner does)."""
     with compute_threads(plan.threads):
-        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet, save)
+        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet, save, on_epoch)
 
 
 def _execute(
-    plan: RunPlan, quiet: bool, plugins: Plugins, log: Log, save: str | Path | None
+    plan: RunPlan,
+    quiet: bool,
+    plugins: Plugins,
+    log: Log,
+    save: str | Path | None,
+    on_epoch: Callable[[dict[str, float]], None] | None,
 ) -> RunResult:
     started = time.perf_counter()
     spec = plan.spec
@@ -470,7 +477,7 @@ def _execute(
         plan.protocol,
         pairs=pairs,
         desc=f"{spec.backbone}+{spec.debias}",
-        on_epoch=lambda record: emit("epoch_end", identity, record),
+        on_epoch=lambda record: _epoch_end(emit, identity, record, on_epoch),
     )
     result = evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
     run_result = RunResult(
@@ -523,6 +530,17 @@ def _execute(
         save_model(save, method, ds, run_result.to_dict(), plugins)
         log(f"saved the model package to {save}")
     return run_result
+
+
+def _epoch_end(
+    emit: Callable[[str, dict[str, Any], dict[str, Any]], None],
+    identity: dict[str, Any],
+    record: dict[str, float],
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> None:
+    emit("epoch_end", identity, record)
+    if on_epoch is not None:
+        on_epoch(record)
 
 
 def run(

@@ -142,6 +142,87 @@ def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
 
 
 @cli.command()
+@click_options("method", "source", "split", "training", "evaluation", exclude=("split",))
+@click.option(
+    "--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Trials to finish."
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random", "grid"]),
+    default="tpe",
+    show_default=True,
+    help="How the next trial is chosen.",
+)
+@click.option(
+    "--space",
+    "space_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="A TOML search space (default: the plugins' own).",
+)
+@click.option(
+    "--metric", default="recall@25", show_default=True, help="The validation metric to maximise."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Stop starting trials after this many seconds.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trials in parallel (processes sharing the cores).",
+)
+@click.option(
+    "--out",
+    default="benchkit-results",
+    show_default=True,
+    help="Folder of the study (tune.sqlite), beside the results store.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress or log lines.")
+def tune(
+    trials: int,
+    sampler: str,
+    space_file: str | None,
+    metric: str,
+    timeout: float | None,
+    jobs: int,
+    out: str,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Search hyperparameters on the validation split, then score the best once on the test split."""
+    from benchkit.tune import read_space
+    from benchkit.tune import tune as run_tune
+
+    spec = spec_from_options(options)
+    space = None if space_file is None else read_space(space_file)
+    res = run_tune(
+        spec,
+        trials=trials,
+        sampler=sampler,
+        space=space,
+        metric=metric,
+        timeout=timeout,
+        jobs=jobs,
+        out=out,
+        log=_log(quiet),
+    )
+    counts = res.trials
+    click.echo(
+        f"best {metric} on validation: {res.value:.4f} ({counts['complete']} trials, "
+        f"{counts['pruned']} pruned, {counts['failed']} failed)"
+    )
+    click.echo(f"best parameters: {res.set_line()}")
+    if res.test is not None:
+        click.echo(f"with them, on {res.test.split}:")
+        click.echo(_metric_table(res.test.metrics))
+
+
+@cli.command()
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--videos",
@@ -456,6 +537,14 @@ def grid_options(f: Any) -> Any:
                 help="Workers of the process or Ray executor.",
             ),
             click.option("--address", default=None, help="Ray cluster address (ray executor)."),
+            click.option(
+                "--tune",
+                "tune_trials",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Tune every row on its validation split with this many trials first (the "
+                "same budget for all; studies resume from --out).",
+            ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
         ],
     )
@@ -470,6 +559,8 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
     from benchkit.report.tables import render
 
     grid = load_grid(source, seeds=opts["seeds"])
+    if opts["tune_trials"]:
+        grid.tune = {**grid.tune, "trials": opts["tune_trials"]}
     quiet = opts["quiet"]
     run = run_grid(
         grid,

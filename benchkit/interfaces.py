@@ -121,7 +121,9 @@ class Space:
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
-            raise ConfigError(f"a search space is one of {', '.join(self.KINDS)}, not {self.kind!r}")
+            raise ConfigError(
+                f"a search space is one of {', '.join(self.KINDS)}, not {self.kind!r}"
+            )
         if self.kind == "choice":
             if not self.choices:
                 raise ConfigError("a choice space needs at least one value")

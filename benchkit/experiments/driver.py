@@ -20,7 +20,7 @@ from tqdm import tqdm
 from benchkit.api import plan_run
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.executors import Executor, Task
-from benchkit.experiments.grid import Grid
+from benchkit.experiments.grid import BASE_SEED, Grid
 from benchkit.experiments.stats import Summary, summarise
 from benchkit.experiments.store import Store
 from benchkit.plugins import Plugins, get_plugins
@@ -52,6 +52,43 @@ def make_executor(
     return cls(jobs=jobs, address=address, quiet=quiet)
 
 
+def tuned_grid(grid: Grid, base: RunSpec, out: str, plugins: Plugins, log: Any) -> Grid:
+    """The grid with every cell's hyperparameters tuned on its validation split, with the same
+    budget for every row (``grid.tune``: trials, sampler, metric); the studies resume from
+    ``<out>/tune.sqlite``. A row with nothing to tune (no declared space) keeps its defaults."""
+    from dataclasses import replace
+
+    from benchkit.tune import tune
+
+    options = {k: grid.tune[k] for k in ("sampler", "metric") if k in grid.tune}
+    best: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    jobs = []
+    for job in grid.jobs:
+        cell = (job.row, job.column)
+        if cell not in best:
+            spec = job.spec(base).replace(seed=BASE_SEED)
+            try:
+                found = tune(
+                    spec,
+                    trials=int(grid.tune["trials"]),
+                    out=out,
+                    plugins=plugins,
+                    log=log,
+                    evaluate_test=False,
+                    **options,
+                )
+                best[cell] = found.params
+                log(f"{grid.name}: {job.row} {'/'.join(job.column)} tuned: {found.set_line()}")
+            except ConfigError as exc:
+                if "nothing to tune" not in str(exc):
+                    raise
+                best[cell] = {}
+        own = dict(job.own)
+        own["overrides"] = tuple(sorted({**dict(own.get("overrides", ())), **best[cell]}.items()))
+        jobs.append(replace(job, own=tuple(sorted(own.items()))))
+    return replace(grid, jobs=jobs)
+
+
 def run_grid(
     grid: Grid,
     base: RunSpec | None = None,
@@ -77,6 +114,8 @@ def run_grid(
     with make_executor(executor, plugins, jobs=jobs, address=address, quiet=quiet) as ex:
         if base.threads is None:
             base = base.replace(threads=ex.threads_per_run())
+        if grid.tune:
+            grid = tuned_grid(grid, base, out, plugins, log)
         planned, specs, keys = [], [], []
         dropped: dict[str, str] = {}
         for job in grid.jobs:

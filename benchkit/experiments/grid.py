@@ -121,6 +121,7 @@ class Grid:
     x_log: bool = False
     source: str = ""
     controls: dict[str, str] = field(default_factory=dict)  # baseline / positive row labels
+    tune: dict[str, Any] = field(default_factory=dict)  # trials, sampler, metric: equal budgets
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -218,7 +219,7 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         raise ConfigError("--seeds must be at least 1")
     spec, where = read_grid(source)
     kind = _need(spec, "kind", where)
-    common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds"}
+    common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds", "tune"}
     name = _typed(_need(spec, "name", where), str, "name", where)
     if not NAME.match(name) or ".." in name:
         raise ConfigError(
@@ -351,6 +352,13 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
     if controls and set(controls) != {"baseline", "positive"}:
         raise ConfigError(f"{where}: controls needs both baseline and positive")
     grid.controls = controls
+    tune = dict(_typed(spec.get("tune", {}), dict, "tune", where))
+    _check_keys(tune, {"trials", "sampler", "metric"}, f"{where}: tune")
+    if tune:
+        _typed(tune.get("trials"), int, "tune.trials", where)
+        if tune["trials"] < 1:
+            raise ConfigError(f"{where}: tune.trials must be at least 1")
+    grid.tune = tune
     return grid
 
 

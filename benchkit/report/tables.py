@@ -210,6 +210,12 @@ def footer(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None) ->
         f"95% bootstrap intervals over (seed, video) pairs ({RESAMPLES:,} resamples) are in the "
         f"CSV",
     ]
+    if grid.tune:
+        parts.append(
+            f"every row tuned on its validation split with the same budget: "
+            f"{grid.tune['trials']} trials ({grid.tune.get('sampler', 'tpe')}, "
+            f"{grid.tune.get('metric', 'recall@25')})"
+        )
     if paper is not None:
         parts.append("in parentheses: the paper's number")
     if any(c.failed for c in summary.values()):
