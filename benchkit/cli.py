@@ -64,7 +64,7 @@ def _apply(f: Any, options: list[Any]) -> Any:
     return f
 
 
-@cli.command()
+@cli.command(short_help="Train one method and evaluate it.")
 @click_options("method", "source", "split", "training", "evaluation")
 @click.option(
     "--save",
@@ -141,7 +141,7 @@ def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
     return features, np.arange(len(features))
 
 
-@cli.command()
+@cli.command(short_help="Tune hyperparameters on validation; score once on test.")
 @click_options("method", "source", "split", "training", "evaluation", exclude=("split",))
 @click.option(
     "--trials", type=click.IntRange(min=1), default=20, show_default=True, help="Trials to finish."
@@ -222,7 +222,7 @@ def tune(
         click.echo(_metric_table(res.test.metrics))
 
 
-@cli.command()
+@cli.command(short_help="Recommend music for new videos with a saved model.")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--videos",
@@ -351,7 +351,7 @@ def _uploader_column(path: str, row_ids: Any) -> Any:
     return np.array([lookup.get(str(v), -1) for v in row_ids], dtype=np.int64)
 
 
-@cli.command()
+@cli.command(short_help="Write the latent codes of videos or music.")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option(
     "--videos", type=click.Path(exists=True), default=None, help="Video features to embed."
@@ -385,7 +385,7 @@ def data() -> None:
     """Make, describe and validate datasets."""
 
 
-@data.command()
+@data.command(short_help="Write the synthetic world to disk.")
 @click_options("source", exclude=("data", "pgc", "normalise_weights"))
 @click.option("--out", type=click.Path(), required=True, help="Folder to write (must not exist).")
 @click.option(
@@ -416,7 +416,7 @@ def _dataset(options: dict[str, Any], quiet: bool = True) -> Any:
     return load_dataset(spec_from_options(options), log=_log(quiet))
 
 
-@data.command()
+@data.command(short_help="Table 2's statistics of a dataset.")
 @click_options("source", exclude=("features",))
 @click_options("split", exclude=("split",))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -478,7 +478,7 @@ def describe(as_json: bool, **options: Any) -> None:
     click.echo(tabulate(extra, tablefmt="plain"))
 
 
-@data.command()
+@data.command(short_help="Load a dataset with every check.")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--pgc", "pgc_path", type=click.Path(exists=True), default=None)
 @click.option("--normalise-weights", is_flag=True)
@@ -600,7 +600,7 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
         )
 
 
-@cli.command()
+@cli.command(short_help="Regenerate the paper's Table 3.")
 @grid_options
 @click.option("--paper", is_flag=True, help="Show the paper's numbers beside ours.")
 def table3(paper: bool, **opts: Any) -> None:
@@ -608,21 +608,21 @@ def table3(paper: bool, **opts: Any) -> None:
     _grid_command("table3", opts, paper)
 
 
-@cli.command()
+@cli.command(short_help="Regenerate the paper's Fig. 3 (genre-ratio intervention).")
 @grid_options
 def fig3(**opts: Any) -> None:
     """Regenerate Fig. 3 (DebCM vs DecRS under the genre-ratio intervention)."""
     _grid_command("fig3", opts)
 
 
-@cli.command()
+@cli.command(short_help="Regenerate the paper's Fig. 4 (teacher-loss weight).")
 @grid_options
 def fig4(**opts: Any) -> None:
     """Regenerate Fig. 4 (the weight of the teacher loss)."""
     _grid_command("fig4", opts)
 
 
-@cli.command()
+@cli.command(short_help="Run any grid: a TOML file or a built-in name.")
 @click.argument("grid_file", metavar="GRID")
 @grid_options
 def experiment(grid_file: str, **opts: Any) -> None:
@@ -633,7 +633,7 @@ def experiment(grid_file: str, **opts: Any) -> None:
     _grid_command(grid_file, opts)
 
 
-@cli.command()
+@cli.command(short_help="List, export or plot stored runs; list failures.")
 @click.option("--out", default="benchkit-results", show_default=True, help="The results folder.")
 @click.option("--grid", default=None, help="Only the runs of this grid.")
 @click.option(
@@ -718,9 +718,10 @@ def write_frame(frame: Any, path: str) -> None:
         raise BenchkitError("Parquet needs pyarrow: pip install 'benchkit[parquet]'") from None
 
 
-@cli.command(name="list")
+@cli.command(name="list", short_help="List installed backbones, strategies, and the rest.")
 @click.argument(
-    "kind", type=click.Choice(["backbones", "strategies", "datasets", "protocols", "metrics"])
+    "kind",
+    type=click.Choice(["backbones", "strategies", "datasets", "protocols", "metrics", "executors"]),
 )
 def list_(kind: str) -> None:
     """List the installed backbones, strategies, datasets, protocols or metrics."""
@@ -737,7 +738,7 @@ def list_(kind: str) -> None:
     click.echo(tabulate(rows, headers=["name", "plugin", "description"], tablefmt="plain"))
 
 
-@cli.command()
+@cli.command(short_help="Installed plugins and what each registered.")
 def plugins() -> None:
     """Installed plugins, their versions and what each registered; plugins that failed to load."""
     from benchkit.plugins import get_plugins
