@@ -18,21 +18,29 @@ from benchkit.interfaces import Latent, LossTerm
 
 
 class Dropout(nn.Module):
-    """Inverted dropout, as ``nn.Dropout``, with the mask drawn by comparing uniform numbers: about
-    three times faster on the CPU than the Bernoulli sampler ``nn.Dropout`` uses (the same
-    distribution: each unit kept with probability 1 − p, scaled by 1 / (1 − p))."""
+    """Inverted dropout, as ``nn.Dropout``, with a cheaper mask: each unit is kept when a 16-bit
+    random integer clears a threshold, four units per 64-bit draw of the generator. On the CPU
+    that is about 2× faster than ``rand`` (and 4× faster than the Bernoulli sampler ``nn.Dropout``
+    uses) — the mask of the 2,048-wide input features was a tenth of a CMVAE step. The drop
+    probability is ``p`` rounded to a multiple of 2⁻¹⁶ (0.2 → 0.199997); kept units are scaled
+    by 1 / (1 − p)."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        self.threshold = round(p * 65536) - 32768  # int16 values ≥ this are kept
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand_like(x) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        with torch.no_grad():  # the scaled mask is a constant: one multiply forward, one backward
+            n = x.numel()
+            draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
+            bits = draws.random_(-(2**63), 2**63 - 1).view(torch.int16)[:n].view(x.shape)
+            mask = (bits >= self.threshold).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -105,6 +113,12 @@ class Decoder(nn.Module):
         return F.relu(self.out(self.dropout(self.bn(z))))
 
 
+def row_mse(prediction: Tensor, target: Tensor) -> Tensor:
+    """Per-row mean squared error (a reconstruction term): one fused kernel forward and backward,
+    about twice as fast on the CPU as ``(prediction - target).pow(2).mean(dim=1)``."""
+    return F.mse_loss(prediction, target, reduction="none").sum(dim=1) / prediction.shape[1]
+
+
 def kl_to_standard(latent: Latent) -> Tensor:
     """Per-row KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ_d (μ² + σ² − 1 − log σ²)."""
     if latent.logvar is None:
@@ -122,6 +136,9 @@ def gaussian_kl(mu_p: Tensor, logvar_p: Tensor, mu_q: Tensor, logvar_q: Tensor) 
     ).sum(dim=1)
 
 
+HINGE_VARIANTS = ("paper", "reference")
+
+
 def hinge_cells(
     scores: Tensor, exclude: Tensor, margin: float, k: int, variant: str = "paper"
 ) -> LossTerm:
@@ -132,19 +149,61 @@ def hinge_cells(
     ``reference``: the DebCM release's [S_ii − S_ij − δ]_+ on the k largest values (the easiest
     negatives), only the diagonal excluded; the caller gives the term a negative coefficient.
     """
-    b = scores.shape[0]
-    pos = scores.diagonal()[:, None]
-    if variant == "paper":
-        cells = (margin - pos + scores).clamp_min(0.0)
-        invalid = exclude
-    elif variant == "reference":
-        cells = (pos - scores - margin).clamp(0.0, 1e6)
-        invalid = torch.eye(b, dtype=torch.bool, device=scores.device)
-    else:
+    return hinge_pair(scores, exclude, margin, k, variant, both=False)[0]
+
+
+def hinge_pair(
+    scores: Tensor,
+    exclude: Tensor,
+    margin: float,
+    k: int,
+    variant: str = "paper",
+    *,
+    both: bool = True,
+) -> tuple[LossTerm, ...]:
+    """:func:`hinge_cells` for the rows (video anchors) and, with ``both``, for the columns (music
+    anchors, a ``transposed`` term) of one score matrix; ``exclude`` must be symmetric (same-music
+    cells are).
+
+    A cell is monotone in S_ij within its row, so the top k cells are the cells of the top k (for
+    the reference, the bottom k) scores: the negatives are chosen on the detached, masked scores,
+    and only the k + 1 scores each anchor uses are gathered with gradient. Computing every cell of
+    the B × B matrix, masking and selecting them — forward and backward, for each direction — was
+    most of a CMVAE step's time outside its matrix products.
+    """
+    if variant not in HINGE_VARIANTS:
         raise ValueError(f"hinge variant must be paper or reference, not {variant!r}")
-    cells = cells.masked_fill(invalid, float("-inf"))
-    values, cols = cells.topk(min(k, b - 1), dim=1, sorted=False)  # order is irrelevant to a mean
-    return LossTerm(values, kind="cell", cols=cols, valid=torch.isfinite(values))
+    b = scores.shape[0]
+    k = min(k, b - 1)
+    paper = variant == "paper"
+    with torch.no_grad():
+        invalid = exclude if paper else torch.eye(b, dtype=torch.bool, device=scores.device)
+        masked = scores.detach().masked_fill(invalid, float("-inf") if paper else float("inf"))
+    diagonal = torch.arange(b, device=scores.device)[:, None]
+    terms = []
+    for transposed in (False, True) if both else (False,):
+        with torch.no_grad():
+            chosen, cols = (masked.T if transposed else masked).topk(
+                k, dim=1, largest=paper, sorted=False
+            )
+        index = torch.cat([diagonal, cols], dim=1)  # the positive, then the negatives
+        used = scores.gather(0, index.T).T if transposed else scores.gather(1, index)
+        pos, picked = used[:, :1], used[:, 1:]
+        if paper:
+            cells = (margin - pos + picked).clamp_min(0.0)
+        else:
+            cells = (pos - picked - margin).clamp(0.0, 1e6)
+        valid = torch.isfinite(chosen)
+        terms.append(
+            LossTerm(
+                cells.masked_fill(~valid, float("-inf")),
+                kind="cell",
+                cols=cols,
+                valid=valid,
+                transposed=transposed,
+            )
+        )
+    return tuple(terms)
 
 
 CONFOUNDER_ESTIMATES = ("batch", "global", "sample")

@@ -4,7 +4,8 @@
     python benchmarks/train_speed.py --presets small --backbones cmvae --skip memory,baseline
 
 Sections:
-- machine: the float32 and bfloat16 matrix-multiply peaks of this machine (large torch matmuls);
+- machine: the matrix-multiply peak of each precision asked for (``benchmarks/machine.py``;
+  bfloat16 only where it is native — an emulated bfloat16 is skipped, never measured);
 - train: for CMVAE + debcm (the PGC teacher's forward pass included) and every backbone: pairs per
   second, seconds per epoch, FLOPs per pair (counted by torch's FlopCounterMode over one forward and
   backward step), the achieved GFLOP/s and its share of the peak of the precision used;
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import peaks as machine_peaks
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -43,21 +45,6 @@ from benchkit.spec import RunSpec
 from benchkit.train import Trainer, fit, resolve_precision
 
 ALL = "cevar,cmvbr,dscmr,uwml,dual_vae,cmvae,cmvae+debcm"
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 6) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
 FEATURES = "float32"  # feature storage (--features)
@@ -277,29 +264,35 @@ def main() -> None:
     device = select_device(args.device)
     skip = set(filter(None, args.skip.split(",")))
     presets = args.presets.split(",")
-    peaks = {
-        "fp32": matmul_peak(device, torch.float32),
-        "bf16": matmul_peak(device, torch.bfloat16),
-    }
     print(
-        f"device {device}, {torch.get_num_threads()} threads; matmul peak fp32 "
-        f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s"
+        f"## machine: measuring the matmul peak of {device} ({torch.get_num_threads()} threads)",
+        flush=True,
     )
-    precisions = args.precisions.split(",")
+    asked = args.precisions.split(",")
+    peaks = machine_peaks(device, asked)
+    precisions = [p for p in asked if p in peaks]
+    for p in asked:
+        if p not in peaks:
+            print(f"{p}: not native on {device}; not measured", flush=True)
+    print("matmul peak " + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()), flush=True)
     if "train" not in skip:
+        print("## train: pairs per second and share of peak", flush=True)
         rows = train_rows(
             presets, args.backbones.split(","), precisions, args.epochs, device, peaks
         )
-        print(tabulate(rows, headers="keys", tablefmt="github"))
+        print(tabulate(rows, headers="keys", tablefmt="github"), flush=True)
     if "baseline" not in skip:
+        print("## baseline: a per-sample DataLoader loop", flush=True)
         rows = [
             baseline_row(p, "cmvae+debcm", device, precisions[0], args.baseline_batches)
             for p in presets
         ]
-        print(tabulate(rows, headers="keys", tablefmt="github"))
+        print(tabulate(rows, headers="keys", tablefmt="github"), flush=True)
     if "eval" not in skip:
+        print("## eval: test videos ranked per second", flush=True)
         print(tabulate(eval_rows(presets[-1], device), headers="keys", tablefmt="github"))
     if "memory" not in skip:
+        print("## memory: peak RSS of a whole run", flush=True)
         print(tabulate([memory_row(presets[-1], precisions[0])], headers="keys", tablefmt="github"))
 
 

@@ -124,7 +124,7 @@ def test_state_round_trip(tiny):
 
 
 def test_bad_hyperparameters():
-    with pytest.raises(ConfigError, match="variant.* must be one of paper, reference"):
+    with pytest.raises(ConfigError, match=r"variant.* must be one of paper, reference"):
         CMVAE(variant="fancy")
     with pytest.raises(ConfigError, match="unknown hyperparameter"):
         CMVAE(margn=0.1)

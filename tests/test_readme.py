@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import click
-from click.testing import CliRunner
 import pytest
+from click.testing import CliRunner
 
 from benchkit.cli import cli
 

@@ -43,7 +43,7 @@ from benchkit.interfaces import (
     Output,
     Space,
 )
-from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_cells, kl_to_standard
+from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_pair, kl_to_standard, row_mse
 
 VARIANTS = ("paper", "reference")
 
@@ -113,11 +113,9 @@ class CMVAE(Backbone):
         variant = hp["variant"]
         sign = 1.0 if variant == "paper" else -1.0
         s, same = out.scores, batch.same_music
-        match_video = hinge_cells(s, same, hp["margin"], hp["hard_negatives"], variant)
-        match_music = hinge_cells(s.T, same, hp["margin"], hp["hard_negatives"], variant)
-        match_music.transposed = True
-        recon_music = (self.music_decoder(out.video_scored.code) - batch.music).pow(2).mean(dim=1)
-        recon_video = (self.video_decoder(out.music_scored.code) - batch.video).pow(2).mean(dim=1)
+        match_video, match_music = hinge_pair(s, same, hp["margin"], hp["hard_negatives"], variant)
+        recon_music = row_mse(self.music_decoder(out.video_scored.code), batch.music)
+        recon_video = row_mse(self.video_decoder(out.music_scored.code), batch.video)
         terms = {
             "match_video": match_video.scaled(sign),
             "match_music": match_music.scaled(sign * hp["music_loss_weight"]),

@@ -42,7 +42,7 @@ from benchkit.interfaces import (
     Output,
     Space,
 )
-from benchkit.nn import hinge_cells, mlp
+from benchkit.nn import hinge_pair, mlp
 
 
 def structure_loss(raw: Tensor, emb: Tensor) -> Tensor:
@@ -115,9 +115,7 @@ class CMVBR(Backbone):
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         hp = self.hparams
         s, same = out.scores, batch.same_music
-        music_anchor = hinge_cells(s.T, same, hp["margin"], hp["hard_negatives"])
-        music_anchor.transposed = True
-        video_anchor = hinge_cells(s, same, hp["margin"], hp["hard_negatives"])
+        video_anchor, music_anchor = hinge_pair(s, same, hp["margin"], hp["hard_negatives"])
         w = hp["structure_weight"]
         return {
             "triplet_music": music_anchor.scaled(hp["music_anchor_weight"]),

@@ -33,7 +33,7 @@ from benchkit.interfaces import (
     Output,
     Space,
 )
-from benchkit.nn import GaussianEncoder, hinge_cells, kl_to_standard, mlp
+from benchkit.nn import GaussianEncoder, hinge_pair, kl_to_standard, mlp, row_mse
 
 
 class DualVAE(Backbone):
@@ -91,11 +91,9 @@ class DualVAE(Backbone):
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         hp = self.hparams
         s, same = out.scores, batch.same_music  # scores of the means (score_on_sample = False)
-        match_video = hinge_cells(s, same, hp["margin"], hp["hard_negatives"])
-        match_music = hinge_cells(s.T, same, hp["margin"], hp["hard_negatives"])
-        match_music.transposed = True
-        recon_video = (self.video_decoder(out.video.code) - batch.video).pow(2).mean(dim=1)
-        recon_music = (self.music_decoder(out.music.code) - batch.music).pow(2).mean(dim=1)
+        match_video, match_music = hinge_pair(s, same, hp["margin"], hp["hard_negatives"])
+        recon_video = row_mse(self.video_decoder(out.video.code), batch.video)
+        recon_music = row_mse(self.music_decoder(out.music.code), batch.music)
         beta = hp["beta"]
         return {
             "match_video": match_video,
