@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from benchkit import __version__
 from benchkit.errors import BenchkitError
+from benchkit.experiments.grid import MAX_SEEDS
 from benchkit.spec import click_options, spec_from_options
 
 
@@ -504,7 +505,7 @@ def grid_options(f: Any) -> Any:
         [
             click.option(
                 "--seeds",
-                type=click.IntRange(min=1),
+                type=click.IntRange(min=1, max=MAX_SEEDS),
                 default=None,
                 help="Seeds per cell (mean ± std and paired tests over them); default: the "
                 "grid's own (1 unless it says).",

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
 from benchkit.pairs import Pairs, PooledPairs
-from benchkit.spec import PRECISIONS
+from benchkit.spec import DEFAULT_PATIENCE, PRECISIONS
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -124,7 +124,7 @@ def fit(
     batch_size: int,
     seed: int,
     validate: Callable[[Method], float] | None = None,
-    patience: int = 10,
+    patience: int = DEFAULT_PATIENCE,
     progress: bool = False,
     desc: str = "train",
     precision: str = "fp32",

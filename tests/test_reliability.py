@@ -159,6 +159,30 @@ def test_bad_hyperparameters_fail_in_one_line(sets, message):
     assert res.output.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--world", "taste_strength="], "taste_strength takes a finite number"),
+        (["--world", "n_music=2.5"], "n_music takes an integer"),
+        (["--world", "split=[0.5,0.5,0.5]"], "split must be positive fractions summing to 1"),
+        (["--world", "popularity_range=[5,1]"], "popularity_range must be [low, high]"),
+        (["--world", "taste_strength=1e308"], "beyond any sensible scale"),
+        (["--world", "n_music=100000000000"], "synthetic world too large"),
+        (["--device", "meta"], "unknown device 'meta'"),
+        (["--threads", "1177902"], "1177902 is not in the range 1<=x<=1024"),
+    ],
+)
+def test_hostile_options_fail_in_one_line(tmp_path, args, message):
+    # found by tests/test_fuzz.py: a traceback, a silent NaN, a segfault, a memory error
+    res = CliRunner().invoke(
+        cli,
+        ["run", "--preset", "tiny", "-b", "random", "-q", *args],
+        env={"BENCHKIT_CACHE": str(tmp_path)},
+    )
+    assert res.exit_code in (1, 2) and message in res.output, res.output
+    assert "Traceback" not in res.output
+
+
 def test_a_huge_seed_fails_in_one_line():
     res = CliRunner().invoke(cli, ["run", "--preset", "tiny", "--seed", "99999999999999999999"])
     assert res.exit_code == 2 and "Traceback" not in res.output

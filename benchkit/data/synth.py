@@ -51,6 +51,8 @@ Deterministic per (config, seed); cached on disk by their hash (``$BENCHKIT_CACH
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -368,6 +370,37 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     if cfg.n_music < 2 or cfg.n_videos < 10 or cfg.n_uploaders < 1:
         raise ConfigError("synthetic world too small: need ≥ 2 music, ≥ 10 videos, ≥ 1 uploader")
     _check_config(cfg)
+    rows = cfg.n_videos + cfg.n_pgc_pairs
+    need = 4 * (rows * cfg.video_dim + (cfg.n_music + cfg.n_pgc_music) * sum(cfg.music_dims))
+    if need > _physical_memory():
+        raise ConfigError(
+            f"synthetic world too large: its features alone take {need / 2**30:.1f} GiB, more than "
+            f"this machine's {_physical_memory() / 2**30:.1f} GiB"
+        )
+    try:
+        world = _simulate(cfg, seed, name)
+    except MemoryError:
+        raise ConfigError(
+            f"synthetic world too large for this machine's memory (n_videos {cfg.n_videos:,}, "
+            f"n_music {cfg.n_music:,}, video_dim {cfg.video_dim})"
+        ) from None
+    assert world.truth is not None
+    if not all(np.isfinite(a).all() for a in world.truth.arrays().values() if a.dtype.kind == "f"):
+        raise ConfigError(
+            "synthetic world: the knobs overflow the choice model (its truth is not finite); "
+            "use smaller strengths"
+        )
+    return world
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: let the allocation decide
+        return 2**62
+
+
+def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(11)]
     r_space, r_music, r_upl, r_video, r_choice, r_feat, r_pgc, r_split, r_expo, r_style = streams[
         :10
@@ -541,6 +574,47 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     )
 
 
+def _knob(name: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of the knob's default (a number of the right kind, a string, a list
+    of numbers as long as the default's), or one line saying what the knob takes."""
+
+    def number(x: Any, like: Any) -> Any:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise TypeError
+        if isinstance(like, int):
+            if not float(x).is_integer():
+                raise TypeError
+            return int(x)
+        if not math.isfinite(x):
+            raise TypeError
+        return float(x)
+
+    try:
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise TypeError
+            return tuple(number(x, d) for x, d in zip(value, default, strict=True))
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+        return number(value, default)
+    except TypeError:
+        kind = (
+            f"a list of {len(default)} numbers"
+            if isinstance(default, tuple)
+            else "a string"
+            if isinstance(default, str)
+            else "an integer"
+            if isinstance(default, int)
+            else "a finite number"
+        )
+        shown = list(default) if isinstance(default, tuple) else default
+        raise ConfigError(
+            f"synthetic world: {name} takes {kind} (default {shown}), not {value!r}"
+        ) from None
+
+
 def _check_config(cfg: SynthConfig) -> None:
     """Knob values that would make no world (one line each, before any work)."""
     unit = {
@@ -570,6 +644,18 @@ def _check_config(cfg: SynthConfig) -> None:
     for knob in ("nuisance_dim", "style_dim"):
         if getattr(cfg, knob) < 0:
             raise ConfigError(f"synthetic world: {knob} must be non-negative")
+    lo, hi = cfg.popularity_range
+    if not lo <= hi:
+        raise ConfigError(f"synthetic world: popularity_range must be [low, high], got {[lo, hi]}")
+    if not all(f > 0 for f in cfg.split) or abs(sum(cfg.split) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"synthetic world: split must be positive fractions summing to 1, got {list(cfg.split)}"
+        )
+    if not all(d >= 1 for d in cfg.music_dims):
+        raise ConfigError(f"synthetic world: music_dims must be at least 1, got {cfg.music_dims}")
+    biggest = max(abs(getattr(cfg, f.name)) for f in fields(cfg) if f.type == "float")
+    if biggest > 1e6:
+        raise ConfigError(f"synthetic world: a knob of {biggest:g} is beyond any sensible scale")
     if cfg.feature_map not in FEATURE_MAPS:
         raise ConfigError(
             f"synthetic world: feature_map must be one of {', '.join(FEATURE_MAPS)}, "
@@ -607,9 +693,10 @@ def make_world(
                 f"unknown synthetic-world knob(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(valid))}"
             )
-        cfg = replace(cfg, **overrides)
+        cfg = replace(cfg, **{k: _knob(k, getattr(cfg, k), v) for k, v in overrides.items()})
         label += "+" + cfg.key(seed)[:6]
     name = f"synth-{label}"
+    _check_config(cfg)  # before the cache: a world cached under bad knobs is never served
     if not cache:
         return generate(cfg, seed, name)
     path = cache_root() / "synth" / f"{name}-s{seed}-{cfg.key(seed)}.npz"

@@ -139,7 +139,7 @@ def _check_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _overrides(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(dict(d.get("set", {})).items()))
+    return tuple(sorted(d.get("set", {}).items()))  # a table: checked by _row_fields
 
 
 def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
@@ -160,11 +160,17 @@ def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
+MAX_SEEDS = 1000  # a grid's jobs are listed up front: a typo like 10**12 must not fill the memory
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], what: str, where: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, kind):
+    """``value`` if it is of ``kind`` (a bool only where ``kind`` is bool), else one line."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = not isinstance(value, bool) and isinstance(value, kind)
+    if not ok:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: {what} must be {names}, got {value!r}")
     return value
@@ -194,11 +200,19 @@ ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional",
 ROW_RUN_FIELDS = {"features_norm", "epochs", "patience", "precision"}
 
 
+def _label(row: dict[str, Any], taken: list[str], here: str) -> str:
+    label = _typed(_need(row, "label", here), str, "label", here)
+    if label in taken:
+        raise ConfigError(f"{here}: label {label!r} is used twice; each row needs its own")
+    return label
+
+
 def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
     """The RunSpec fields a row or series sets (besides its debias stack and test set)."""
-    own: dict[str, Any] = {"backbone": _need(row, "backbone", here)}
+    own: dict[str, Any] = {"backbone": _typed(_need(row, "backbone", here), str, "backbone", here)}
     if "labels" in row:
-        own["labels"] = row["labels"]
+        own["labels"] = _typed(row["labels"], str, "labels", here)
+    _typed(row.get("optional", False), bool, "optional", here)
     extra = _typed(row.get("run", {}), dict, "run", here)
     unknown = sorted(set(extra) - ROW_RUN_FIELDS)
     if unknown:
@@ -215,8 +229,8 @@ def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
 def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
     """Expand a grid into its jobs (each job once per seed: ``seeds``, else the grid's own
     ``seeds`` key, else 1)."""
-    if seeds is not None and seeds < 1:
-        raise ConfigError("--seeds must be at least 1")
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be from 1 to {MAX_SEEDS}")
     spec, where = read_grid(source)
     kind = _need(spec, "kind", where)
     common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds", "tune"}
@@ -228,8 +242,8 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         )
     if seeds is None:
         seeds = _typed(spec.get("seeds", 1), int, "seeds", where)
-        if seeds < 1:
-            raise ConfigError(f"{where}: seeds must be at least 1")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"{where}: seeds must be from 1 to {MAX_SEEDS}")
     seed_list = [BASE_SEED + i for i in range(seeds)]
     metrics = _strings(spec, "metrics", where)
     world = dict(_typed(spec.get("world", {}), dict, "world", where))
@@ -250,10 +264,12 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         for i, row in enumerate(_tables(spec, "rows", where)):
             here = f"{where}: rows[{i}]"
             _check_keys(row, ROW_KEYS | {"group"}, here)
-            label = _need(row, "label", here)
+            label = _label(row, grid.rows, here)
             grid.rows.append(label)
-            grid.groups[label] = row.get("group", "")
-            debias = _need(row, "debias", here)
+            grid.groups[label] = _typed(row.get("group", ""), str, "group", here)
+            debias = _typed(_need(row, "debias", here), (str, dict), "debias", here)
+            if isinstance(debias, dict) and not all(isinstance(v, str) for v in debias.values()):
+                raise ConfigError(f"{here}: debias must map each setting to a stack (a string)")
             own = _row_fields(row, here)
             for test_set in test_sets:
                 for setting in settings:
@@ -296,8 +312,9 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                 f"{where}: x needs exactly one of test_set (a pattern with {{x}}) "
                 f"or set (a hyperparameter, or world.KNOB for a knob of the world)"
             )
-        grid.x_label, grid.x_values, grid.x_log = x.get("label", "x"), values, bool(x.get("log"))
-        grid.x_short = x.get("short", "x")
+        grid.x_label = _typed(x.get("label", "x"), str, "x.label", where)
+        grid.x_values, grid.x_log = values, _typed(x.get("log", False), bool, "x.log", where)
+        grid.x_short = _typed(x.get("short", "x"), str, "x.short", where)
         if "test_set" in x:
             pattern = _typed(x["test_set"], str, "x.test_set", where)
             try:
@@ -306,12 +323,18 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                 raise ConfigError(
                     f"{where}: x.test_set {pattern!r} may only use {{x}}, e.g. 'ratio:{{x}}'"
                 ) from None
+        else:
+            _typed(x["set"], str, "x.set", where)
         for i, series in enumerate(_tables(spec, "series", where)):
             here = f"{where}: series[{i}]"
             _check_keys(series, ROW_KEYS | {"setting", "test_set"}, here)
-            label = _need(series, "label", here)
+            label = _label(series, grid.rows, here)
             grid.rows.append(label)
             own = _row_fields(series, here)
+            _typed(_need(series, "debias", here), str, "debias", here)
+            for key in ("setting", "test_set"):
+                if key in series:
+                    _typed(series[key], str, key, here)
             for value in values:
                 overrides = dict(_overrides(series))
                 knobs = {**world, **series.get("world", {})}
@@ -342,7 +365,7 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         grid.columns = [(f"{v:g}",) for v in values]
     else:
         raise ConfigError(f"{where}: kind must be 'table' or 'figure', not {kind!r}")
-    controls = dict(spec.get("controls", {}))
+    controls = _typed(spec.get("controls", {}), dict, "controls", where)
     _check_keys(controls, {"baseline", "positive"}, f"{where}: controls")
     for role, row_label in controls.items():
         if row_label not in grid.rows:
@@ -356,6 +379,9 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
     _check_keys(tune, {"trials", "sampler", "metric"}, f"{where}: tune")
     if tune:
         _typed(tune.get("trials"), int, "tune.trials", where)
+        for key in ("sampler", "metric"):
+            if key in tune:
+                _typed(tune[key], str, f"tune.{key}", where)
         if tune["trials"] < 1:
             raise ConfigError(f"{where}: tune.trials must be at least 1")
     grid.tune = tune
