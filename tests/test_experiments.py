@@ -20,6 +20,7 @@ from benchkit.errors import ConfigError
 from benchkit.experiments.driver import run_grid
 from benchkit.experiments.grid import load_grid, paper_table3
 from benchkit.experiments.stats import sign_flip_p
+from benchkit.report.figures import dodge
 from benchkit.report.tables import render
 from benchkit.spec import RunSpec
 
@@ -349,3 +350,21 @@ def test_latex_tables_compile(tmp_path, plugins):
     )
     assert res.returncode == 0, res.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_dodged_points_stay_at_their_x(log):
+    """Series drawn side by side move by under 1% of the axis, in decades on a log axis: Fig. 4's
+    sweep 5e-7 … 5e2 once had its small weights drawn at x ≈ 2."""
+    values = [5e-7, 5e-5, 5e-3, 5e-1, 5e1, 5e2] if log else [0.5, 0.6, 0.7, 0.8]
+    for n in (1, 2, 5):
+        for i in range(n):
+            for x in values:
+                got = dodge(x, i, n, values, log)
+                if log:
+                    assert got > 0 and abs(np.log10(got / x)) <= 0.02 * np.log10(1e9) + 1e-12
+                else:
+                    assert abs(got - x) <= 0.02 * (0.8 - 0.5) + 1e-12
+            drawn = [dodge(x, i, n, values, log) for x in values]
+            assert drawn == sorted(drawn)  # the order of the sweep is kept
+    assert dodge(values[0], 0, 1, values, log) == values[0]  # one series: not moved

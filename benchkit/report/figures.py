@@ -7,6 +7,7 @@ PDF, sized for a paper column; the caption goes in the tables, not on the figure
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import matplotlib
@@ -53,6 +54,16 @@ def curves_figure(runs: list[tuple[str, list[dict[str, float]]]], path: Path | s
     return target
 
 
+def dodge(x: float, i: int, n: int, values: list[float], log: bool) -> float:
+    """Where series ``i`` of ``n`` draws its point at ``x``: moved by 0.8% of the axis's span so
+    that overlapping series stay visible — in decades on a log axis (a shift in x's own units
+    would throw the small values of a log sweep far off their place)."""
+    low, high = min(values), max(values)
+    span = (math.log10(high / low) if log else high - low) if high > low else 1.0
+    shift = (i - (n - 1) / 2) * 0.008 * span
+    return x * 10**shift if log else x + shift
+
+
 def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,8 +72,6 @@ def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
         panels.append((grid.metrics[0], True))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)
     ordered = sorted(zip(grid.x_values, grid.columns, strict=True), key=lambda vc: vc[0])
-    span = (max(grid.x_values) - min(grid.x_values)) if len(grid.x_values) > 1 else 1.0
-    offset = 0.008 * span
     for ax, (metric, headroom) in zip(axes[0], panels, strict=True):
         styles = itertools.cycle(itertools.product(STYLES, MARKERS))
         series = [r for r in grid.rows if not (headroom and r in grid.controls.values())]
@@ -73,8 +82,7 @@ def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
                 cell = summary.get((row, column, metric))
                 if cell is None or cell.n == 0 or (headroom and cell.headroom is None):
                     continue
-                shift = (i - (len(series) - 1) / 2) * offset
-                xs.append(x * (1 + shift / max(abs(x), 1e-12)) if grid.x_log else x + shift)
+                xs.append(dodge(x, i, len(series), grid.x_values, grid.x_log))
                 ys.append(cell.headroom if headroom else cell.mean)
                 es.append(0.0 if headroom else cell.std)
                 n = max(n, cell.n)
