@@ -150,7 +150,8 @@ def _layout(
             "",
             "",
             *(
-                f"{SETTING_NAMES.get(s, s)} {metric_label(m)}"
+                # "auto" (each method's own setting) names nothing a reader needs
+                metric_label(m) if s == "auto" else f"{SETTING_NAMES.get(s, s)} {metric_label(m)}"
                 for s in settings
                 for m in grid.metrics
             ),
