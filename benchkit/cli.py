@@ -526,16 +526,17 @@ def grid_options(f: Any) -> Any:
             ),
             click.option(
                 "--executor",
-                default="local",
+                default="auto",
                 show_default=True,
-                help="Where runs execute: local, process, ray, or a plugin's executor.",
+                help="Where runs execute: local, process, ray, or a plugin's executor; auto: "
+                "process (one run per core, up to 4) on a CPU with several cores, else local.",
             ),
             click.option(
                 "--jobs",
                 type=click.IntRange(min=1),
-                default=1,
-                show_default=True,
-                help="Workers of the process or Ray executor.",
+                default=None,
+                help="Workers of the process or Ray executor [default: the cores, up to 4, "
+                "for auto; else 1].",
             ),
             click.option("--address", default=None, help="Ray cluster address (ray executor)."),
             click.option(

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from benchkit.cli import cli
 from benchkit.errors import ConfigError
-from benchkit.experiments.driver import run_grid
+from benchkit.experiments.driver import choose_executor, run_grid
 from benchkit.experiments.grid import load_grid, paper_table3
 from benchkit.experiments.stats import sign_flip_p
 from benchkit.report.figures import dodge
@@ -211,6 +211,21 @@ def test_process_executor_matches_local(tmp_path, plugins):
     for key in local.keys:
         assert local.results[key]["metrics"] == pool.results[key]["metrics"]
         assert pool.results[key]["record"]["training"]["threads"] == 1
+
+
+def test_auto_executor_runs_one_process_per_core_on_a_cpu(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert choose_executor("auto", None, "cpu") == ("process", 2)
+    assert choose_executor("auto", 1, "auto") == ("process", 1)
+    assert choose_executor("auto", None, "cuda:0") == ("local", 1)  # one device to share
+    assert choose_executor("auto", None, "cpu", own_plugins=True) == ("local", 1)
+    assert choose_executor("local", 3, "cpu") == ("local", 1)
+    assert choose_executor("ray", None, "cpu") == ("ray", 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert choose_executor("auto", None, "cpu") == ("process", 4)  # a copy of the data each
+    assert choose_executor("process", 16, "cpu") == ("process", 16)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert choose_executor("auto", None, "cpu") == ("local", 1)
 
 
 def test_ray_executor(tmp_path, plugins):

@@ -17,6 +17,7 @@ from benchkit.cli import cli
 from benchkit.data.eval_rows import row_weights
 from benchkit.data.synth import make_world
 from benchkit.errors import DataError
+from benchkit.topk import score_all, top_k
 
 
 def train_and_save(tmp_path, backbone, debias, *extra):
@@ -60,6 +61,42 @@ def test_recommend_in_a_fresh_process_reproduces_the_run(tmp_path, backbone, deb
     for k in (10, 25):
         got = recall_from_lists(tmp_path, folder, world, k, uploaders)
         assert got == pytest.approx(out["metrics"][f"recall@{k}"], abs=1e-9)
+    # the streaming top-K (small chunks and blocks: the running list and the rows that skip a
+    # block) returns the best of the full score matrix, re-rankers included
+    rec = benchkit.load(folder)
+    rows = world.splits["test"][:40]
+    videos = rec._features(world.video_features[rows], "video", "videos")
+    upl = world.video_uploader[rows] if uploaders else None
+    idx, prior = rec._uploader_rows(upl, rows.size)
+    full = score_all(rec.method, videos, rec.pool, idx, prior, rec.device)
+    for k, rerank_pool in ((10, None), (3, 50)):
+        cols, scores = top_k(
+            rec.method,
+            videos,
+            rec.pool,
+            k,
+            idx,
+            prior,
+            rec.device,
+            rerank_pool,
+            video_chunk=7,
+            music_block=13,
+        )
+        if rerank_pool is None:
+            np.testing.assert_array_equal(cols, np.argsort(-full, axis=1, kind="stable")[:, :k])
+            np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :k], rtol=1e-6)
+        one_block = top_k(
+            rec.method,
+            videos,
+            rec.pool,
+            k,
+            idx,
+            prior,
+            rec.device,
+            rerank_pool,
+            music_block=10**6,
+        )
+        np.testing.assert_array_equal(cols, one_block[0])
 
 
 def test_the_python_api_and_embed(tmp_path):
