@@ -69,34 +69,14 @@ def test_recommend_in_a_fresh_process_reproduces_the_run(tmp_path, backbone, deb
     upl = world.video_uploader[rows] if uploaders else None
     idx, prior = rec._uploader_rows(upl, rows.size)
     full = score_all(rec.method, videos, rec.pool, idx, prior, rec.device)
+    query = (rec.method, videos, rec.pool)
     for k, rerank_pool in ((10, None), (3, 50)):
-        cols, scores = top_k(
-            rec.method,
-            videos,
-            rec.pool,
-            k,
-            idx,
-            prior,
-            rec.device,
-            rerank_pool,
-            video_chunk=7,
-            music_block=13,
-        )
+        setting = (k, idx, prior, rec.device, rerank_pool)
+        cols, scores = top_k(*query, *setting, video_chunk=7, music_block=13)
         if rerank_pool is None:
             np.testing.assert_array_equal(cols, np.argsort(-full, axis=1, kind="stable")[:, :k])
             np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :k], rtol=1e-6)
-        one_block = top_k(
-            rec.method,
-            videos,
-            rec.pool,
-            k,
-            idx,
-            prior,
-            rec.device,
-            rerank_pool,
-            music_block=10**6,
-        )
-        np.testing.assert_array_equal(cols, one_block[0])
+        np.testing.assert_array_equal(cols, top_k(*query, *setting, music_block=10**6)[0])
 
 
 def test_the_python_api_and_embed(tmp_path):
