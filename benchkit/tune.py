@@ -29,6 +29,7 @@ from typing import Any
 
 from benchkit.api import RunResult, execute, parse_stack, plan_run
 from benchkit.errors import BenchkitError, ConfigError
+from benchkit.executors import exit_with_parent
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import Space
 from benchkit.plugins import Plugins, get_plugins
@@ -225,8 +226,10 @@ def _worker(
     trials: int,
     sampler: str,
     timeout: float | None,
+    parent: int,
 ) -> None:
     """One process of a parallel search (``--jobs``): the same study, a share of the trials."""
+    exit_with_parent(parent)
     optuna = _optuna()
     study = optuna.load_study(
         study_name=name,
@@ -297,7 +300,17 @@ def tune(
             procs = [
                 ctx.Process(
                     target=_worker,
-                    args=(storage, name, worker_spec, space, metric, n, sampler, timeout),
+                    args=(
+                        storage,
+                        name,
+                        worker_spec,
+                        space,
+                        metric,
+                        n,
+                        sampler,
+                        timeout,
+                        os.getpid(),
+                    ),
                 )
                 for n in shares
                 if n

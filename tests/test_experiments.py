@@ -106,6 +106,22 @@ def _run_cli(args, cwd=None):
     )
 
 
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux; none elsewhere)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
 def test_killed_grid_resumes_and_matches_an_uninterrupted_run(tmp_path):
     grid = str(GRIDS / "tiny_table.toml")
     full = _run_cli(["experiment", grid, *TINY, "--out", str(tmp_path / "full"), "--format", "csv"])
@@ -129,9 +145,14 @@ def test_killed_grid_resumes_and_matches_an_uninterrupted_run(tmp_path):
             if finished >= 1:
                 break
         time.sleep(0.2)
+    workers = _children(proc.pid)  # the process executor's pool (the default on 2 cores)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 1 <= finished < 4, "the grid should be killed part-way"
+    gone = time.time() + 30
+    while time.time() < gone and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "workers outlived their killed driver"
     resumed = _run_cli(
         [
             "experiment",

@@ -14,6 +14,8 @@ A plugin adds its own with the ``register_executors`` hook.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -25,6 +27,20 @@ from benchkit import hookimpl
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.interfaces import RankInfo
 from benchkit.spec import RunSpec
+
+
+def exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Run in a worker process: end it when ``parent`` is gone. A pool worker waiting on its task
+    queue never sees the queue close (it holds a writing end too), so a driver killed by SIGKILL or
+    the OOM killer would otherwise leave its workers — and their copies of the data — behind."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="benchkit-parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

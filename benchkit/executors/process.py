@@ -1,7 +1,8 @@
 """The ``process`` executor: a local pool of ``jobs`` worker processes sharing the cores.
 
 Workers are spawned (not forked: torch and forked threads do not mix) and each runs with
-``cores // jobs`` threads, which the driver writes into every run's spec (and so its key).
+``cores // jobs`` threads, which the driver writes into every run's spec (and so its key). A
+worker ends itself within a second of the driver's death, however the driver died.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-from benchkit.executors import Executor, Outcome, Task, run_task
+from benchkit.executors import Executor, Outcome, Task, exit_with_parent, run_task
 
 
 class ProcessExecutor(Executor):
@@ -29,7 +30,10 @@ class ProcessExecutor(Executor):
     def submit(self, task: Task) -> None:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.jobs, mp_context=mp.get_context("spawn")
+                max_workers=self.jobs,
+                mp_context=mp.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
             )
         self._pending[self._pool.submit(run_task, task)] = task.key
 

@@ -52,8 +52,8 @@ def choose_executor(
     executor: str, jobs: int | None, device: str, own_plugins: bool = False
 ) -> tuple[str, int]:
     """The executor and workers a grid runs on. ``auto``: on a CPU with several cores, the process
-    executor with one thread per run — on 2 cores a whole (tiny) Table 3 took 252 s so, against
-    309 s for one run at a time on both cores (small matrices scale badly across threads);
+    executor with one thread per run — on 2 cores a whole (tiny) Table 3 took 252 s that way,
+    against 309 s one run at a time on both cores (small matrices scale badly across threads);
     the local executor on one core, on a GPU (one device to share), or with an in-process plugin
     registry (``own_plugins``: workers load the installed plugins, not the caller's). Workers
     default to one per core, at most four, as each holds its own copy of the data."""
