@@ -147,11 +147,12 @@ def grouped_topk(
     all lie in the k groups with the best maxima (each better group holds a better element), so
     the selection runs on the group maxima (recursively) and then on those k groups' elements:
     about n / group + k · group elements per row instead of n. Among equal values the indices
-    chosen may differ from ``torch.topk``'s (which are unspecified too).
+    chosen may differ from ``torch.topk``'s (which are unspecified too). Off the CPU it is
+    ``torch.topk`` itself.
     """
     n = x.shape[dim]
     w = n // group
-    if x.dim() != 2 or not x.is_contiguous() or w < 2 * k:
+    if x.device.type != "cpu" or x.dim() != 2 or not x.is_contiguous() or w < 2 * k:
         return x.topk(k, dim=dim, largest=largest, sorted=False)
     stride = torch.arange(0, w * group, w, device=x.device)
     if dim == 1:
