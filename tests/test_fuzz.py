@@ -12,7 +12,7 @@ import string
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from benchkit.cli import cli
@@ -76,8 +76,14 @@ def no_traceback(result) -> None:
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 @given(st.lists(OPTION, max_size=4))
+@example([("--world", "n_uploaders=99999999999999999999")])  # found in CI: numpy's size limit
 def test_run_options_never_give_a_traceback(tmp_path_factory, options):
     out = tmp_path_factory.mktemp("fuzz")
     argv = ["run", "--preset", "tiny", "--backbone", "random", "--quiet", "--json"]
@@ -117,7 +123,7 @@ ROW_KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=120, deadline=None, derandomize=True)
 @given(
     st.dictionaries(GRID_KEYS, TOML_VALUE, max_size=6),
     st.lists(st.dictionaries(ROW_KEYS, TOML_VALUE, max_size=5), max_size=3),

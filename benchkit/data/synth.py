@@ -372,10 +372,11 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
     _check_config(cfg)
     rows = cfg.n_videos + cfg.n_pgc_pairs
     need = 4 * (rows * cfg.video_dim + (cfg.n_music + cfg.n_pgc_music) * sum(cfg.music_dims))
+    need += 8 * cfg.n_uploaders * (len(GENRES) + 4)  # each uploader's taste and activity
     if need > _physical_memory():
         raise ConfigError(
-            f"synthetic world too large: its features alone take {need / 2**30:.1f} GiB, more than "
-            f"this machine's {_physical_memory() / 2**30:.1f} GiB"
+            f"synthetic world too large: its features and uploaders alone take "
+            f"{need / 2**30:.1f} GiB, more than this machine's {_physical_memory() / 2**30:.1f} GiB"
         )
     try:
         world = _simulate(cfg, seed, name)
@@ -656,6 +657,9 @@ def _check_config(cfg: SynthConfig) -> None:
     biggest = max(abs(getattr(cfg, f.name)) for f in fields(cfg) if f.type == "float")
     if biggest > 1e6:
         raise ConfigError(f"synthetic world: a knob of {biggest:g} is beyond any sensible scale")
+    count = max(abs(getattr(cfg, f.name)) for f in fields(cfg) if f.type == "int")
+    if count > 2**31 - 1:
+        raise ConfigError(f"synthetic world: a count of {count:,} is beyond any sensible scale")
     if cfg.feature_map not in FEATURE_MAPS:
         raise ConfigError(
             f"synthetic world: feature_map must be one of {', '.join(FEATURE_MAPS)}, "
