@@ -145,8 +145,7 @@ def run_grid(
         if base.threads is None:
             base = base.replace(threads=ex.threads_per_run())
         if grid.tune:
-            parallel = jobs if executor != "local" else 1
-            grid = tuned_grid(grid, base, out, plugins, log, jobs=parallel)
+            grid = tuned_grid(grid, base, out, plugins, log, jobs=jobs)  # 1 on local
         planned, specs, keys = [], [], []
         dropped: dict[str, str] = {}
         for job in grid.jobs:
