@@ -95,6 +95,26 @@ def test_interventional_distributions_match_a_brute_force_sum(estimand):
     np.testing.assert_allclose(got.sum(axis=1), 1.0)
 
 
+def test_mixtures_stay_exact_where_their_fast_sums_underflow():
+    """The backdoor and observed mixtures are summed as matrix products of exponentials shifted by
+    each genre's best music; where a content strength of thousands leaves an uploader's considered
+    music of a genre e^-700 below that best, those rows are summed directly instead."""
+    t = hand_world()
+    assert t.choice is not None
+    t.choice.content_strength = 5000.0
+    rows = np.array([0, 1])
+    for estimand in ("backdoor", "observed"):
+        got = t.probabilities(rows, estimand)
+        engine = t._engines[torch.device("cpu")]
+        base = engine.c.content_strength * engine.compat(rows) + engine.offsets
+        weights, time = engine._weights(rows, estimand), engine._time(rows)
+        fast = engine._mixture(base, weights, time)
+        assert torch.isnan(fast).any()  # the case this test is about
+        direct = engine._mixture_direct(base, weights, time)
+        torch.testing.assert_close(got, direct, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got.sum(dim=1).numpy(), 1.0)
+
+
 def test_expected_recall_is_the_mean_over_draws():
     """cf_recall@K = Σ_m P(m) · 1(rank(m) < K): the average recall of a draw from P, exactly."""
     rng = np.random.default_rng(1)

@@ -171,6 +171,11 @@ class _Probabilities:
                 dtype=torch.float64,
                 device=d,
             )
+        # The sampled uploaders' consideration sets, split by genre: (U, M_g) each.
+        consider = t(c.consider)[self.uploaders]
+        self.genre_cols = [torch.nonzero(genre == g).flatten() for g in range(c.taste0.shape[1])]
+        self.consider_by_genre = [consider[:, cols].contiguous() for cols in self.genre_cols]
+        self.genre_considered = [block.sum(dim=1) > 0 for block in self.consider_by_genre]
         self.centres = t(c.centres)
         self.log_mix = t(np.log(np.maximum(c.genre_mix, 1e-300)))
         self.up_style = t(c.uploader_style)
@@ -188,32 +193,91 @@ class _Probabilities:
         base = base + self.offsets
         if estimand == "cf":
             return torch.softmax(base, dim=1)
-        out = torch.empty_like(base)
-        step = max(1, 2**22 // max(1, self.uploaders.numel() * base.shape[1]))
-        for s in range(0, len(rows), step):
-            r = rows[s : s + step]
-            out[s : s + step] = self._mixture(r, base[s : s + step], estimand)
+        weights = self._weights(rows, estimand)
+        out = self._mixture(base, weights, self._time(rows))
+        bad = ~torch.isfinite(out).all(dim=1)
+        if bad.any():  # extreme worlds, where a sum underflowed: sum those rows directly
+            idx = torch.nonzero(bad).flatten().cpu().numpy()
+            out[bad] = self._mixture_direct(base[bad], weights[bad], self._time(rows[idx]))
         return out
 
-    def _mixture(self, rows: np.ndarray, base: Tensor, estimand: str) -> Tensor:
-        """Σ_u w(u | v) P(m | v, u) for a few rows: (n, M)."""
-        c = self.c
-        u = self.uploaders
-        time = torch.as_tensor(c.video_time[rows], dtype=torch.float64, device=self.device)
-        tt = time[:, None, None]
-        logits = (
-            base[:, None, :]
-            + (1 - tt) * self.taste0_m[u][None]
-            + tt * self.taste1_m[u][None]
-            + self.mask[u][None]
-        )  # (n, U, M)
-        p = torch.softmax(logits, dim=2)
+    def _time(self, rows: np.ndarray) -> Tensor:
+        return torch.as_tensor(self.c.video_time[rows], dtype=torch.float64, device=self.device)
+
+    def _weights(self, rows: np.ndarray, estimand: str) -> Tensor:
+        """w(u | v): (n, U), P(u) for the backdoor, P(u | v) for the observed choice."""
         if estimand == "backdoor":
             log_w = self.log_weight.expand(len(rows), -1)
         else:
-            log_w = self.log_weight[None, :] + self._log_likelihood(rows, time)
-        w = torch.softmax(log_w, dim=1)  # (n, U)
-        return torch.einsum("nu,num->nm", w, p)
+            log_w = self.log_weight[None, :] + self._log_likelihood(rows, self._time(rows))
+        return torch.softmax(log_w, dim=1)
+
+    def _mixture(self, base: Tensor, weights: Tensor, time: Tensor) -> Tensor:
+        """Σ_u w(u | v) P(m | v, u): (n, M), as matrix products.
+
+        P(m | v, u) = e^{base_vm} · C_um · e^{A_vu,g(m)} / Z_vu, where C is u's consideration set,
+        A_vug = τ · log taste_u(t_v)[g] depends on m only through its genre g, and Z_vu is the
+        normaliser. Per genre, Z's partial sums S_vug = Σ_{m∈g} e^{base_vm} C_um are one product
+        (videos × music_g)·(music_g × uploaders), and the mixture is another: P(m ∈ g | v) =
+        e^{base_vm} · Σ_u [w_vu e^{A_vug} / Z_vu] C_um. Summing the (videos, uploaders, music)
+        logits directly cost hours for a paper-scale test set; this costs seconds. Exponentials
+        are shifted by each genre's maximum base score (log-sum-exp over genres)."""
+        c = self.c
+        u = self.uploaders
+        tt = time[:, None, None]
+        a = c.taste_strength * ((1 - tt) * self.log_t0[u][None] + tt * self.log_t1[u][None])
+        n_genres = a.shape[2]
+        out = torch.zeros_like(base)
+        step = max(1, 2**24 // max(1, u.numel() * n_genres))  # (step, U, G) float64 ≤ 128 MB
+        for s in range(0, base.shape[0], step):
+            b, w, av = base[s : s + step].clone(), weights[s : s + step], a[s : s + step]
+            log_parts: list[Tensor] = []
+            shifted: list[tuple[Tensor, Tensor] | None] = []
+            for g in range(n_genres):
+                cols = self.genre_cols[g]
+                if cols.numel() == 0:
+                    log_parts.append(torch.full_like(av[:, :, g], -math.inf))
+                    shifted.append(None)
+                    continue
+                bg = b[:, cols]
+                top = bg.amax(dim=1, keepdim=True)
+                e = torch.exp(bg - top)  # (n, M_g), the largest is 1
+                partial = e @ self.consider_by_genre[g].T  # (n, U): S_vug · e^{−top}
+                # A considered genre whose sum underflowed (music far below the genre's best):
+                # mark the row, get() sums it directly.
+                lost = ((partial < 1e-280) & self.genre_considered[g][None, :]).any(dim=1)
+                b[lost] = math.nan
+                log_parts.append(torch.log(partial) + top + av[:, :, g])
+                shifted.append((e, top))
+            log_terms = torch.stack(log_parts, dim=2)  # (n, U, G)
+            log_z = torch.logsumexp(log_terms, dim=2, keepdim=True)
+            for g, pair in enumerate(shifted):
+                if pair is None:
+                    continue
+                e, top = pair
+                r = w * torch.exp(av[:, :, g] + top - log_z[:, :, 0])  # (n, U)
+                cols = self.genre_cols[g]
+                out[s : s + step, cols] = e * (r @ self.consider_by_genre[g])
+            out[s : s + step][torch.isnan(b).any(dim=1)] = math.nan
+        return out
+
+    def _mixture_direct(self, base: Tensor, weights: Tensor, time: Tensor) -> Tensor:
+        """:meth:`_mixture` by summing the (videos, uploaders, music) softmaxes, a few rows at a
+        time: exact wherever the factorised form would underflow."""
+        u = self.uploaders
+        out = torch.empty_like(base)
+        step = max(1, 2**22 // max(1, u.numel() * base.shape[1]))
+        for s in range(0, base.shape[0], step):
+            tt = time[s : s + step, None, None]
+            logits = (
+                base[s : s + step, None, :]
+                + (1 - tt) * self.taste0_m[u][None]
+                + tt * self.taste1_m[u][None]
+                + self.mask[u][None]
+            )  # (n, U, M)
+            p = torch.softmax(logits, dim=2)
+            out[s : s + step] = torch.einsum("nu,num->nm", weights[s : s + step], p)
+        return out
 
     def _log_likelihood(self, rows: np.ndarray, time: Tensor) -> Tensor:
         """log p(content_v, style_v | u, t_v) for every (row, uploader): (n, U)."""
