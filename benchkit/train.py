@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from benchkit.device import keep_freed_memory
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
 from benchkit.pairs import Pairs, PooledPairs
@@ -151,6 +152,8 @@ def fit(
     if method.backbone.closed_form:
         return _fit_closed_form(method, pairs, validate)
     device = pairs.device
+    if device.type == "cpu":
+        keep_freed_memory()
     precision = resolve_precision(precision, device)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)

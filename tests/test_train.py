@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+import resource
+import sys
+
 import pytest
 import torch
 
+from benchkit.device import keep_freed_memory
 from benchkit.interfaces import LossTerm, Weights
 from benchkit.method import Method, reduce_term
 from benchkit.pairs import ugc_pairs
@@ -107,3 +112,20 @@ def test_divergence_is_reported(tiny):
     pairs = ugc_pairs(tiny, "train", torch.device("cpu"))
     with pytest.raises(DivergedError, match="lower the learning rate"):
         fit(m, pairs, epochs=3, batch_size=512, seed=0)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_training_reuses_freed_memory_instead_of_faulting_in_fresh_pages():
+    assert keep_freed_memory()
+    x = torch.empty(2 << 20)  # 8 MB, a 1,024 × 2,048 batch of features
+    x.fill_(1.0)
+    del x
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        x = torch.empty(2 << 20)
+        x.fill_(1.0)
+        del x
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 1000  # each fresh 8 MB mapping would fault in 2,048 pages
