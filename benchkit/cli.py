@@ -655,6 +655,11 @@ def experiment(grid_file: str, **opts: Any) -> None:
 @click.option(
     "--row", "rows", multiple=True, help="With --curves: only runs of these rows (repeatable)."
 )
+@click.option(
+    "--timing",
+    is_flag=True,
+    help="Per row: runs, epochs to the best validation score, epochs run, seconds.",
+)
 def results(
     out: str,
     grid: str | None,
@@ -662,8 +667,10 @@ def results(
     failures: bool,
     curves: str | None,
     rows: tuple[str, ...],
+    timing: bool,
 ) -> None:
-    """List the runs in a results store, export them, plot their learning curves, or list failures."""
+    """List the runs in a results store, export them, plot their learning curves, list failures,
+    or summarise the training time of each row (--timing)."""
     from benchkit.experiments.store import Store
 
     store = Store(out, read_only=True)
@@ -691,6 +698,14 @@ def results(
         return
     if frame.empty:
         click.echo("no runs")
+        return
+    if timing:
+        from benchkit.report.tables import training_time
+
+        summary = training_time(frame)
+        click.echo(tabulate(summary, headers="keys", tablefmt="github", showindex=False))
+        total = summary["wall min"].sum()
+        click.echo(f"\n{int(summary['runs'].sum())} runs, {total:.1f} min of run time in all")
         return
     cols = ["grid", "row_label", "column_key", "seed", "debias", "setting"]
     cols += [c for c in ("recall@15", "ndcg@15", "recall@25", "ndcg@25") if c in frame]

@@ -20,6 +20,7 @@ from benchkit.errors import ConfigError
 from benchkit.experiments.driver import choose_executor, run_grid
 from benchkit.experiments.grid import load_grid, paper_table3
 from benchkit.experiments.stats import sign_flip_p
+from benchkit.experiments.store import Store
 from benchkit.report.figures import dodge
 from benchkit.report.tables import render
 from benchkit.spec import RunSpec
@@ -197,6 +198,20 @@ def test_tables_figures_and_results_export(tmp_path):
     assert res.exit_code == 0 and pd.read_parquet(tmp_path / "r.parquet").shape[0] == 2
     res = runner.invoke(cli, ["results", "--out", str(out)])
     assert "tiny_figure" in res.stdout and "recall@25" in res.stdout
+    runs = Store(out, read_only=True).frame()
+    res = runner.invoke(cli, ["results", "--out", str(out), "--timing"])
+    assert res.exit_code == 0, res.output
+    lines = [
+        line for line in res.stdout.splitlines() if line.startswith("| ") and "row" not in line
+    ]
+    assert len(lines) == len(runs) == 2  # one row label per x value of the figure
+    for line, (_, run) in zip(lines, runs.iterrows(), strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        best, ran = float(cells[3]), float(cells[4])
+        assert (best, ran) == (run["training.best_epoch"], run["training.epochs_run"])
+        assert 1 <= best <= ran
+    wall = runs["training.wall_seconds"].sum() / 60
+    assert f"2 runs, {wall:.1f} min of run time in all" in res.stdout
     res = runner.invoke(cli, ["results", "--out", str(tmp_path / "nothing")])
     assert res.exit_code == 1 and "no results store" in res.stderr
 

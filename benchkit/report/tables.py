@@ -267,3 +267,36 @@ def _latex(title: str, headers: list[str], rows: list[list[str]], labels: int, n
         + "\n".join(body)
         + f"\n\\bottomrule\n\\end{{tabular}}\n% {latex_text(note)}\n"
     )
+
+
+def training_time(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per grid row (and setting/test set): how many runs, the mean epoch of the best validation
+    score against the mean epochs run (what early stopping spent after the best), seconds per
+    epoch, and the run time summed over the row's runs (training, validation and the final
+    evaluation: each run's wall time). Where time goes, and how much patience costs."""
+    if "row_label" not in frame or frame["row_label"].isna().all():
+        frame = frame.assign(row_label=frame["backbone"] + "+" + frame["debias"])
+    frame = frame.assign(
+        column_key=frame["column_key"].fillna("") if "column_key" in frame else "",
+        row_label=frame["row_label"].fillna(frame["backbone"] + "+" + frame["debias"]),
+    )
+    need = {
+        "training.best_epoch": "best epoch",
+        "training.epochs_run": "epochs run",
+        "training.seconds_per_epoch": "s/epoch",
+        "training.wall_seconds": "wall s",
+    }
+    for column in need:
+        if column not in frame:
+            frame[column] = float("nan")
+    grouped = frame.groupby(["row_label", "column_key"], sort=False)
+    out = pd.DataFrame(
+        {
+            "runs": grouped.size(),
+            "best epoch": grouped["training.best_epoch"].mean().round(1),
+            "epochs run": grouped["training.epochs_run"].mean().round(1),
+            "s/epoch": grouped["training.seconds_per_epoch"].mean().round(2),
+            "wall min": (grouped["training.wall_seconds"].sum() / 60).round(2),
+        }
+    ).reset_index()
+    return out.rename(columns={"row_label": "row", "column_key": "column"})
