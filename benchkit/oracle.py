@@ -33,32 +33,52 @@ from benchkit.data.dataset import Dataset
 INTERVENTIONS = {"cf": "cf", "bd": "backdoor", "fit": "fit"}
 
 
+class TieRanks:
+    """The rank order of a chunk of score rows and its blocks of tied scores, computed once and
+    shared by every expected top-K statistic of those rows (a sort of the whole pool per statistic
+    was most of a paper-scale evaluation)."""
+
+    def __init__(self, scores: Tensor) -> None:
+        n, m = scores.shape
+        self.order = scores.argsort(dim=1, descending=True, stable=True)
+        s = scores.gather(1, self.order)
+        pos = torch.arange(m, device=scores.device).expand(n, m)
+        new = torch.ones_like(s, dtype=torch.bool)
+        new[:, 1:] = s[:, 1:] != s[:, :-1]
+        self.start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
+        last = torch.ones_like(new)
+        last[:, :-1] = new[:, 1:]
+        big = torch.full_like(pos, m)
+        self.end = torch.where(last, pos + 1, big).flip(1).cummin(dim=1).values.flip(1)
+        self._weights: dict[tuple[int, bool], Tensor] = {}
+
+    def weights(self, k: int, discounted: bool) -> Tensor:
+        """E[w(rank)] of each sorted position, rank uniform within its tie block."""
+        key = (k, discounted)
+        if key not in self._weights:
+            device = self.start.device
+            if discounted:
+                disc = 1.0 / torch.log2(torch.arange(k, device=device, dtype=torch.float64) + 2)
+                prefix = torch.cat(
+                    [torch.zeros(1, dtype=torch.float64, device=device), disc.cumsum(0)]
+                )
+            else:
+                prefix = torch.arange(k + 1, device=device, dtype=torch.float64)
+            lo, hi = self.start.clamp(max=k), self.end.clamp(max=k)
+            span = (self.end - self.start).to(torch.float64)
+            self._weights[key] = (prefix[hi] - prefix[lo]) / span
+        return self._weights[key]
+
+    def expected(self, values: Tensor, k: int, discounted: bool) -> Tensor:
+        """Per row, Σ_items value · E[w(rank)] (see :func:`expected_topk`)."""
+        v = values.gather(1, self.order).to(torch.float64)
+        return (self.weights(k, discounted) * v).sum(dim=1)
+
+
 def expected_topk(scores: Tensor, values: Tensor, k: int, discounted: bool) -> Tensor:
     """Per row, Σ_items value · E[w(rank)] with rank uniform within each block of tied scores and
     w(r) = 1(r < k) (or 1(r < k)/log2(r + 2) when ``discounted``)."""
-    n, m = scores.shape
-    order = scores.argsort(dim=1, descending=True, stable=True)
-    s = scores.gather(1, order)
-    v = values.gather(1, order).to(torch.float64)
-    pos = torch.arange(m, device=scores.device).expand(n, m)
-    new = torch.ones_like(s, dtype=torch.bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
-    last = torch.ones_like(new)
-    last[:, :-1] = new[:, 1:]
-    big = torch.full_like(pos, m)
-    end = torch.where(last, pos + 1, big).flip(1).cummin(dim=1).values.flip(1)
-    steps = torch.arange(k + 1, device=scores.device, dtype=torch.float64)
-    if discounted:
-        disc = 1.0 / torch.log2(torch.arange(k, device=scores.device, dtype=torch.float64) + 2)
-        prefix = torch.cat(
-            [torch.zeros(1, dtype=torch.float64, device=scores.device), disc.cumsum(0)]
-        )
-    else:
-        prefix = steps
-    lo, hi = start.clamp(max=k), end.clamp(max=k)
-    weight = (prefix[hi] - prefix[lo]) / (end - start).to(torch.float64)
-    return (weight * v).sum(dim=1)
+    return TieRanks(scores).expected(values, k, discounted)
 
 
 def ideal_dcg(values: Tensor, k: int) -> Tensor:
@@ -91,17 +111,18 @@ class OracleAccumulator:
         n = len(rows)
         self.rows += n
         stats: dict[str, Tensor] = {}
+        ranks = TieRanks(scores)
         if self.truth is not None:
             if self.truth.choice is not None:
                 for prefix, estimand in INTERVENTIONS.items():
                     p = self.truth.probabilities(rows, estimand, device)
                     for k in self.ks:
-                        stats[f"{prefix}_recall@{k}"] = expected_topk(scores, p, k, False)
-                        stats[f"{prefix}_ndcg@{k}"] = expected_topk(scores, p, k, True)
+                        stats[f"{prefix}_recall@{k}"] = ranks.expected(p, k, False)
+                        stats[f"{prefix}_ndcg@{k}"] = ranks.expected(p, k, True)
             compat = torch.from_numpy(self.truth.compatibility(rows)).to(device).clamp_min(0)
             for k in self.ks:
                 ideal = ideal_dcg(compat, k)
-                dcg = expected_topk(scores, compat, k, discounted=True)
+                dcg = ranks.expected(compat, k, discounted=True)
                 stats[f"true_ndcg@{k}"] = torch.where(
                     ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg)
                 )
@@ -114,7 +135,7 @@ class OracleAccumulator:
             in_major = (self.genre[None, :] == major[:, None]).to(torch.float64)
             share = prior.gather(1, major[:, None]).squeeze(1).to(torch.float64)
             for k in self.ks:
-                top = expected_topk(scores, in_major, k, discounted=False) / k
+                top = ranks.expected(in_major, k, discounted=False) / k
                 stats[f"bias_amp@{k}"] = top - share
         for key, value in stats.items():
             self.values.setdefault(key, []).append(value.detach().cpu().numpy())
