@@ -274,21 +274,13 @@ def training_time(frame: pd.DataFrame) -> pd.DataFrame:
     score against the mean epochs run (what early stopping spent after the best), seconds per
     epoch, and the run time summed over the row's runs (training, validation and the final
     evaluation: each run's wall time). Where time goes, and how much patience costs."""
-    if "row_label" not in frame or frame["row_label"].isna().all():
-        frame = frame.assign(row_label=frame["backbone"] + "+" + frame["debias"])
-    frame = frame.assign(
-        column_key=frame["column_key"].fillna("") if "column_key" in frame else "",
+    frame = frame.assign(  # runs outside any grid: named by their method
         row_label=frame["row_label"].fillna(frame["backbone"] + "+" + frame["debias"]),
+        column_key=frame["column_key"].fillna(""),
     )
-    need = {
-        "training.best_epoch": "best epoch",
-        "training.epochs_run": "epochs run",
-        "training.seconds_per_epoch": "s/epoch",
-        "training.wall_seconds": "wall s",
-    }
-    for column in need:
-        if column not in frame:
-            frame[column] = float("nan")
+    for column in ("best_epoch", "epochs_run", "seconds_per_epoch", "wall_seconds"):
+        if f"training.{column}" not in frame:  # a store of runs that all predate the field
+            frame[f"training.{column}"] = float("nan")
     grouped = frame.groupby(["row_label", "column_key"], sort=False)
     out = pd.DataFrame(
         {
