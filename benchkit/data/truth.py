@@ -224,13 +224,14 @@ class _Probabilities:
         are shifted by each genre's maximum base score (log-sum-exp over genres)."""
         c = self.c
         u = self.uploaders
-        tt = time[:, None, None]
-        a = c.taste_strength * ((1 - tt) * self.log_t0[u][None] + tt * self.log_t1[u][None])
-        n_genres = a.shape[2]
+        log_t0, log_t1 = self.log_t0[u][None], self.log_t1[u][None]
+        n_genres = log_t0.shape[2]
         out = torch.zeros_like(base)
         step = max(1, 2**24 // max(1, u.numel() * n_genres))  # (step, U, G) float64 ≤ 128 MB
         for s in range(0, base.shape[0], step):
-            b, w, av = base[s : s + step].clone(), weights[s : s + step], a[s : s + step]
+            b, w = base[s : s + step].clone(), weights[s : s + step]
+            tt = time[s : s + step, None, None]
+            av = c.taste_strength * ((1 - tt) * log_t0 + tt * log_t1)  # A_vug
             log_parts: list[Tensor] = []
             shifted: list[tuple[Tensor, Tensor] | None] = []
             for g in range(n_genres):
