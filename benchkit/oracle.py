@@ -36,24 +36,44 @@ INTERVENTIONS = {"cf": "cf", "bd": "backdoor", "fit": "fit"}
 class TieRanks:
     """The rank order of a chunk of score rows and its blocks of tied scores, computed once and
     shared by every expected top-K statistic of those rows (a sort of the whole pool per statistic
-    was most of a paper-scale evaluation)."""
+    was most of a paper-scale evaluation).
 
-    def __init__(self, scores: Tensor) -> None:
+    With ``depth`` (the largest K asked for), only each row's best positions are kept: a top-``w``
+    selection instead of a sort of the whole pool, and every statistic then reads ``w`` columns
+    instead of the pool's. Exact: ``w`` grows until, in every row, the block of scores tied with
+    the one at position ``depth`` − 1 ends inside the window, so each block that reaches the top
+    ``depth`` is whole; blocks further down have weight 0 for every K ≤ ``depth``.
+    """
+
+    def __init__(self, scores: Tensor, depth: int | None = None) -> None:
         n, m = scores.shape
-        self.order = scores.argsort(dim=1, descending=True, stable=True)
-        s = scores.gather(1, self.order)
-        pos = torch.arange(m, device=scores.device).expand(n, m)
+        self.depth = m if depth is None else max(1, min(depth, m))
+        width = min(m, 2 * self.depth + 16)
+        while True:
+            if width >= m:
+                self.order = scores.argsort(dim=1, descending=True, stable=True)
+                s = scores.gather(1, self.order)
+                break
+            s, self.order = scores.topk(width, dim=1, sorted=True)
+            if bool((s[:, -1] < s[:, self.depth - 1]).all()):
+                break
+            width = min(m, 4 * width)
+        width = s.shape[1]
+        self.whole = width == m  # the whole row sorted: any K may be asked
+        pos = torch.arange(width, device=scores.device).expand(n, width)
         new = torch.ones_like(s, dtype=torch.bool)
         new[:, 1:] = s[:, 1:] != s[:, :-1]
         self.start = torch.where(new, pos, torch.zeros_like(pos)).cummax(dim=1).values
         last = torch.ones_like(new)
         last[:, :-1] = new[:, 1:]
-        big = torch.full_like(pos, m)
+        big = torch.full_like(pos, width)
         self.end = torch.where(last, pos + 1, big).flip(1).cummin(dim=1).values.flip(1)
         self._weights: dict[tuple[int, bool], Tensor] = {}
 
     def weights(self, k: int, discounted: bool) -> Tensor:
         """E[w(rank)] of each sorted position, rank uniform within its tie block."""
+        if k > self.depth and not self.whole:
+            raise ValueError(f"these ranks go {self.depth} deep, not {k}")
         key = (k, discounted)
         if key not in self._weights:
             device = self.start.device
@@ -78,7 +98,7 @@ class TieRanks:
 def expected_topk(scores: Tensor, values: Tensor, k: int, discounted: bool) -> Tensor:
     """Per row, Σ_items value · E[w(rank)] with rank uniform within each block of tied scores and
     w(r) = 1(r < k) (or 1(r < k)/log2(r + 2) when ``discounted``)."""
-    return TieRanks(scores).expected(values, k, discounted)
+    return TieRanks(scores, k).expected(values, k, discounted)
 
 
 def ideal_dcg(values: Tensor, k: int) -> Tensor:
@@ -111,7 +131,7 @@ class OracleAccumulator:
         n = len(rows)
         self.rows += n
         stats: dict[str, Tensor] = {}
-        ranks = TieRanks(scores)
+        ranks = TieRanks(scores, max(self.ks))
         if self.truth is not None:
             if self.truth.choice is not None:
                 for prefix, estimand in INTERVENTIONS.items():

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchkit.oracle import OracleAccumulator, expected_topk
+from benchkit.oracle import OracleAccumulator, TieRanks, expected_topk
 
 
 def brute(scores, values, k, discounted):
@@ -40,6 +40,32 @@ def test_expected_topk_equals_brute_force_over_tie_orders(data, k, discounted):
         discounted,
     )
     assert got.item() == pytest.approx(brute(scores, values, k, discounted), abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    rows=st.integers(1, 5),
+    m=st.integers(1, 200),
+    levels=st.sampled_from([2, 4, 30, 10**6]),
+    depth=st.integers(1, 30),
+)
+def test_ranks_of_the_top_positions_equal_those_of_the_whole_sort(seed, rows, m, levels, depth):
+    """Kept only ``depth`` deep (a top-w selection widened until the tie block at the boundary is
+    whole), every statistic equals the one from sorting the whole row — few distinct scores (long
+    tie blocks across the boundary) included."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, m), generator=gen).float()
+    values = torch.rand((rows, m), generator=gen, dtype=torch.float64)
+    whole, top = TieRanks(scores), TieRanks(scores, depth)
+    for k in range(1, min(depth, m) + 1):
+        for discounted in (False, True):
+            assert torch.allclose(
+                top.expected(values, k, discounted), whole.expected(values, k, discounted)
+            )
+    if not top.whole:  # the window is narrower than the row: a deeper K is refused
+        with pytest.raises(ValueError, match="deep"):
+            top.expected(values, depth + 1, False)
 
 
 def test_constant_scorer_on_the_world(tiny):
