@@ -83,6 +83,36 @@ def test_sign_flip_test():
     assert sign_flip_p(d) == pytest.approx(mc, abs=0.03)
 
 
+def test_sign_flip_and_bootstrap_agree_with_scipy():
+    """The vectorised tests estimate what scipy's generic ones do: the exact p-value equals
+    scipy's; the Monte Carlo p-value and the bootstrap interval agree with their references within
+    resampling error."""
+    from scipy import stats as sp
+
+    from benchkit.experiments.stats import bootstrap_ci
+
+    def total(x, axis=-1):
+        return np.sum(x, axis=axis)
+
+    d = np.array([0.3, 0.1, -0.05, 0.2, 0.25, 0.15, -0.12, 0.01])
+    ref = sp.permutation_test((d,), total, permutation_type="samples", vectorized=True)
+    assert sign_flip_p(d) == pytest.approx(ref.pvalue, abs=1e-12)
+    # Many pairs: the null of Σ s_i d_i is then close to N(0, Σ d_i²); the Monte Carlo p-value
+    # (2,000 patterns: standard error ≤ 0.023) must match its normal approximation.
+    rng = np.random.default_rng(3)
+    for shift in (0.0, 0.0007, 0.0015, 0.003):
+        d = rng.normal(shift, 0.05, 5000)
+        normal = 2 * sp.norm.sf(abs(d.sum()) / np.sqrt(np.sum(d**2)))
+        assert sign_flip_p(d, seed=1) == pytest.approx(normal, abs=0.06)
+    assert sign_flip_p(np.full(50, 0.01)) == pytest.approx(2 / 2001)
+    x = rng.exponential(0.01, 3000)
+    ref = sp.bootstrap((x,), total, method="percentile", vectorized=True, random_state=0)
+    low, high = bootstrap_ci(x)
+    width = ref.confidence_interval.high - ref.confidence_interval.low
+    assert low == pytest.approx(ref.confidence_interval.low, abs=0.05 * width)
+    assert high == pytest.approx(ref.confidence_interval.high, abs=0.05 * width)
+
+
 def test_holm_and_bootstrap():
     from benchkit.experiments.stats import bootstrap_ci, holm
 
