@@ -25,7 +25,7 @@ from torch import Tensor
 
 from benchkit.interfaces import Query, Strategy
 from benchkit.method import Method
-from benchkit.nn import grouped_topk
+from benchkit.nn import select_topk
 
 SHORTLIST_WHOLE_POOL_UP_TO = 50_000
 SHORTLIST = 5_000
@@ -83,7 +83,7 @@ def _merge(
 ) -> tuple[Tensor, Tensor]:
     """The best ``keep`` of a running list and a block of scores (columns from ``offset``),
     sorted best first."""
-    block_val, block_idx = grouped_topk(scores.contiguous(), min(keep, scores.shape[1]))
+    block_val, block_idx = select_topk(scores.contiguous(), min(keep, scores.shape[1]))
     val = torch.cat([best_val, block_val], dim=1)
     idx = torch.cat([best_idx, block_idx + offset], dim=1)
     top = val.topk(min(keep, val.shape[1]), dim=1)

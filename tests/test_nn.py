@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from benchkit.nn import Dropout, grouped_topk, hinge_cells, hinge_pair
+from benchkit.nn import Dropout, hinge_cells, hinge_pair, select_topk
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
@@ -102,7 +104,7 @@ def test_hinge_pair_is_both_directions_with_the_definitions_gradient(variant, b)
 @pytest.mark.parametrize("dim", [0, 1])
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize(("n", "k"), [(8, 3), (57, 1), (64, 7), (203, 7), (1031, 25), (300, 40)])
-def test_grouped_topk_selects_the_values_topk_selects(dim, largest, n, k):
+def test_select_topk_selects_the_values_topk_selects(dim, largest, n, k):
     g = torch.Generator().manual_seed(n * k)
     shape = (n, 33) if dim == 0 else (33, n)
     for x in (
@@ -111,10 +113,17 @@ def test_grouped_topk_selects_the_values_topk_selects(dim, largest, n, k):
         torch.randn(shape, generator=g).masked_fill(  # masked cells, as the hinge masks them
             torch.rand(shape, generator=g) < 0.3, float("-inf") if largest else float("inf")
         ),
+        torch.randn(shape, generator=g, dtype=torch.float64),
+        torch.randn(shape, generator=g).masked_fill(
+            torch.rand(shape, generator=g) < 0.05, math.nan
+        ),
     ):
-        values, idx = grouped_topk(x, k, dim=dim, largest=largest)
+        values, idx = select_topk(x, k, dim=dim, largest=largest)
         expected = x.topk(k, dim=dim, largest=largest).values
-        assert torch.equal(values.sort(dim=dim).values, expected.sort(dim=dim).values)
-        assert torch.equal(x.gather(dim, idx), values)
+        same = values.sort(dim=dim).values, expected.sort(dim=dim).values
+        assert torch.allclose(*same, equal_nan=True) and torch.equal(
+            same[0].isnan(), same[1].isnan()
+        )
+        assert torch.allclose(x.gather(dim, idx), values, equal_nan=True)
         distinct = idx.sort(dim=dim).values.diff(dim=dim)
         assert (distinct > 0).all()  # k different elements
