@@ -70,59 +70,60 @@ def main() -> None:
         f"device {device}, {torch.get_num_threads()} threads; fp32 matmul peak {peak:.0f} GFLOP/s",
         flush=True,
     )
-    folder = Path(tempfile.mkdtemp(prefix="benchkit-topk-")) / "model"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchkit.cli",
-            "run",
-            "--preset",
-            "tiny",
-            "--epochs",
-            "2",
-            "-q",
-            "--save",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    rows = []
-    for pool in (int(p) for p in args.pools.split(",")):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        out = subprocess.run(
+    with tempfile.TemporaryDirectory(prefix="benchkit-topk-") as tmp:  # the model, removed after
+        folder = Path(tmp) / "model"
+        subprocess.run(
             [
                 sys.executable,
-                __file__,
-                "--child",
+                "-m",
+                "benchkit.cli",
+                "run",
+                "--preset",
+                "tiny",
+                "--epochs",
+                "2",
+                "-q",
+                "--save",
                 str(folder),
-                str(pool),
-                "--videos",
-                str(args.videos),
-                "-k",
-                str(args.k),
-                "--device",
-                args.device,
             ],
             check=True,
             capture_output=True,
-            text=True,
         )
-        got = json.loads(out.stdout.strip().splitlines()[-1])
-        rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
-        gflops = 2 * got["latent"] * pool * args.videos / got["seconds"] / 1e9
-        rows.append(
-            {
-                "pool": f"{pool:,}",
-                "videos/s": round(args.videos / got["seconds"]),
-                "GFLOP/s": round(gflops, 1),
-                "% of peak": round(100 * gflops / peak, 1),
-                "peak RSS (GB)": round(rss / 1024**2, 2),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    print(tabulate(rows, headers="keys", tablefmt="github"), flush=True)
+        rows = []
+        for pool in (int(p) for p in args.pools.split(",")):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(folder),
+                    str(pool),
+                    "--videos",
+                    str(args.videos),
+                    "-k",
+                    str(args.k),
+                    "--device",
+                    args.device,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            rss = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+            gflops = 2 * got["latent"] * pool * args.videos / got["seconds"] / 1e9
+            rows.append(
+                {
+                    "pool": f"{pool:,}",
+                    "videos/s": round(args.videos / got["seconds"]),
+                    "GFLOP/s": round(gflops, 1),
+                    "% of peak": round(100 * gflops / peak, 1),
+                    "peak RSS (GB)": round(rss / 1024**2, 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        print(tabulate(rows, headers="keys", tablefmt="github"), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                          # everything, small and paper presets
     python benchmarks/train_speed.py --presets small --backbones cmvae --skip memory,baseline
+    python benchmarks/train_speed.py --threads 1     # as each run of a grid trains (2 cores, 2 jobs)
 
 Sections:
 - machine: the matrix-multiply peak of each precision asked for (``benchmarks/machine.py``;
@@ -293,7 +294,15 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--features", default="float32", help="feature storage: float32|float16")
     parser.add_argument("--skip", default="", help="sections to skip: train,baseline,eval,memory")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: all of this process's; a grid's runs get cores / jobs each)",
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
     global FEATURES
     FEATURES = args.features
     device = select_device(args.device)
