@@ -156,9 +156,8 @@ def select_topk(
     the rows of the transpose. Off the CPU, outside float32/float64, or with NaN among the
     values, it is ``torch.topk`` itself.
     """
-    if x.dim() != 2 or not 0 < k < x.shape[dim] or x.device.type != "cpu":
-        return x.topk(k, dim=dim, largest=largest, sorted=False)
-    if x.dtype not in (torch.float32, torch.float64):
+    fast = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if not fast or x.dim() != 2 or not 0 < k < x.shape[dim]:
         return x.topk(k, dim=dim, largest=largest, sorted=False)
     if dim == 0:
         values, idx = select_topk(x.T.contiguous(), k, 1, largest, group)
@@ -253,10 +252,8 @@ def hinge_pair(
     diagonal = torch.arange(b, device=scores.device)[:, None]
     terms = []
     for transposed in (False, True) if both else (False,):
-        with torch.no_grad():
-            chosen, cols = select_topk(masked, k, dim=0 if transposed else 1, largest=paper)
-            if transposed:
-                chosen, cols = chosen.T, cols.T
+        with torch.no_grad():  # a column's negatives are a row's of the transpose
+            chosen, cols = select_topk(masked.T if transposed else masked, k, 1, largest=paper)
         index = torch.cat([diagonal, cols], dim=1)  # the positive, then the negatives
         used = scores.gather(0, index.T).T if transposed else scores.gather(1, index)
         pos, picked = used[:, :1], used[:, 1:]
