@@ -567,5 +567,9 @@ def run(
     """
     plugins = plugins or get_plugins()
     spec = RunSpec(backbone=backbone, debias=debias).replace(**options)
+    if save is not None:
+        from benchkit.model_card import check_target
+
+        check_target(save)  # before any data is made or any epoch trained
     plan = plan_run(spec, dataset=dataset, plugins=plugins, log=log)
     return execute(plan, quiet=quiet, plugins=plugins, log=log, save=save)

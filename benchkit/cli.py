@@ -80,6 +80,10 @@ def run(save: str | None, as_json: bool, quiet: bool, **options: Any) -> None:
     from benchkit.api import execute, plan_run
 
     spec = spec_from_options(options)
+    if save is not None:
+        from benchkit.model_card import check_target
+
+        check_target(save)  # before any data is made or any epoch trained
     plan = plan_run(spec, log=_log(quiet))
     result = execute(plan, quiet=quiet, log=_log(quiet), save=save)
     if as_json:
@@ -259,8 +263,8 @@ def tune(
     "--uploaders",
     type=click.Path(exists=True),
     default=None,
-    help="A CSV of video_id, uploader_id (the training data's uploader index): their "
-    "histories serve per-uploader strategies.",
+    help="A CSV of video_id, uploader_id (the training data's uploader ids; empty: a new "
+    "uploader): their histories serve per-uploader strategies.",
 )
 @click.option(
     "-k",
@@ -331,40 +335,52 @@ def recommend(
         )
 
 
-def _uploader_column(path: str, row_ids: Any) -> Any:
-    """The uploader index of each video row, from a CSV of video_id, uploader_id (−1: unknown)."""
-    import numpy as np
+def _uploader_column(path: str, row_ids: Any) -> list[str | None]:
+    """The uploader id of each video row, from a CSV of video_id, uploader_id (the ids the
+    training data used); ``None`` for a video the CSV leaves out or gives no uploader."""
     import pandas as pd
 
     from benchkit.errors import DataError
 
     try:
-        table = pd.read_csv(path, dtype=str)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:
         raise DataError(f"{path}: cannot read it as CSV ({exc})") from None
     missing = {"video_id", "uploader_id"} - set(table.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    try:
-        lookup = dict(zip(table["video_id"], table["uploader_id"].astype(int), strict=True))
-    except ValueError:
-        raise DataError(f"{path}: uploader_id must be integer indices") from None
-    return np.array([lookup.get(str(v), -1) for v in row_ids], dtype=np.int64)
+    lookup = dict(zip(table["video_id"], table["uploader_id"], strict=True))
+    return [lookup.get(str(v)) or None for v in row_ids]
 
 
 @cli.command(short_help="Write the latent codes of videos or music.")
 @click.argument("model", type=click.Path(exists=True, file_okay=False))
 @click.option(
-    "--videos", type=click.Path(exists=True), default=None, help="Video features to embed."
+    "--videos",
+    type=click.Path(exists=True),
+    default=None,
+    help="Video features to embed: a .npy matrix or a .parquet table.",
 )
 @click.option(
-    "--music", type=click.Path(exists=True), default=None, help="Music features to embed."
+    "--music",
+    type=click.Path(exists=True),
+    default=None,
+    help="Music features to embed: a .npy matrix or a .parquet table.",
 )
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="A .npy file for the codes."
+    "--ids", type=click.Path(exists=True), default=None, help="Ids of the .npy rows, one per line."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A .npy matrix of the codes (rows in input order), or a .csv, .parquet or .jsonl table "
+    "of each row's id and code.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-def embed(model: str, videos: str | None, music: str | None, out: str, device: str) -> None:
+def embed(
+    model: str, videos: str | None, music: str | None, ids: str | None, out: str, device: str
+) -> None:
     """Write the latent codes of videos or music (one row each) with a saved model."""
     import numpy as np
 
@@ -373,11 +389,19 @@ def embed(model: str, videos: str | None, music: str | None, out: str, device: s
 
     if (videos is None) == (music is None):
         raise click.UsageError("give exactly one of --videos and --music")
+    source, what = (videos, "videos") if videos else (music, "music")
     rec = load(model, device=device)
-    features, _ = _read_rows(videos or music, "videos" if videos else "music")  # type: ignore[arg-type]
+    features, row_ids = _read_rows(source, what, ids)  # type: ignore[arg-type]
     codes = rec.embed_videos(features) if videos else rec.embed_music(features)
-    with atomic_file(out) as tmp, open(tmp, "wb") as f:
-        np.save(f, codes)
+    if out.endswith(".npy"):
+        with atomic_file(out) as tmp, open(tmp, "wb") as f:
+            np.save(f, codes)
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
+        frame.insert(0, "video_id" if videos else "music_id", row_ids)
+        write_frame(frame, out, ".npy, .csv, .parquet or .jsonl")
     click.echo(f"wrote {codes.shape[0]:,} codes of {codes.shape[1]} dimensions to {out}", err=True)
 
 
@@ -714,15 +738,16 @@ def results(
     )
 
 
-def write_frame(frame: Any, path: str) -> None:
-    """A table to .csv, .parquet or .jsonl, atomically, creating the folder if it is missing."""
+def write_frame(frame: Any, path: str, kinds: str = ".csv, .parquet or .jsonl") -> None:
+    """A table to .csv, .parquet or .jsonl, atomically, creating the folder if it is missing
+    (``kinds``: what the caller accepts, for the error message)."""
     from pathlib import Path
 
     from benchkit.files import atomic_file
 
     target = Path(path)
     if target.suffix not in (".csv", ".parquet", ".jsonl"):
-        raise click.BadParameter(f"{path}: write a .csv, .parquet or .jsonl file")
+        raise click.BadParameter(f"{path}: write a {kinds} file")
     try:
         with atomic_file(target) as tmp:
             if target.suffix == ".parquet":

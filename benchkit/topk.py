@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchkit.errors import DataError
 from benchkit.interfaces import Query, Strategy
 from benchkit.method import Method
 from benchkit.nn import select_topk
@@ -90,6 +91,19 @@ def _merge(
     return top.values, idx.gather(1, top.indices)
 
 
+def refuse_non_finite(values: Tensor, first_row: int, kind: str, what: str = "videos") -> None:
+    """Refuse NaN or inf among a chunk's codes or scores (rows from ``first_row``), before any
+    ranking: inputs far outside the training data's range overflow the layers or the products,
+    and a top list of NaN — hidden by a re-ranker's finite output — would be noise."""
+    bad = ~torch.isfinite(values).reshape(values.shape[0], -1).all(dim=1)
+    if bool(bad.any()):
+        row = first_row + int(bad.nonzero()[0, 0])
+        raise DataError(
+            f"{what}: row {row} gives non-finite {kind} (NaN or inf): its features overflow the "
+            f"model (values far outside the training data's range?); clean or drop it"
+        )
+
+
 def _reranks(method: Method) -> bool:
     return any(type(s).rerank is not Strategy.rerank for s in method.strategy_list)
 
@@ -112,6 +126,8 @@ def top_k(
     method.eval()
     m = pool.features.shape[0]
     codes = music_codes(method, pool.features, device)
+    if not bool(torch.isfinite(codes).all()):
+        raise DataError("music pool: some music codes are NaN or inf; the pool's features overflow")
     genre = torch.from_numpy(pool.genre).to(device)
     rerank = _reranks(method)
     keep = k
@@ -124,12 +140,14 @@ def top_k(
         rows = slice(s, min(s + video_chunk, videos.shape[0]))
         feats = torch.from_numpy(videos[rows]).to(device)
         vcodes = method.video_codes(feats)
+        refuse_non_finite(vcodes, s, "codes")
         best_val = torch.empty((feats.shape[0], 0), device=device)
         best_idx = torch.empty((feats.shape[0], 0), dtype=torch.long, device=device)
         for b in range(0, m, music_block):
             cols = slice(b, min(b + music_block, m))
             q = _query(rows, cols, feats, pool, uploader_idx, prior, genre, device)
             scores = method.score(vcodes, codes[cols], q)
+            refuse_non_finite(scores, s, "scores")
             if best_val.shape[1] < keep:  # the running list is not full yet: every row merges
                 best_val, best_idx = _merge(best_val, best_idx, scores, b, keep)
                 continue
@@ -171,5 +189,6 @@ def score_all(
         rows, slice(0, pool.features.shape[0]), feats, pool, uploader_idx, prior, genre, device
     )
     scores = method.score(method.video_codes(feats), codes, q)
+    refuse_non_finite(scores, 0, "scores")
     items = q.column_music_idx.expand(feats.shape[0], -1)
     return method.rerank(scores, items, q).cpu().numpy()

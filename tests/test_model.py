@@ -17,6 +17,7 @@ from benchkit.cli import cli
 from benchkit.data.eval_rows import row_weights
 from benchkit.data.synth import make_world
 from benchkit.errors import DataError
+from benchkit.model_card import seal
 from benchkit.topk import score_all, top_k
 
 
@@ -158,7 +159,7 @@ def test_a_package_from_an_uninstalled_plugin_is_refused_by_name(tmp_path):
     card = json.loads((folder / "card.json").read_text())
     card["backbone"]["name"] = "someone_elses"
     card["backbone"]["distribution"] = "their-plugin"
-    (folder / "card.json").write_text(json.dumps(card))
+    (folder / "card.json").write_text(json.dumps(seal(card)))  # as another install writes it
     with pytest.raises(
         DataError, match=r"needs backbone 'someone_elses' from plugin .*their-plugin"
     ):

@@ -33,6 +33,9 @@ _PLAIN = (
     "music_genre",
     "given_prior",
     "propensity",
+    "video_ids",
+    "music_ids",
+    "uploader_ids",
 )
 _DICTS = ("splits", "negatives", "eval_weights", "video_columns")
 

@@ -90,6 +90,11 @@ class Dataset:
     video_columns: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-video columns
     content_id: str | None = None  # a cheap identity for the arrays (e.g. the synth config hash)
     meta: dict[str, Any] = field(default_factory=dict)
+    # The user's own ids (strings or integers) of each video row, music row and uploader index;
+    # ``None``: the row numbers are the ids (the synthetic world, the release layout).
+    video_ids: np.ndarray | None = None  # (Nv,)
+    music_ids: np.ndarray | None = None  # (Nm,)
+    uploader_ids: np.ndarray | None = None  # (n_uploaders,)
 
     def __post_init__(self) -> None:
         self.video_features = _features(self.video_features, "video_features")
@@ -100,6 +105,11 @@ class Dataset:
             self.video_uploader = np.asarray(self.video_uploader, dtype=np.int64)
         if self.music_genre is not None:
             self.music_genre = np.asarray(self.music_genre, dtype=np.int64)
+        self.video_ids = _id_array(self.video_ids, self.n_videos, f"{self.name}: video_ids")
+        self.music_ids = _id_array(self.music_ids, self.n_music, f"{self.name}: music_ids")
+        self.uploader_ids = _id_array(
+            self.uploader_ids, self.n_uploaders, f"{self.name}: uploader_ids"
+        )
         self.validate()
 
     # -- shape ---------------------------------------------------------------------------------
@@ -121,6 +131,16 @@ class Dataset:
     @property
     def n_uploaders(self) -> int:
         return 0 if self.video_uploader is None else int(self.video_uploader.max()) + 1
+
+    def ids(self, kind: str) -> np.ndarray:
+        """The user's ids of every ``video``, ``music`` or ``uploader`` row, in row order (the row
+        numbers where the data gave none)."""
+        given = {"video": self.video_ids, "music": self.music_ids, "uploader": self.uploader_ids}
+        if kind not in given:
+            raise ValueError(f"ids of video, music or uploader, not {kind!r}")
+        n = {"video": self.n_videos, "music": self.n_music, "uploader": self.n_uploaders}[kind]
+        found = given[kind]
+        return np.arange(n) if found is None else found
 
     def spec(self) -> DataSpec:
         return DataSpec(
@@ -506,6 +526,23 @@ def apply_feature_norm(x: np.ndarray, stats: dict[str, Any], modality: str) -> n
             part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
         out[s : s + part.shape[0]] = part
     return out
+
+
+def _id_array(ids: Any, n: int, what: str) -> np.ndarray | None:
+    """The user's ids as a plain (non-object) array of ``n`` distinct strings or integers."""
+    if ids is None:
+        return None
+    a = np.asarray(ids)
+    if a.dtype == object:
+        a = a.astype(str)
+    if a.dtype.kind not in "iuU":
+        raise DataError(f"{what}: ids must be strings or integers, got dtype {a.dtype}")
+    if a.shape != (n,):
+        raise DataError(f"{what}: {a.size} ids for {n} rows")
+    uniq, counts = np.unique(a, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{what}: duplicate id {uniq[counts > 1][0].item()!r}")
+    return a
 
 
 def _check_ids(ids: np.ndarray, n: int, what: str, kind: str) -> None:

@@ -84,12 +84,20 @@ def _features(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
     return feats, ids
 
 
-def _sortable(values: pd.Series) -> np.ndarray:
-    """Ids as integers when they all are (so "10" sorts after "9"), else as strings."""
-    text = values.astype(str)
-    return (
-        text.astype(np.int64).to_numpy() if text.str.fullmatch(r"-?\d+").all() else text.to_numpy()
-    )
+def _index_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids, each value's index among them): integers stay integers, text stays text
+    ("007" and "7" are two ids), ordered as numbers when they all read as integers (so "10"
+    comes after "9"), else as text."""
+    integer = pd.api.types.is_integer_dtype(values)
+    ids = values.to_numpy(dtype=np.int64) if integer else values.astype(str).to_numpy(dtype=str)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    text = pd.Series(uniq.astype(str))
+    if uniq.dtype.kind == "U" and text.str.fullmatch(r"-?\d+").all():
+        order = np.argsort(text.astype(np.int64).to_numpy(), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        uniq, inverse = uniq[order], rank[inverse]
+    return uniq, inverse.astype(np.int64)
 
 
 def _lookup(ids: np.ndarray, values: pd.Series, path: Path, field: str, source: str) -> np.ndarray:
@@ -158,11 +166,11 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
         if np.array_equal(video_rows, np.arange(video_all.shape[0]))
         else video_all[video_rows]
     )
-    uploader = None
+    uploader = uploader_ids = None
     if "uploader_id" in df.columns:
         if df["uploader_id"].isna().any():
             raise DataError(f"{ipath}: uploader_id is empty in some rows")
-        _, uploader = np.unique(_sortable(df["uploader_id"]), return_inverse=True)
+        uploader_ids, uploader = _index_ids(df["uploader_id"])
     genre = None
     names: tuple[str, ...] = ()
     if (folder / "genres.txt").exists():
@@ -227,18 +235,23 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
         pgc=pgc,
         video_columns=columns,
         meta={"source": str(folder), "format": "tables"},
+        video_ids=video_ids[video_rows],
+        music_ids=music_ids,
+        uploader_ids=uploader_ids,
     )
 
 
 def write_tables(ds: Dataset, out: Path | str) -> Path:
-    """Write ``ds`` in the tables format (ids are the row numbers), atomically."""
+    """Write ``ds`` in the tables format, atomically, with the data's own ids (the row numbers
+    where it has none)."""
+    video_ids, music_ids = ds.ids("video"), ds.ids("music")
     with AtomicDir(out) as tmp:
         split = np.full(ds.n_videos, "", dtype=object)
         for name in SPLITS:
             split[ds.splits[name]] = name
-        table = {"video_id": np.arange(ds.n_videos), "music_id": ds.video_music}
+        table = {"video_id": video_ids, "music_id": music_ids[ds.video_music]}
         if ds.video_uploader is not None:
-            table["uploader_id"] = ds.video_uploader
+            table["uploader_id"] = ds.ids("uploader")[ds.video_uploader]
         table["split"] = split
         frame = pd.DataFrame(table)
         for key, col in ds.video_columns.items():
@@ -250,15 +263,15 @@ def write_tables(ds: Dataset, out: Path | str) -> Path:
         frame = frame[frame["split"] != ""]
         frame.to_csv(tmp / "interactions.csv", index=False)
         save_npy(tmp / "video_features.npy", ds.video_features)
-        (tmp / "video_ids.txt").write_text("\n".join(map(str, range(ds.n_videos))) + "\n")
+        (tmp / "video_ids.txt").write_text("\n".join(map(str, video_ids)) + "\n")
         save_npy(tmp / "music_features.npy", ds.music_features)
-        (tmp / "music_ids.txt").write_text("\n".join(map(str, range(ds.n_music))) + "\n")
+        (tmp / "music_ids.txt").write_text("\n".join(map(str, music_ids)) + "\n")
         if ds.music_genre is not None:
             names = ds.genre_names or tuple(str(i) for i in range(ds.n_genres))
             (tmp / "genres.txt").write_text("\n".join(names) + "\n")
             known = np.flatnonzero(ds.music_genre >= 0)
             pd.DataFrame(
-                {"music_id": known, "genre": [names[g] for g in ds.music_genre[known]]}
+                {"music_id": music_ids[known], "genre": [names[g] for g in ds.music_genre[known]]}
             ).to_csv(tmp / "music_genres.csv", index=False)
         if ds.pgc is not None:
             p = tmp / "pgc"
