@@ -2,6 +2,11 @@
 
 Errors a user can cause are printed as one ``Error: ...`` line without a traceback; unknown plugin
 names and bad options exit with code 2, other user errors with 1.
+
+Starting is kept light: this module imports click and the option declarations only. torch, pandas,
+plotting and the plugins are imported by the commands that use them; plugins' own commands are
+added when one of them is asked for, and ``--help`` and ``benchkit list`` read what the plugins
+registered from the catalogue (:mod:`benchkit.catalogue`) instead of importing them.
 """
 
 from __future__ import annotations
@@ -10,12 +15,18 @@ import json
 from typing import Any
 
 import click
-from tabulate import tabulate
 
-from benchkit import __version__
+from benchkit import __version__, catalogue
 from benchkit.errors import BenchkitError
-from benchkit.experiments.grid import MAX_SEEDS
-from benchkit.spec import click_options, spec_from_options
+from benchkit.spec import RunSpec, click_options, spec_from_options
+
+MAX_SEEDS = 1000  # = benchkit.experiments.grid.MAX_SEEDS (a test keeps them equal)
+
+
+def tabulate(*args: Any, **kwargs: Any) -> str:
+    from tabulate import tabulate as render
+
+    return str(render(*args, **kwargs))
 
 
 class UserError(click.ClickException):
@@ -27,13 +38,71 @@ class UserError(click.ClickException):
 
 
 class BenchkitGroup(click.Group):
-    """Turns :class:`BenchkitError` into a one-line message and the error's exit code."""
+    """Turns :class:`BenchkitError` into a one-line message and the error's exit code, and adds
+    the plugins' commands only when they are needed: to run one, or to list them in ``--help``
+    (from the catalogue, when it knows them)."""
+
+    plugins_added = False
+    plugin_commands: tuple[str, ...] = ()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except BenchkitError as exc:
             raise UserError(str(exc), exc.exit_code) from None
+
+    def add_plugin_commands(self) -> dict[str, Any]:
+        """Load the plugins, let them add their commands, and remember what they registered (the
+        catalogue, rewritten); a broken plugin set must still let ``benchkit plugins`` speak."""
+        from benchkit.plugins import get_plugins
+
+        plugins = get_plugins()
+        if not self.plugins_added:
+            self.plugins_added = True
+            before = set(self.commands)
+            try:
+                plugins.add_commands(self)
+            except BenchkitError as exc:
+                click.echo(f"Warning: {exc}", err=True)
+            self.plugin_commands = tuple(sorted(set(self.commands) - before))
+        added = [(n, self.commands[n].get_short_help_str(limit=300)) for n in self.plugin_commands]
+        found = catalogue.describe(plugins, added)
+        catalogue.write(found)
+        return found
+
+    def catalogue(self) -> dict[str, Any]:
+        """What the installed plugins register: remembered, or loaded now."""
+        return (None if self.plugins_added else catalogue.read()) or self.add_plugin_commands()
+
+    def _listed_plugin_commands(self) -> dict[str, str]:
+        """Plugins' commands (name → short help) not added yet, as the catalogue knows them."""
+        if self.plugins_added:
+            return {}
+        if not catalogue.third_party(catalogue.entry_points()):
+            return {}  # benchkit's own plugins add no commands
+        return {name: text for name, text in self.catalogue()["commands"]}
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self.plugins_added:
+            self.add_plugin_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self._listed_plugin_commands()})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = self._listed_plugin_commands()
+        names = [n for n in self.list_commands(ctx) if n in listed or not self.commands[n].hidden]
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = [
+            (n, listed[n] if n in listed else self.commands[n].get_short_help_str(limit))
+            for n in names
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def _log(quiet: bool) -> Any:
@@ -44,19 +113,6 @@ def _log(quiet: bool) -> Any:
 @click.version_option(__version__, prog_name="benchkit")
 def cli() -> None:
     """benchkit: benchmark debiased cross-modal (video → music) matching."""
-
-
-def _metric_table(metrics: dict[str, float]) -> str:
-    """Rows = K; columns = the protocol's metrics, then the oracle/bias ones."""
-    ks = sorted({int(k.split("@")[1]) for k in metrics})
-    names = sorted(
-        {k.split("@")[0] for k in metrics}, key=lambda n: (n not in ("recall", "ndcg"), n)
-    )
-    rows = [[k, *(metrics.get(f"{n}@{k}", float("nan")) for n in names)] for k in ks]
-    heads = {"recall": "Recall", "ndcg": "NDCG"}
-    return tabulate(
-        rows, headers=["K", *(heads.get(n, n) for n in names)], floatfmt=".4f", tablefmt="github"
-    )
 
 
 def _apply(f: Any, options: list[Any]) -> Any:
@@ -89,20 +145,9 @@ def run(save: str | None, as_json: bool, quiet: bool, **options: Any) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
-    tr = result.training
-    click.echo(f"method   {spec.backbone} + {spec.debias}")
-    click.echo(f"dataset  {result.dataset['name']}  (fingerprint {result.dataset['fingerprint']})")
-    click.echo(
-        f"protocol {result.protocol['name']}  (hash {result.protocol['hash']}), "
-        f"split {result.split}, seed {result.seed}"
-    )
-    click.echo(
-        f"training {tr['epochs_run']} epochs, best {tr['best_epoch']} "
-        f"(val {tr['best_val']:.4f}); {tr['seconds_per_epoch']:.2f} s/epoch, "
-        f"{tr['pairs_per_second']:,.0f} pairs/s on {result.environment['device']} "
-        f"({tr['precision']}, {tr['threads']} threads)"
-    )
-    click.echo(_metric_table(result.metrics))
+    from benchkit.report.run_text import run_report
+
+    click.echo(run_report(result, f"{spec.backbone} + {spec.debias}"))
 
 
 def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
@@ -223,8 +268,11 @@ def tune(
     )
     click.echo(f"best parameters: {res.set_line()}")
     if res.test is not None:
+        from benchkit.report.run_text import blocks, metric_table
+
         click.echo(f"with them, on {res.test.split}:")
-        click.echo(_metric_table(res.test.metrics))
+        for heading, metrics in blocks(res.test):
+            click.echo(f"{heading}\n{metric_table(metrics)}")
 
 
 @cli.command(short_help="Recommend music for new videos with a saved model.")
@@ -677,7 +725,10 @@ def experiment(grid_file: str, **opts: Any) -> None:
     help="Plot the learning curves (loss, validation score per epoch) to a .png or .pdf.",
 )
 @click.option(
-    "--row", "rows", multiple=True, help="With --curves: only runs of these rows (repeatable)."
+    "--row",
+    "rows",
+    multiple=True,
+    help="With --curves: only runs of the row labelled exactly this (repeatable).",
 )
 @click.option(
     "--timing",
@@ -701,9 +752,13 @@ def results(
     if curves:
         from benchkit.report.figures import curves_figure
 
-        runs = [(label, h) for label, h in store.histories(grid) if h]
-        if rows:
-            runs = [(label, h) for label, h in runs if any(label.startswith(r) for r in rows)]
+        runs = [(label, h) for label, h in store.histories(grid, rows) if h]
+        if not runs and rows:
+            known = sorted({label for label in store.frame(grid).get("row_label", []) if label})
+            raise BenchkitError(
+                f"no runs of row(s) {', '.join(map(repr, rows))} with a training history; the "
+                f"rows are: {', '.join(known) or 'none'} (--row matches a label exactly)"
+            )
         if not runs:
             raise BenchkitError("no runs with a training history to plot (run a grid first)")
         click.echo(f"wrote {curves_figure(runs, curves)} ({len(runs)} runs)")
@@ -766,18 +821,27 @@ def write_frame(frame: Any, path: str, kinds: str = ".csv, .parquet or .jsonl") 
     type=click.Choice(["backbones", "strategies", "datasets", "protocols", "metrics", "executors"]),
 )
 def list_(kind: str) -> None:
-    """List the installed backbones, strategies, datasets, protocols or metrics."""
-    from benchkit.interfaces import StackAlias
-    from benchkit.plugins import get_plugins
-
-    registry = get_plugins().registry(kind)
-    rows = []
-    for entry in registry.entries():
-        text = entry.description
-        if isinstance(entry.obj, StackAlias):
-            text = f"= {' + '.join(entry.obj.members)}" + (f": {text}" if text else "")
-        rows.append([entry.name, entry.plugin, text])
+    """List the installed backbones, strategies, datasets, protocols, metrics or executors; the
+    one used when none is named is marked."""
+    rows = [list(row) for row in cli.catalogue()["kinds"][kind]]
+    default = DEFAULTS.get(kind)
+    if kind == "executors":
+        rows.insert(0, ["auto", "benchkit.executors", AUTO_EXECUTOR])
+    for row in rows:
+        if row[0] == default:
+            row[2] = f"{row[2]} (the default)" if row[2] else "the default"
     click.echo(tabulate(rows, headers=["name", "plugin", "description"], tablefmt="plain"))
+
+
+# What a run or a grid uses when no name is given (the options' own defaults).
+DEFAULTS = {
+    "backbones": RunSpec.backbone,
+    "strategies": RunSpec.debias,
+    "protocols": RunSpec.protocol,
+    "datasets": "synth",
+    "executors": "auto",
+}
+AUTO_EXECUTOR = "process (one run per core, up to 4) on a CPU with several cores, else local"
 
 
 @cli.command(short_help="Installed plugins and what each registered.")
@@ -785,6 +849,7 @@ def plugins() -> None:
     """Installed plugins, their versions and what each registered; plugins that failed to load."""
     from benchkit.plugins import get_plugins
 
+    cli.add_plugin_commands()  # a plugin's broken command is one of its failures
     ps = get_plugins()
     rows = []
     for info in sorted(ps.info.values(), key=lambda i: i.name):
@@ -802,13 +867,7 @@ def plugins() -> None:
 
 
 def main() -> None:
-    """Console-script entry: add plugins' commands, then run."""
-    try:
-        from benchkit.plugins import get_plugins
-
-        get_plugins().add_commands(cli)
-    except BenchkitError as exc:  # a broken plugin set must still let `benchkit plugins` speak
-        click.echo(f"Warning: {exc}", err=True)
+    """Console-script entry (``benchkit``, ``python -m benchkit``)."""
     cli(prog_name="benchkit")
 
 

@@ -77,7 +77,7 @@ class PaperProtocol(_ProtocolBase):
 
 class FullProtocol(_ProtocolBase):
     name = "full"
-    description = "positive ranked against the whole music pool (honest default for research)"
+    description = "positive ranked against the whole music pool (sampled metrics can reorder methods)"
     defaults = dict(_COMMON)
 
     def task(self, dataset: Dataset, split: str) -> EvalTask:

@@ -33,6 +33,13 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         raise
 
 
+def cache_root() -> Path:
+    """Where benchkit keeps worlds, teachers and the plugin catalogue: ``$BENCHKIT_CACHE`` or
+    ``~/.cache/benchkit``."""
+    root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
+    return Path(root)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -109,7 +109,10 @@ def register_commands(cli: Any) -> None:
     """Add commands to the ``benchkit`` command line: ``cli`` is its click group, so call
     ``cli.add_command(my_command)``.
 
-    When: each time the ``benchkit`` console script starts, before the arguments are parsed.
+    When: when the command line needs the plugins' commands — to run one of them, or to list
+    them in ``benchkit --help`` — and by ``benchkit plugins``. The names and short help of the
+    commands are remembered in benchkit's plugin catalogue, so that ``--help`` does not import the
+    plugins again until one of them changes.
     """
 
 

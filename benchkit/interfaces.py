@@ -600,7 +600,7 @@ def _silent(_message: str) -> None:
 
 
 def _default_cache() -> Path:
-    from benchkit.data.cache import cache_root
+    from benchkit.files import cache_root
 
     return cache_root()
 

@@ -20,6 +20,7 @@ Space files::
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -62,6 +63,55 @@ class TuneResult:
 
 def _text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def rounded(value: Any, s: Space) -> Any:
+    """``value`` to the precision the search resolves: 3 significant digits on a log scale, 3
+    digits of the range's span on a uniform one (TPE's 0.0012345678 is 0.00123: the digits
+    beyond are noise of the validation score, not a finding); kept inside the space."""
+    if s.kind == "log":
+        v = float(f"{value:.3g}")
+    elif s.kind == "uniform":
+        v = round(float(value), max(0, math.ceil(-math.log10(s.high - s.low)) + 2))
+    else:
+        return value
+    return min(max(v, s.low), s.high)
+
+
+def _shown(params: dict[str, Any], space: dict[str, Space]) -> str:
+    return " ".join(
+        f"{k}={_text(rounded(v, space[k])) if k in space else v}" for k, v in sorted(params.items())
+    )
+
+
+def progress(log: Any, total: int, metric: str, space: dict[str, Space], where: str = "") -> Any:
+    """An Optuna callback that says how each trial ended — its score, or the epoch it was pruned
+    at, or its error — with the best so far, the trial's parameters and its time."""
+    optuna = _optuna()
+    state = optuna.trial.TrialState
+
+    def report(study: Any, trial: Any) -> None:
+        counted = study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED))
+        head = f"{where}trial {len(counted)}/{total}"
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        params = _shown(trial.params, space)
+        if trial.state == state.COMPLETE:
+            best = study.best_trial
+            log(
+                f"{head}: {metric} {trial.value:.4f} (best {best.value:.4f}, trial "
+                f"{best.number}); {params}; {seconds:.0f} s"
+            )
+        elif trial.state == state.PRUNED and "error" in trial.user_attrs:
+            log(f"{head}: failed ({trial.user_attrs['error']}); {params}")
+        elif trial.state == state.PRUNED:
+            step = trial.last_step
+            val = trial.intermediate_values.get(step) if step is not None else None
+            at = f" at epoch {step} (val {val:.4f})" if val is not None else ""
+            log(f"{head}: pruned{at}; {params}; {seconds:.0f} s")
+        else:
+            log(f"{head}: {trial.state.name.lower()}; {params}")
+
+    return report
 
 
 def _optuna() -> Any:
@@ -227,8 +277,11 @@ def _worker(
     sampler: str,
     timeout: float | None,
     parent: int,
+    total: int = 0,
+    say: bool = False,
 ) -> None:
-    """One process of a parallel search (``--jobs``): the same study, a share of the trials."""
+    """One process of a parallel search (``--jobs``): the same study, a share of the trials
+    (``say``: report each trial on stderr, as the single-process search logs it)."""
     exit_with_parent(parent)
     optuna = _optuna()
     study = optuna.load_study(
@@ -236,7 +289,17 @@ def _worker(
         storage=storage,
         sampler=_sampler(optuna, sampler, space, spec.seed + os.getpid()),
     )
-    study.optimize(_objective(spec, space, metric, get_plugins()), n_trials=trials, timeout=timeout)
+    callbacks = [progress(_stderr, total, metric, space, f"[{os.getpid()}] ")] if say else []
+    study.optimize(
+        _objective(spec, space, metric, get_plugins()),
+        n_trials=trials,
+        timeout=timeout,
+        callbacks=callbacks,
+    )
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def tune(
@@ -254,9 +317,12 @@ def tune(
     evaluate_test: bool = True,
 ) -> TuneResult:
     """Search ``space`` (default: the plugins' declared spaces) for the best validation ``metric``
-    of ``spec``; then train the best once more and evaluate it on ``spec.split`` (test)."""
+    of ``spec``; then train the best — its values rounded to the precision searched
+    (:func:`rounded`), the values the result gives — once more and evaluate it on ``spec.split``
+    (test). ``log`` hears how each trial ends."""
     optuna = _optuna()
     plugins = plugins or get_plugins()
+    say = log is not None
     log = log or (lambda _m: None)
     if trials < 1 or jobs < 1:
         raise ConfigError("--trials and --jobs must be at least 1")
@@ -290,7 +356,10 @@ def tune(
     if remaining > 0:
         if jobs == 1:
             study.optimize(
-                _objective(spec, space, metric, plugins), n_trials=remaining, timeout=timeout
+                _objective(spec, space, metric, plugins),
+                n_trials=remaining,
+                timeout=timeout,
+                callbacks=[progress(log, trials, metric, space)],
             )
         else:
             threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -310,6 +379,8 @@ def tune(
                         sampler,
                         timeout,
                         os.getpid(),
+                        trials,
+                        say,
                     ),
                 )
                 for n in shares
@@ -332,8 +403,9 @@ def tune(
         {"number": t.number, "value": t.value, "state": t.state.name, **t.params}
         for t in study.get_trials(deepcopy=False)
     ]
+    params = {k: rounded(v, space[k]) for k, v in best.params.items()}
     test = None
     if evaluate_test:
-        final = spec.replace(overrides={**dict(spec.overrides), **best.params})
+        final = spec.replace(overrides={**dict(spec.overrides), **params})
         test = execute(plan_run(final, plugins=plugins, log=log), plugins=plugins, log=log)
-    return TuneResult(dict(best.params), float(best.value), metric, counts, test, name, history)
+    return TuneResult(params, float(best.value), metric, counts, test, name, history)

@@ -149,3 +149,30 @@ def test_a_grid_gives_every_row_the_same_budget(tmp_path, plugins):
     )
     tuned = {r["record"]["hparams"]["backbone"].get("lr") for r in run.results.values()}
     assert 1e-3 not in tuned  # CMVAE ran with its tuned learning rate, not the default
+
+
+def test_each_trial_is_reported_and_the_best_values_are_rounded(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("[space]\nlr = { log = [1e-4, 1e-2] }\nmargin = { uniform = [0.01, 0.3] }\n")
+    args = ["tune", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--trials", "3"]
+    args += ["--sampler", "random", "--space", str(space), "--out", str(tmp_path)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    for i in (1, 2, 3):  # one line per trial as it ends: its score or where it was pruned
+        assert f"trial {i}/3: " in res.stderr
+    line = next(x for x in res.stdout.splitlines() if x.startswith("best parameters:"))
+    values = dict(part.split("=") for part in line.split("--set ")[1:])
+    lr, margin = float(values["lr"]), float(values["margin"])
+    assert lr == float(f"{lr:.3g}")  # 3 significant digits on a log scale
+    assert margin == round(margin, 3)  # 3 digits of a 0.29-wide range
+
+
+def test_rounding_keeps_values_inside_the_space():
+    from benchkit.interfaces import Space
+    from benchkit.tune import rounded
+
+    assert rounded(0.0012345678, Space.log(1e-4, 1e-2)) == 0.00123
+    assert rounded(0.123456, Space.uniform(0.01, 0.3)) == 0.123
+    assert rounded(0.29996, Space.uniform(0.01, 0.3)) == 0.3
+    assert rounded(1e-2 + 1e-9, Space.log(1e-4, 1e-2)) == 1e-2
+    assert rounded(17, Space.integer(10, 80)) == 17

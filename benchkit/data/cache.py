@@ -8,7 +8,6 @@ so a reader never sees half a file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,6 @@ import numpy as np
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.truth import Truth
 from benchkit.files import atomic_file
-
-
-def cache_root() -> Path:
-    """Where benchkit keeps worlds and teachers: ``$BENCHKIT_CACHE`` or ``~/.cache/benchkit``."""
-    root = os.environ.get("BENCHKIT_CACHE") or os.path.join(Path.home(), ".cache", "benchkit")
-    return Path(root)
-
 
 _PLAIN = (
     "video_features",

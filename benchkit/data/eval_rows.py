@@ -51,8 +51,10 @@ def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) 
     n_music = dataset.n_music
     if n_negatives > n_music - 1:
         raise ConfigError(
-            f"protocol wants {n_negatives} negatives but the dataset has only "
-            f"{n_music} music; lower n_negatives or use the full protocol"
+            f"the protocol wants {n_negatives} negatives per test video but the dataset "
+            f"has only {n_music} music; lower them with --set protocol.n_negatives="
+            f"{max(1, n_music - 1)} (at most {n_music - 1}) or rank against every music with "
+            f"--protocol full"
         )
     # Seeded by the rows themselves (which videos, which positives, how many music), not by the
     # dataset's fingerprint: the same evaluation rows get the same negatives in every file format.

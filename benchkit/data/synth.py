@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -60,11 +61,12 @@ import numpy as np
 from scipy.special import ndtri
 
 from benchkit import hookimpl
-from benchkit.data.cache import cache_root, load_npz, save_npz
+from benchkit.data.cache import load_npz, save_npz
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.splits import random_splits
 from benchkit.data.truth import ChoiceModel, Truth
 from benchkit.errors import ConfigError, DataError
+from benchkit.files import cache_root
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import DatasetProvider
 
@@ -364,9 +366,9 @@ def _consideration(
     return out
 
 
-def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
+def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth", step: Any = None) -> Dataset:
     """Simulate one world. Every component draws from its own stream, so changing one knob (say
-    the PGC size) leaves the others' draws unchanged."""
+    the PGC size) leaves the others' draws unchanged. ``step(stage)`` hears each stage end."""
     if cfg.n_music < 2 or cfg.n_videos < 10 or cfg.n_uploaders < 1:
         raise ConfigError("synthetic world too small: need ≥ 2 music, ≥ 10 videos, ≥ 1 uploader")
     _check_config(cfg)
@@ -379,7 +381,7 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth") -> Dataset:
             f"{need / 2**30:.1f} GiB, more than this machine's {_physical_memory() / 2**30:.1f} GiB"
         )
     try:
-        world = _simulate(cfg, seed, name)
+        world = _simulate(cfg, seed, name, step or (lambda _stage: None))
     except MemoryError:
         raise ConfigError(
             f"synthetic world too large for this machine's memory (n_videos {cfg.n_videos:,}, "
@@ -401,7 +403,7 @@ def _physical_memory() -> int:
         return 2**62
 
 
-def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
+def _simulate(cfg: SynthConfig, seed: int, name: str, step: Any) -> Dataset:
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(11)]
     r_space, r_music, r_upl, r_video, r_choice, r_feat, r_pgc, r_split, r_expo, r_style = streams[
         :10
@@ -453,6 +455,8 @@ def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
             out += log_taste_v[rows][:, music_genre] + mask[video_uploader[rows]]
         return out.astype(np.float32)
 
+    step("music, uploaders and videos")
+
     # Popularity offsets: iterative proportional fitting of the expected *unbiased* choices (no
     # taste, the whole pool in view) to the targets. Popularity is then a property of the music,
     # and the observed choices carry the uploaders' bias on top of it.
@@ -460,6 +464,7 @@ def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
     for _ in range(12):
         expected = sum(_softmax_colsum(logits(rows, offsets, factual=False)) for rows in chunks)
         offsets += np.log(target / np.maximum(expected, 1e-9)).astype(np.float32)
+    step("popularity fitted")
 
     # Selection, and the counterfactual with the same noise, no taste and the whole pool in view.
     video_music = np.empty(cfg.n_videos, dtype=np.int64)
@@ -488,6 +493,8 @@ def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
         lambda videos: logits(videos, offsets),
     )
 
+    step("choices drawn")
+
     # Views: better-matched videos are watched more (an observable column).
     fit = (video_content * music_content[video_music]).sum(axis=1) / (
         np.sqrt(cfg.content_dim) * space.compat_scale
@@ -496,6 +503,8 @@ def _simulate(cfg: SynthConfig, seed: int, name: str) -> Dataset:
 
     video_features = space.video_features(r_feat, video_content, video_style)
     music_features = space.music_features(r_feat, music_content)
+
+    step("features drawn")
 
     # PGC: own clips, matched on content alone over their whole pool, in a professional style
     # (``pgc_shift``: how far it lies from the uploaders' styles — a domain shift).
@@ -711,13 +720,32 @@ def make_world(
         except Exception as exc:  # a truncated or damaged cache entry: rebuild it, once
             say(f"the cached world {path} is damaged ({type(exc).__name__}: {exc}); rebuilding it")
     else:
-        say(f"generating synthetic world {name} (seed {seed}); cached at {path}")
-    ds = generate(cfg, seed, name)
+        say(
+            f"building the synthetic world {name} (seed {seed}) — once: it is cached for later runs"
+        )
+    started = time.perf_counter()
+
+    def step(stage: str) -> None:  # a slow build says how far it got
+        elapsed = time.perf_counter() - started
+        if elapsed >= PROGRESS_AFTER_SECONDS:
+            say(f"  {name}: {stage} ({_duration(elapsed)})")
+
+    ds = generate(cfg, seed, name, step)
+    took = _duration(time.perf_counter() - started)
     try:
         save_npz(ds, path)
     except DataError as exc:  # an unwritable cache: the world still serves this run
         say(f"{exc}; set BENCHKIT_CACHE to a writable folder to keep worlds between runs")
+    else:
+        say(f"built {name} in {took}; cached at {path}, so later runs skip these {took}")
     return ds
+
+
+PROGRESS_AFTER_SECONDS = 5.0
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 class SynthProvider(DatasetProvider):

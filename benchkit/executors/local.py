@@ -9,7 +9,7 @@ from benchkit.executors import Executor, Outcome, Task, run_task
 
 class LocalExecutor(Executor):
     name = "local"
-    description = "in this process, one run after another (the default)"
+    description = "in this process, one run after another"
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]

@@ -247,16 +247,23 @@ class Store:
                 out.update(dict(con.execute(q, chunk).fetchall()))
         return out
 
-    def histories(self, grid: str | None = None) -> list[tuple[str, list[dict[str, float]]]]:
-        """(label, per-epoch history) of each run (of one grid): the learning curves."""
+    def histories(
+        self, grid: str | None = None, rows: tuple[str, ...] = ()
+    ) -> list[tuple[str, list[dict[str, float]]]]:
+        """(label, per-epoch history) of each run (of one grid; of the rows labelled exactly
+        ``rows``, when given): the learning curves."""
         with self._connect() as con:
             q = (
                 "SELECT g.grid, g.row_label, g.column_key, r.seed, r.record FROM runs r "
                 "LEFT JOIN grid_runs g ON g.key = r.key"
             )
-            rows = con.execute(q + (" WHERE g.grid = ?" if grid else ""), (grid,) if grid else ())
+            where = (["g.grid = ?"] if grid else []) + (
+                [f"g.row_label IN ({', '.join('?' * len(rows))})"] if rows else []
+            )
+            params = ((grid,) if grid else ()) + tuple(rows)
+            found = con.execute(q + (" WHERE " + " AND ".join(where) if where else ""), params)
             out = []
-            for g, row, column, seed, record in rows.fetchall():
+            for g, row, column, seed, record in found.fetchall():
                 history = json.loads(record).get("history", [])
                 place = "/".join(json.loads(column)) if column else ""
                 out.append((f"{row or g} {place} s{seed}".strip(), history))

@@ -31,23 +31,31 @@ def mathtext(label: str) -> str:
 
 def curves_figure(runs: list[tuple[str, list[dict[str, float]]]], path: Path | str) -> Path:
     """Learning curves: the training loss and the validation score per epoch, one line per run
-    (``runs``: a label and the run's history), written to ``path`` (.png or .pdf)."""
+    (``runs``: a label and the run's history), written to ``path`` (.png or .pdf). The legend
+    sits under the panels, in as many columns as its longest label allows, and the figure grows
+    to hold it: it never covers a curve or runs off the page, however many runs."""
     target = Path(path)
-    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.8))
+    width, panel_height, row_height = 6.8, 2.6, 0.14  # inches; a legend row at fontsize 6
+    labels = [mathtext(label) for label, _ in runs]
+    longest = max((len(label) for label, _ in runs), default=1)
+    ncol = max(1, min(4, int(width // (0.45 + 0.04 * longest))))
+    legend_height = 0.2 + row_height * math.ceil(len(runs) / ncol)
+    fig, axes = plt.subplots(1, 2, figsize=(width, panel_height + legend_height))
     styles = itertools.cycle(itertools.product(STYLES, MARKERS))
-    for label, history in runs:
+    for label, (_, history) in zip(labels, runs, strict=True):
         style, marker = next(styles)
         epochs = [h["epoch"] for h in history]
         for ax, key in zip(axes, ("loss", "val"), strict=True):
             ys = [h.get(key, float("nan")) for h in history]
-            ax.plot(epochs, ys, linestyle=style, marker=marker, markersize=3, label=mathtext(label))
+            ax.plot(epochs, ys, linestyle=style, marker=marker, markersize=3, label=label)
     for ax, name in zip(axes, ("training loss", "validation score"), strict=True):
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_ylabel(name, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
-    fig.tight_layout()
+    handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=6, frameon=False)
+    fig.tight_layout(rect=(0, legend_height / (panel_height + legend_height), 1, 1))
     with atomic_file(target) as tmp:
         fig.savefig(tmp, dpi=200, format=target.suffix[1:] or "png")
     plt.close(fig)
