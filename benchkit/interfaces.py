@@ -209,23 +209,44 @@ class Configurable:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model must know about the data to build its layers."""
+    """What a model must know about the data to build its layers (``build(spec)`` receives it).
+
+    Example::
+
+        spec = DataSpec(video_dim=2048, music_dim=256, n_genres=6, n_music=400, n_uploaders=600)
+        layer = torch.nn.Linear(spec.video_dim, 64)
+    """
 
     video_dim: int
+    """Width of a video's feature row."""
     music_dim: int
+    """Width of a music's feature row."""
     n_genres: int
+    """Number of music genres (0 when the data has none)."""
     n_music: int
+    """Number of music in the training data's pool."""
     n_uploaders: int
+    """Number of uploaders (0 when the data has none)."""
 
 
 @dataclass
 class Latent:
-    """An encoder's output. ``logvar`` is ``None`` for deterministic encoders; ``z`` is the code used
-    in the loss (a reparametrised sample in training, the mean otherwise)."""
+    """An encoder's output: what ``encode_video`` / ``encode_music`` return and what
+    ``adjust_video`` / ``adjust_music`` receive and return.
+
+    Example::
+
+        latent = Latent(mu=torch.randn(4, 16), logvar=torch.zeros(4, 16))
+        moved = latent.map(lambda z: z - z.mean(dim=0))  # a deconfounder moving the codes
+    """
 
     mu: Tensor
+    """(n, D) the codes (a Gaussian encoder's means)."""
     logvar: Tensor | None = None
+    """(n, D) log-variances of a Gaussian encoder; ``None`` for a deterministic one."""
     z: Tensor | None = None
+    """(n, D) the code used in the loss: a reparametrised sample in training (the harness draws
+    it), the mean otherwise; ``None`` until sampled."""
 
     @property
     def code(self) -> Tensor:
@@ -238,20 +259,35 @@ class Latent:
 
 @dataclass
 class Batch:
-    """B matched pairs, all tensors on the training device.
+    """B matched training pairs, all tensors on the training device: pair i is video i with the
+    music its uploader chose. ``loss_terms``, ``weights``, ``extra_loss`` and the ``adjust_*``
+    hooks receive it in training. Uploader and genre fields are ``None`` when the data has none.
 
-    ``prior`` is the uploader's genre distribution d_u computed on the training split; ``genre`` is
-    the genre of each pair's music; both are ``None`` when the dataset has no genres / uploaders.
+    Example::
+
+        batch = Batch(
+            video=torch.randn(4, 8), music=torch.randn(4, 6),
+            video_idx=torch.arange(4), music_idx=torch.tensor([0, 1, 1, 2]),
+        )
+        batch.same_music  # (4, 4) bool: pairs 1 and 2 share their music
     """
 
     video: Tensor
+    """(B, video dim) float32: the videos' preprocessed features."""
     music: Tensor
+    """(B, music dim) float32: the chosen music's preprocessed features."""
     video_idx: Tensor
+    """(B,) int64: each video's row in the dataset."""
     music_idx: Tensor
+    """(B,) int64: each chosen music's row in the dataset (also the columns' music)."""
     uploader_idx: Tensor | None = None
+    """(B,) int64: each video's uploader."""
     genre: Tensor | None = None
+    """(B,) int64: the genre of each pair's music (−1 unknown)."""
     prior: Tensor | None = None
+    """(B, G) float32: the uploader's genre history d_u, from the training split only."""
     propensity: Tensor | None = None
+    """(B,) float32: a selection propensity the data supplies (the release layout's column)."""
 
     @property
     def size(self) -> int:
@@ -271,38 +307,56 @@ class Batch:
 @dataclass
 class Query:
     """Rows scored at inference — test videos, or new videos to recommend music for — against a
-    pool of music columns. ``video_idx`` are the rows' ids in the data (−1: a video the data has
-    never seen); ``column_music_idx`` the columns' music ids; ``uploader_idx`` (−1: an uploader the
-    model has not seen) and ``prior`` (their d_u) where known. The rows' and columns' (preprocessed)
-    features and the pool's genres travel with the query, so that a strategy never needs the
-    training data at inference."""
+    pool of music columns; ``adjust_score`` (at inference), ``score_rows`` and ``rerank`` receive
+    it. The features and the pool's genres travel with it, so that a strategy never needs the
+    training data at inference.
+
+    Example::
+
+        query = Query(video_idx=torch.tensor([-1, -1]), column_music_idx=torch.arange(5))
+        query.video_idx.eq(-1).all()  # two new videos, scored against music 0 … 4
+    """
 
     video_idx: Tensor
+    """(rows,) int64: each row's video in the data; −1 for a video the data has never seen."""
     column_music_idx: Tensor
+    """(columns,) int64, or (rows, candidates) in ``rerank``: the music of each column."""
     uploader_idx: Tensor | None = None
+    """(rows,) int64: each row's uploader; −1 for one the model has not seen."""
     prior: Tensor | None = None
-    video_features: Tensor | None = None  # (rows, video dim)
-    music_features: Tensor | None = None  # (columns, music dim), in column order
-    music_genre: Tensor | None = None  # (pool,): the genre of each music id, −1 unknown
+    """(rows, G) float32: each row's uploader genre history d_u (d̄ for unknown uploaders)."""
+    video_features: Tensor | None = None
+    """(rows, video dim) float32: the rows' preprocessed features."""
+    music_features: Tensor | None = None
+    """(columns, music dim) float32: the columns' preprocessed features, in column order."""
+    music_genre: Tensor | None = None
+    """(pool,) int64: the genre of each music id of the pool, −1 unknown."""
 
 
 @dataclass
 class Output:
-    """What the harness computes for a batch before asking the backbone for its loss terms.
+    """What the harness computes for a batch before asking the backbone for its loss terms;
+    ``loss_terms`` and ``extra_loss`` receive it. Regularisers (KL, distillation, intra-modal
+    structure) use the posteriors; matching and cross-generation use the scored codes.
 
-    ``video`` / ``music`` are the encoders' posteriors; ``video_scored`` / ``music_scored`` are the
-    codes after the strategies' ``adjust_video`` / ``adjust_music`` (the same objects when none
-    moved them). Regularisers (KL, distillation, intra-modal structure) use the posteriors;
-    matching and cross-generation use the scored codes. :attr:`scores` and :attr:`mean_scores` are
-    computed on first use by the method (:class:`benchkit.method.Method`), strategies' score terms
-    included.
+    Example::
+
+        codes = Latent(mu=torch.randn(4, 16))
+        out = Output(codes, codes, codes, codes, score_fn=lambda on_means: codes.mu @ codes.mu.T)
+        out.scores.shape  # (4, 4): video i against music j
     """
 
     video: Latent
+    """The video encoder's posterior (sampled in training)."""
     music: Latent
+    """The music encoder's posterior (sampled in training)."""
     video_scored: Latent
+    """The video codes after the strategies' ``adjust_video`` (``video`` when none moved them)."""
     music_scored: Latent
+    """The music codes after the strategies' ``adjust_music`` (``music`` when none moved them)."""
     score_fn: Callable[[bool], Tensor] = field(repr=False)
+    """The method's in-batch scoring (strategies' score terms included); read :attr:`scores` and
+    :attr:`mean_scores` instead of calling it."""
 
     @cached_property
     def scores(self) -> Tensor:
@@ -318,27 +372,35 @@ class Output:
 
 @dataclass
 class LossTerm:
-    """One unreduced loss term.
+    """One unreduced loss term: ``loss_terms`` and ``extra_loss`` return a dict of them, by name.
+    The harness reduces each one (:func:`benchkit.method.reduce_term`), with the strategies'
+    weights, and adds them up.
 
-    ``kind``:
-      - ``"scalar"``: already reduced; strategies cannot weight it (e.g. a weight-decay-like term).
-      - ``"anchor"``: shape (B,), one value per pair; reduced as Σ a_i v_i / Σ a_i.
-      - ``"cell"``: shape (B, C), row i = pair i's anchor, column c = the other pair ``cols[i, c]``
-        (dense when ``cols`` is None and C == B); ``valid`` masks cells that count. Each row is the
-        mean (``row_reduce="mean"``) or the sum (``"sum"``) of its valid cells; rows are averaged.
-        ``transposed`` says the anchor of row i is pair i's *music* (the music-to-video direction),
-        so cell (i, j) concerns video j with music i.
+    Example::
 
-    See :func:`benchkit.method.reduce_term` for how strategy weights enter.
+        hinge = torch.rand(4)  # one value per pair
+        LossTerm(hinge)  # kind "anchor": IPS-style weights can reach it
+        LossTerm(torch.rand(4, 4), kind="cell", valid=~torch.eye(4, dtype=torch.bool))
     """
 
     value: Tensor
+    """The values: a 0-d tensor (``scalar``), (B,) (``anchor``) or (B, C) (``cell``)."""
     kind: str = "anchor"
+    """``scalar`` (already reduced; no weight reaches it), ``anchor`` (one value per pair,
+    reduced as Σ a_i v_i / Σ a_i) or ``cell`` (row i = pair i's anchor, column c = another
+    pair)."""
     coef: float = 1.0
+    """The term's coefficient in the total loss."""
     cols: Tensor | None = None
+    """(B, C) int64, ``cell`` only: the pair of each column (``None``: dense, C == B)."""
     valid: Tensor | None = None
+    """(B, C) bool, ``cell`` only: the cells that count."""
     transposed: bool = False
+    """``cell`` only: the anchor of row i is pair i's *music* (cell (i, j) is video j with music
+    i)."""
     row_reduce: str = "mean"
+    """``cell`` only: each row is the ``mean`` or the ``sum`` of its valid cells; rows are then
+    averaged."""
 
     def __post_init__(self) -> None:
         if self.kind not in {"scalar", "anchor", "cell"}:
@@ -352,11 +414,21 @@ class LossTerm:
 
 @dataclass
 class Weights:
-    """Loss weights from a strategy. ``anchor``: (B,) per pair; ``cell``: (B, B) for cell (i, j) =
-    video i with music j. Several strategies' weights multiply."""
+    """Loss weights from a strategy's ``weights(batch)``. Several strategies' weights multiply.
+    They are self-normalised in the batch (anchor weights to mean 1 over the anchors, cell
+    weights to mean 1 over a term's valid cells), so only their *relative* sizes matter: a
+    constant weight changes nothing.
+
+    Example::
+
+        propensity = torch.tensor([0.5, 0.1, 0.2, 0.5])
+        Weights(anchor=1 / propensity)  # IPS: rare choices count more
+    """
 
     anchor: Tensor | None = None
+    """(B,) positive, finite: one weight per pair."""
     cell: Tensor | None = None
+    """(B, B) positive, finite: cell (i, j) = video i with music j."""
 
     def combine(self, other: Weights | None) -> Weights:
         if other is None:
@@ -404,15 +476,44 @@ class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
         self._set_hparams(hparams)
         self.spec: DataSpec | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from benchkit.contract import check_returns
+
+        check_returns(cls, "backbone")
+
     def build(self, spec: DataSpec) -> None:
-        """Create the layers for data of this shape. Called once before training."""
+        """Create the layers for data of this shape. Called once before training (and when a
+        saved model is loaded).
+
+        Example::
+
+            def build(self, spec):
+                self.video = torch.nn.Linear(spec.video_dim, 32)
+                self.music = torch.nn.Linear(spec.music_dim, 32)
+                self.music_bias = torch.nn.Parameter(torch.zeros(spec.n_music))
+        """
         raise NotImplementedError
 
     @abstractmethod
-    def encode_video(self, x: Tensor) -> Latent: ...
+    def encode_video(self, x: Tensor) -> Latent:
+        """Encode (n, video dim) preprocessed video features into their codes.
+
+        Example::
+
+            def encode_video(self, x):
+                return Latent(torch.nn.functional.normalize(self.video(x), dim=1))
+        """
 
     @abstractmethod
-    def encode_music(self, x: Tensor) -> Latent: ...
+    def encode_music(self, x: Tensor) -> Latent:
+        """Encode (n, music dim) preprocessed music features into their codes.
+
+        Example::
+
+            def encode_music(self, x):
+                return Latent(torch.nn.functional.normalize(self.music(x), dim=1))
+        """
 
     def sample(self, latent: Latent) -> Latent:
         """The code used in the loss: a reparametrised sample in training, the mean otherwise."""
@@ -422,18 +523,41 @@ class Backbone(nn.Module, Configurable, metaclass=ABCMeta):
         return Latent(latent.mu, latent.logvar, latent.mu + eps * torch.exp(0.5 * latent.logvar))
 
     def score(self, video: Tensor, music: Tensor) -> Tensor:
-        """(Nv, Nm) matching scores between video codes and music codes (dot product here)."""
+        """(Nv, Nm) matching scores between (Nv, D) video codes and (Nm, D) music codes (the dot
+        product unless overridden), in training and at inference.
+
+        Example::
+
+            def score(self, video, music):
+                return video @ music.T / 0.1  # cosine similarity at temperature 0.1
+        """
         return video @ music.T
 
     def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
         """Scores at inference, where the rows' video ids and the columns' music ids are known
         (``rows``). Defaults to :meth:`score`; a backbone that scores by identity rather than by
-        content (an oracle, a popularity model) overrides this."""
+        content (an oracle, a popularity model) overrides this.
+
+        Example::
+
+            def score_rows(self, video, music, rows):
+                # a learned per-music bias, looked up by the columns' music ids
+                return self.score(video, music) + self.music_bias[rows.column_music_idx]
+        """
         return self.score(video, music)
 
     @abstractmethod
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        """The unreduced loss terms of this batch, by name."""
+        """The unreduced loss terms of this batch, by name: per anchor or per cell, so that the
+        strategies' weights can reach them.
+
+        Example::
+
+            def loss_terms(self, batch, out):
+                s = out.scores  # (B, B): video i against music j
+                hardest = s.masked_fill(batch.same_music, float("-inf")).max(dim=1).values
+                return {"hinge": LossTerm((0.2 - s.diagonal() + hardest).clamp_min(0))}
+        """
 
     def requirements(self) -> frozenset[str]:
         """What the data must hold for these hyperparameters (``requires`` unless overridden)."""
@@ -468,11 +592,20 @@ class Strategy(nn.Module, Configurable):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     requires_cells: ClassVar[bool] = False
+    # A strategy that changes nothing — the same loss, gradients and scores as ``none`` — fails
+    # ``benchkit.testing.check_strategy`` unless it says here, in one line, why that is on purpose.
+    no_op_reason: ClassVar[str] = ""
 
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)
         self._set_hparams(hparams)
         self._held: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from benchkit.contract import check_returns
+
+        check_returns(cls, "strategy")
 
     # -- companions ------------------------------------------------------------------------------
 
@@ -521,44 +654,112 @@ class Strategy(nn.Module, Configurable):
         return self.requires
 
     def check_backbone(self, backbone: Backbone) -> str | None:
-        """Why this strategy cannot work with ``backbone`` (``None`` when it can)."""
+        """Why this strategy cannot work with ``backbone`` (``None`` when it can): checked before
+        training, so a run that cannot work fails in one line.
+
+        Example::
+
+            def check_backbone(self, backbone):
+                return None if backbone.variational else "needs a Gaussian encoder"
+        """
         return None
 
     def build(self, spec: DataSpec, backbone: Backbone) -> None:
-        """Create parameters (e.g. genre embeddings) once the data and backbone are known."""
+        """Create parameters (e.g. genre embeddings) once the data and backbone are known; they
+        train jointly with the backbone.
+
+        Example::
+
+            def build(self, spec, backbone):
+                self.genre_bias = torch.nn.Parameter(torch.zeros(max(1, spec.n_genres)))
+        """
 
     def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
-        """Before training: compute statistics, train a teacher on PGC, ..."""
+        """Before training: compute statistics from the training split, train a companion with
+        ``ctx.train``, fetch the PGC teacher, ...
+
+        Example::
+
+            def prepare(self, dataset, ctx):
+                pop = torch.as_tensor(dataset.train_popularity, dtype=torch.float32)
+                self.register_buffer("log_pop", torch.log1p(pop).to(ctx.device), persistent=False)
+        """
 
     def weights(self, batch: Batch) -> Weights | None:
-        """Per-anchor / per-cell loss weights for this batch (IPS, DU)."""
+        """Per-anchor / per-cell loss weights for this batch (IPS, DU); ``None``: no weights.
+
+        Example::
+
+            def weights(self, batch):
+                taste = batch.prior.gather(1, batch.genre.clamp_min(0)[:, None]).squeeze(1)
+                return Weights(anchor=1 / taste.clamp_min(0.05))  # IPS by the uploader's taste
+        """
         return None
 
     def adjust_music(self, music: Latent, rows: Batch | None) -> Latent:
-        """Move the music code (deconfounders). ``rows`` is ``None`` at inference."""
+        """Move the music codes (deconfounders): in training ``rows`` is the batch, at inference
+        ``None`` (the codes of the whole pool).
+
+        Example::
+
+            def adjust_music(self, music, rows):
+                return music.map(lambda z: z - 0.1 * z.mean(dim=0, keepdim=True))
+        """
         return music
 
     def adjust_video(self, video: Latent, rows: Batch | None) -> Latent:
-        """Move the video (query) code — a deconfounder on the uploader's side, such as DecRS's.
-        ``rows`` is ``None`` at inference."""
+        """Move the video (query) codes — a deconfounder on the uploader's side, such as DecRS's.
+        ``rows`` is ``None`` at inference.
+
+        Example::
+
+            def adjust_video(self, video, rows):
+                return video.map(lambda z: torch.nn.functional.normalize(z, dim=1))
+        """
         return video
 
     def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
         """Change the (rows × columns) score matrix, in training (``rows`` is the batch) and at
-        inference (a :class:`Query`); ``music`` holds the columns' music codes."""
+        inference (a :class:`Query`); ``music`` holds the columns' (D-dimensional) music codes.
+
+        Example::
+
+            def adjust_score(self, scores, rows, music):
+                return scores - 0.05 * music.norm(dim=1)[None, :]
+        """
         return scores
 
     def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        """Additional loss terms (distillation)."""
+        """Additional loss terms (distillation, regularisers), by name; added to the backbone's.
+
+        Example::
+
+            def extra_loss(self, batch, out):
+                return {"norm": LossTerm(out.video.mu.pow(2).sum(dim=1), coef=1e-3)}
+        """
         return {}
 
     def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
-        """Re-score candidates at evaluation (Calibration); ``items`` are their music ids."""
+        """Re-score each row's (rows, candidates) best candidates at evaluation and in
+        recommendation (Calibration); ``items`` are their music ids, ``rows`` the query.
+
+        Example::
+
+            def rerank(self, scores, items, rows):
+                genre = rows.music_genre[items] if rows.music_genre is not None else items * 0
+                return scores - 0.01 * (genre == 0).float()  # a little less of genre 0
+        """
         return scores
 
     def report(self) -> dict[str, Any]:
         """Figures this strategy reports about itself after training (a teacher's scores, which
-        history order it used, ...); they land in the run's record under ``training.strategies``."""
+        history order it used, ...); they land in the run's record under ``training.strategies``.
+
+        Example::
+
+            def report(self):
+                return {"genre_bias_norm": float(self.genre_bias.detach().norm())}
+        """
         return {}
 
     @classmethod
@@ -607,19 +808,31 @@ def _default_cache() -> Path:
 
 @dataclass
 class RunContext:
-    """What a strategy's ``prepare`` may use: the device, the run's seed, the plugins (to build a
-    teacher backbone by name), the trainer (the run's own recipe: loop, early stopping, precision),
-    the protocol that selects epochs, a logger, the cache folder (teachers are kept there), and the
-    split the run is scored on (to report a companion beside the student)."""
+    """What a strategy's ``prepare`` receives beside the dataset: the run's device, seed, plugins,
+    trainer and protocol, a logger and the cache folder.
+
+    Example::
+
+        ctx = RunContext(device=torch.device("cpu"), seed=1234, plugins=load_plugins())
+        ctx.log(f"preparing on {ctx.device} with seed {ctx.seed}")
+    """
 
     device: torch.device
+    """Where the run trains: put what ``prepare`` makes here."""
     seed: int
+    """The run's seed."""
     plugins: Plugins
+    """The loaded plugins (to build a companion backbone by name)."""
     trainer: Trainer | None = None
+    """The run's own training recipe (loop, early stopping, precision); ``ctx.train`` uses it."""
     protocol: Protocol | None = None
+    """The protocol that selects the run's epochs."""
     log: Callable[[str], None] = _silent
+    """Say something on the run's log (silent under ``--quiet``)."""
     cache_dir: Path = field(default_factory=_default_cache)
-    split: str = "test"  # the split the run is scored on
+    """benchkit's cache folder (teachers are kept there)."""
+    split: str = "test"
+    """The split the run is scored on (to report a companion beside the student)."""
 
     def train(self, method: Any, dataset: Dataset, pairs: Any = None, desc: str = "train") -> Any:
         """Train a companion ``method`` with the run's own recipe (the loop, early stopping on

@@ -261,7 +261,7 @@ def check_strategy(
     ``report.figures`` as 1.0 / 0.0 per backbone).
     """
     from benchkit.api import incompatibility
-    from benchkit.interfaces import REQUIREMENTS, Query, RunContext, Strategy
+    from benchkit.interfaces import REQUIREMENTS, RunContext, Strategy
     from benchkit.train import Trainer
 
     data = dataset if dataset is not None else _tiny()
@@ -325,6 +325,22 @@ def check_strategy(
         raise _fail_s(cls, "in-batch scores lost their (B, B) shape or became non-finite")
     report.checks.append("hooks")
 
+    reason = getattr(cls, "no_op_reason", "")
+    if "\n" in reason:
+        raise _fail_s(cls, "no_op_reason must be one line")
+    probe, _ = build(0)
+    if _acts_like_none(probe, batch, _query(data, data.splits["test"][:16])):
+        if not reason:
+            raise _fail_s(
+                cls,
+                "changes nothing: the same loss, gradients and scores as 'none' on a fixed "
+                "batch (weights are self-normalised, so constant ones do nothing); make it act, "
+                "or say why on purpose with no_op_reason = '...'",
+            )
+        report.checks.append(f"no-op on purpose: {reason}")
+    else:
+        report.checks.append("changes the method")
+
     torch.manual_seed(0)
     loss, _ = method.loss(batch)
     loss.backward()
@@ -352,14 +368,7 @@ def check_strategy(
     if first != second:
         raise _fail_s(cls, "metrics change after a save/load round trip of the state dict")
     if "rerank" in hooks:
-        query = Query(
-            video_idx=torch.arange(3),
-            column_music_idx=torch.arange(data.n_music),
-            prior=torch.from_numpy(data.video_prior[:3]),
-            video_features=torch.from_numpy(data.video_features[:3]).float(),
-            music_features=torch.from_numpy(data.music_features).float(),
-            music_genre=None if data.music_genre is None else torch.from_numpy(data.music_genre),
-        )
+        query = _query(data, torch.arange(3).numpy())
         scores = torch.randn(3, data.n_music)
         items = torch.arange(data.n_music).expand(3, -1)
         if tuple(strategy.rerank(scores, items, query).shape) != (3, data.n_music):  # type: ignore[operator]
@@ -394,3 +403,49 @@ def check_strategy(
     if all_backbones:
         report.checks.append("backbones")
     return report
+
+
+def _query(data: Dataset, rows: Any) -> Any:
+    """Test ``rows`` of ``data`` against its whole pool, as the evaluation queries them."""
+    from benchkit.interfaces import Query
+
+    prior = data.video_prior[rows] if data.has("uploaders") else None
+    return Query(
+        video_idx=torch.as_tensor(rows),
+        column_music_idx=torch.arange(data.n_music),
+        prior=None if prior is None else torch.from_numpy(prior),
+        video_features=torch.from_numpy(data.video_features[rows]).float(),
+        music_features=torch.from_numpy(data.music_features).float(),
+        music_genre=None if data.music_genre is None else torch.from_numpy(data.music_genre),
+    )
+
+
+def _acts_like_none(method: Method, batch: Any, query: Any) -> bool:
+    """Whether ``method`` (a backbone and one strategy) gives the same loss, backbone gradients
+    and ranking scores as its backbone alone (``none``) on one fixed batch and query."""
+    import copy
+
+    plain = Method(copy.deepcopy(method.backbone))
+    losses, grads, scores = [], [], []
+    for m in (method, plain):
+        m.train()
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        loss, _ = m.loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad for p in m.backbone.parameters()])
+        m.eval()
+        with torch.no_grad():
+            video = m.video_codes(query.video_features)
+            music = m.music_codes(query.music_features)
+            s = m.score(video, music, query)
+            items = query.column_music_idx.expand(s.shape[0], -1)
+            scores.append(m.rerank(s, items, query))
+
+    def same(a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-6, atol=1e-9))
+
+    return same(*losses) and all(same(a, b) for a, b in zip(*grads, strict=True)) and same(*scores)
