@@ -169,6 +169,10 @@ def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
 
         try:
             frame = pd.read_parquet(p)
+        except ImportError:
+            from benchkit.extras import missing
+
+            raise missing("parquet", f"reading {p}") from None
         except Exception as exc:
             raise DataError(f"{p} ({what}): cannot read it as Parquet ({exc})") from None
         id_col = next((c for c in ("id", "video_id", "music_id") if c in frame), None)
@@ -654,6 +658,9 @@ def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> Non
         write_text(path, render(grid, run.summary, fmt, numbers))
         written.append(path)
     if grid.kind == "figure":
+        from benchkit.extras import require
+
+        require("plots", f"the figure of grid {grid.name!r}")
         from benchkit.report.figures import line_figure
 
         written += line_figure(grid, run.summary, out)
@@ -748,6 +755,10 @@ def results(
     or summarise the training time of each row (--timing)."""
     from benchkit.experiments.store import Store
 
+    if curves:
+        from benchkit.extras import require
+
+        require("plots", "results --curves")
     store = Store(out, read_only=True)
     if curves:
         from benchkit.report.figures import curves_figure
@@ -812,7 +823,9 @@ def write_frame(frame: Any, path: str, kinds: str = ".csv, .parquet or .jsonl") 
             else:
                 frame.to_csv(tmp, index=False)
     except ImportError:
-        raise BenchkitError("Parquet needs pyarrow: pip install 'benchkit[parquet]'") from None
+        from benchkit.extras import missing
+
+        raise missing("parquet", f"writing {path}") from None
 
 
 @cli.command(name="list", short_help="List installed backbones, strategies, and the rest.")

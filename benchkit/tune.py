@@ -115,10 +115,9 @@ def progress(log: Any, total: int, metric: str, space: dict[str, Space], where: 
 
 
 def _optuna() -> Any:
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("tuning needs Optuna: pip install 'benchkit[tune]'") from None
+    from benchkit.extras import require
+
+    optuna = require("tune", "tuning")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 

@@ -45,6 +45,10 @@ def _table(folder: Path, stem: str, required: bool = True) -> tuple[pd.DataFrame
                         dtype={"video_id": str, "music_id": str, "uploader_id": str, "split": str},
                     )
                 )
+            except ImportError:  # pandas' page-long message for a missing Parquet engine
+                from benchkit.extras import missing
+
+                raise missing("parquet", f"reading {path}") from None
             except Exception as exc:  # pandas raises many kinds
                 raise DataError(f"cannot read {path}: {exc}") from None
             return df, path
