@@ -703,14 +703,42 @@ def fig4(**opts: Any) -> None:
     _grid_command("fig4", opts)
 
 
-@cli.command(short_help="Run any grid: a TOML file or a built-in name.")
-@click.argument("grid_file", metavar="GRID")
+@cli.command(short_help="Run any grid (a TOML file or a built-in name); list or copy them.")
+@click.argument("grid_file", metavar="GRID", required=False)
+@click.option("--list", "list_grids", is_flag=True, help="List the built-in grids.")
+@click.option(
+    "--copy",
+    "copy_name",
+    metavar="NAME",
+    default=None,
+    help="Write the built-in grid NAME to ./NAME.toml, to edit and run as your own.",
+)
 @grid_options
-def experiment(grid_file: str, **opts: Any) -> None:
+def experiment(grid_file: str | None, list_grids: bool, copy_name: str | None, **opts: Any) -> None:
     """Run a grid: a TOML file, or a built-in grid by name (table3, fig3, fig4, headroom, bias).
 
-    Copy a built-in one from benchkit/experiments/grids/ to start your own.
+    Start your own from a built-in one: benchkit experiment --copy headroom writes headroom.toml.
     """
+    from benchkit.experiments.grid import builtin_grids, builtin_text
+
+    if list_grids:
+        click.echo(tabulate(builtin_grids(), headers=["grid", "title"], tablefmt="plain"))
+        click.echo("\nrun one: benchkit experiment NAME; copy one to edit: --copy NAME")
+        return
+    if copy_name is not None:
+        from pathlib import Path
+
+        from benchkit.files import write_text
+
+        target = Path(f"{copy_name}.toml")
+        text = builtin_text(copy_name)
+        if target.exists():
+            raise click.BadParameter(f"{target} exists; move it away first", param_hint="--copy")
+        write_text(target, text)
+        click.echo(f"wrote {target}; edit it, then: benchkit experiment {target}")
+        return
+    if grid_file is None:
+        raise click.UsageError("give a GRID (a TOML file or a built-in name), --list or --copy")
     _grid_command(grid_file, opts)
 
 
@@ -826,6 +854,33 @@ def write_frame(frame: Any, path: str, kinds: str = ".csv, .parquet or .jsonl") 
         from benchkit.extras import missing
 
         raise missing("parquet", f"writing {path}") from None
+
+
+@cli.group()
+def init() -> None:
+    """Start something of your own from benchkit's templates."""
+
+
+@init.command(name="plugin", short_help="Write a new plugin package with its tests.")
+@click.argument("name")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The folder to write (new; default: ./NAME).",
+)
+def init_plugin(name: str, out: str | None) -> None:
+    """Write the plugin package NAME — a backbone NAME and a strategy NAME_penalty, its tests,
+    its pyproject.toml and the contract reference — ready to install and run."""
+    from benchkit.scaffold import write_plugin
+
+    kinds = cli.catalogue()["kinds"]
+    taken = {row[0] for kind in ("backbones", "strategies") for row in kinds[kind]}
+    path = write_plugin(name, out or name, taken)
+    click.echo(f"wrote the plugin package {name} to {path}; next:")
+    click.echo(f"  pip install -e {path}")
+    click.echo(f"  pytest {path}")
+    click.echo(f"  benchkit run --backbone {name} --debias {name}_penalty --preset tiny")
 
 
 @cli.command(name="list", short_help="List installed backbones, strategies, and the rest.")

@@ -5,6 +5,7 @@ the other way round) is a bug this test catches."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -54,10 +55,11 @@ def _documented(line: str) -> tuple[list[list[str]], set[str]]:
     """(the command paths a synopsis line covers, the long options it documents)."""
     words = line.split()[1:]
     paths: list[list[str]] = [[words[0]]]
-    if words[0] == "data":
-        paths = [["data", words[1]]]
-    elif len(words) > 2 and words[1] == "|":  # `fig3 | fig4 | experiment GRID`
-        paths = [[w] for w in words if re.fullmatch(r"[a-z0-9]+", w)][:3]
+    if words[0] in ("data", "init"):  # groups: `data synth`, `init plugin`
+        paths = [[words[0], words[1]]]
+    elif len(words) > 2 and words[1] == "|":  # `fig3 | fig4 (…)`: the names before the options
+        names = itertools.takewhile(lambda w: not w.startswith(("(", "[", "-")), words)
+        paths = [[w] for w in names if re.fullmatch(r"[a-z0-9]+", w)]
     options = set(re.findall(r"--[a-z][a-z0-9-]*", line))
     inherited = re.search(r"the options of (\w+) but ([^\]\)]*)", line)
     if inherited:
@@ -103,3 +105,16 @@ def test_top_level_help_is_not_truncated():
     assert result.exit_code == 0
     commands = result.output.split("Commands:", 1)[1]
     assert "..." not in commands
+
+
+def test_every_environment_variable_is_documented():
+    root = README.parent
+    used = set()
+    for folder in ("benchkit", "plugins", "tests"):
+        for path in (root / folder).rglob("*.py"):
+            used.update(re.findall(r"\bBENCHKIT_[A-Z_]*[A-Z]\b", path.read_text(encoding="utf-8")))
+    table = set(
+        re.findall(r"^\| `(BENCHKIT_[A-Z_]+)` \|", README.read_text(encoding="utf-8"), re.M)
+    )
+    used.discard("BENCHKIT_COMPLETE")  # click's completion switch is spelt _BENCHKIT_COMPLETE
+    assert used <= table, f"README's environment table lacks {sorted(used - table)}"

@@ -142,11 +142,22 @@ def _overrides(d: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(d.get("set", {}).items()))  # a table: checked by _row_fields
 
 
+def builtin_text(name: str) -> str:
+    """The TOML text of a built-in grid (what ``benchkit experiment --copy`` writes)."""
+    if name not in BUILTIN:
+        raise ConfigError(f"no built-in grid {name!r}; built-in grids: {', '.join(BUILTIN)}")
+    return resources.files("benchkit.experiments").joinpath(f"grids/{name}.toml").read_text()
+
+
+def builtin_grids() -> list[tuple[str, str]]:
+    """(name, title) of every built-in grid (``benchkit experiment --list``)."""
+    return [(name, str(tomllib.loads(builtin_text(name)).get("title", ""))) for name in BUILTIN]
+
+
 def read_grid(source: str | Path) -> tuple[dict[str, Any], str]:
     """The TOML of a built-in grid (by name) or of a file."""
     if str(source) in BUILTIN and not Path(source).is_file():
-        text = resources.files("benchkit.experiments").joinpath(f"grids/{source}.toml").read_text()
-        return tomllib.loads(text), f"built-in grid {source!r}"
+        return tomllib.loads(builtin_text(str(source))), f"built-in grid {source!r}"
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"{path}: no such grid file (built-in grids: {', '.join(BUILTIN)})")
