@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,14 @@ def check_target(folder: Path | str) -> Path:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         raise DataError(f"{where}: {existing} is a file, so no folder can be made under it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DataError(f"{where}: {existing} is not writable; choose another place")
+    try:  # what the package's writes will do, tried with a file that is removed at once
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".benchkit-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise DataError(
+            f"{where}: cannot write in {existing} ({exc.strerror or exc}); choose another place"
+        ) from None
     return out
 
 

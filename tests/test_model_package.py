@@ -135,6 +135,7 @@ def test_save_checks_its_target_before_training(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.tex").write_text("mine")
     cases = {
+        Path("/proc/benchkit-model"): "cannot write in /proc",  # not writable, even for root
         tmp_path / "model": "weights.pt is a folder; the package writes a file there",
         tmp_path / "a-file" / "model": "is a file, so no folder can be made under it",
         tmp_path / "notes": "the folder holds other files and no model package",
