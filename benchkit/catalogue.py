@@ -25,24 +25,17 @@ from typing import Any
 
 from benchkit import __version__
 from benchkit.files import cache_root, write_text
-
-GROUP = "benchkit"
-OWN_DISTRIBUTION = "benchkit"
-# The harness's own plugin modules (benchkit.plugins.BUILTIN_MODULES, which imports pluggy and is
-# kept out of here; a test keeps the two lists equal).
-HARNESS_MODULES = (
-    "benchkit.method",
-    "benchkit.executors",
-    "benchkit.metrics",
-    "benchkit.evaluate",
-    "benchkit.data.synth",
-    "benchkit.data.io",
+from benchkit.plugins import (
+    BUILTIN_MODULES,
+    ENV_BLOCK,
+    ENV_ONLY,
+    OWN_DISTRIBUTION,
+    _entry_points,
 )
-ENVIRONMENT = ("BENCHKIT_PLUGINS", "BENCHKIT_BLOCK_PLUGINS")
 
 
 def entry_points() -> list[metadata.EntryPoint]:
-    return sorted(metadata.entry_points(group=GROUP), key=lambda ep: ep.name)
+    return _entry_points()
 
 
 def third_party(points: list[metadata.EntryPoint]) -> list[metadata.EntryPoint]:
@@ -91,11 +84,11 @@ def key() -> str | None:
     try:
         points = entry_points()
         parts: list[Any] = [__version__, sys.version_info[:2]]
-        parts += [os.environ.get(var, "") for var in ENVIRONMENT]
+        parts += [os.environ.get(var, "") for var in (ENV_ONLY, ENV_BLOCK)]
         for ep in points:
             dist = (ep.dist.name, ep.dist.version) if ep.dist else ("?", "?")
             parts.append([ep.name, ep.value, *dist, _stat(ep.module)])
-        parts += [_stat(m) for m in HARNESS_MODULES]
+        parts += [_stat(m) for m in BUILTIN_MODULES]
     except Exception:
         return None
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]

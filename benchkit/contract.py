@@ -41,9 +41,9 @@ BACKBONE_HOOKS = (
     "score_rows",
     "loss_terms",
 )
-STRATEGY_HOOKS = (
-    "check_backbone",
-    "build",
+# The hook points a strategy may override to act (``Strategy.hook_points`` reads them), in the
+# order the reference lists them between the setup hooks and ``report``.
+HOOK_POINTS = (
     "prepare",
     "weights",
     "adjust_music",
@@ -51,8 +51,8 @@ STRATEGY_HOOKS = (
     "adjust_score",
     "extra_loss",
     "rerank",
-    "report",
 )
+STRATEGY_HOOKS = ("check_backbone", "build", *HOOK_POINTS, "report")
 
 
 @dataclass(frozen=True)

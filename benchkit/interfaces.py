@@ -765,16 +765,9 @@ class Strategy(nn.Module, Configurable):
     @classmethod
     def hook_points(cls) -> frozenset[str]:
         """The hook points this strategy overrides (what it changes, and when)."""
-        hooks = (
-            "prepare",
-            "weights",
-            "adjust_music",
-            "adjust_video",
-            "adjust_score",
-            "extra_loss",
-            "rerank",
-        )
-        return frozenset(h for h in hooks if getattr(cls, h) is not getattr(Strategy, h))
+        from benchkit.contract import HOOK_POINTS
+
+        return frozenset(h for h in HOOK_POINTS if getattr(cls, h) is not getattr(Strategy, h))
 
 
 TRAINING_HOOKS = frozenset(

@@ -11,10 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_reliability import write_dist  # a distribution as pip leaves it
 
-from benchkit import catalogue
 from benchkit.experiments.grid import MAX_SEEDS
-from benchkit.plugins import BUILTIN_MODULES
 
 HEAVY = ("torch", "pandas", "matplotlib", "numpy", "benchkit_plugins", "benchkit.interfaces")
 PROBE = """
@@ -62,26 +61,21 @@ def test_list_answers_from_the_catalogue_as_a_full_load_would(tmp_path, kind):
 
 
 def test_a_changed_plugin_is_loaded_again(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    module = site / "tick_mod.py"
     source = """
         from benchkit import hookimpl
         from benchkit_plugins.backbones.random_scorer import Chance
 
-        class Tick(Chance):
-            name = "tick"
-            description = "{}"
-
         @hookimpl
         def register_backbones(register):
-            register(Tick)
+            register(type("Tick", (Chance,), {{"name": "tick", "description": "{}"}}))
     """
-    module.write_text(textwrap.dedent(source.format("first version")))
-    info = site / "tick-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tick\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[benchkit]\ntick = tick_mod\n")
+    site = write_dist(
+        tmp_path / "site",
+        "tick",
+        {"tick": "tick_mod"},
+        {"tick_mod": source.format("first version")},
+    )
+    module = site / "tick_mod.py"
     cache = tmp_path / "cache"
     assert "first version" in benchkit("list", "backbones", cache=cache, site=site)[0]
     assert benchkit("list", "backbones", cache=cache, site=site)[1] == []
@@ -91,29 +85,22 @@ def test_a_changed_plugin_is_loaded_again(tmp_path):
     assert "benchkit_plugins" in heavy  # the edit was noticed: the plugins were loaded again
 
 
+GREET = """
+    import click
+    from benchkit import hookimpl
+
+    @click.command(name="greet", short_help="Say hello from a plugin.")
+    def greet():
+        click.echo("hello from greet")
+
+    @hookimpl
+    def register_commands(cli):
+        cli.add_command(greet)
+"""
+
+
 def test_a_plugin_command_is_listed_and_runs(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "greet_mod.py").write_text(
-        textwrap.dedent(
-            """
-            import click
-            from benchkit import hookimpl
-
-            @click.command(name="greet", short_help="Say hello from a plugin.")
-            def greet():
-                click.echo("hello from greet")
-
-            @hookimpl
-            def register_commands(cli):
-                cli.add_command(greet)
-            """
-        )
-    )
-    info = site / "greet-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: greet\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[benchkit]\ngreet = greet_mod\n")
+    site = write_dist(tmp_path / "site", "greet", {"greet": "greet_mod"}, {"greet_mod": GREET})
     cache = tmp_path / "cache"
     first, _ = benchkit("--help", cache=cache, site=site)
     assert "greet" in first and "Say hello from a plugin." in first
@@ -132,7 +119,6 @@ def test_python_dash_m_benchkit(tmp_path):
 
 def test_the_shortcuts_stay_true(plugins):
     """What --help and the catalogue assume of benchkit itself."""
-    assert catalogue.HARNESS_MODULES == BUILTIN_MODULES
     from benchkit.cli import MAX_SEEDS as CLI_MAX_SEEDS
 
     assert CLI_MAX_SEEDS == MAX_SEEDS

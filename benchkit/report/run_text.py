@@ -8,12 +8,12 @@ from typing import Any
 
 from tabulate import tabulate
 
-TEST_SETS = {
-    "given": "the data's own split",
-    "random": "a random 8:1:1 split",
-    "diverse": "T_diverse, the most diverse uploaders' later videos",
-    "matching": "T_matching, the best-matched videos",
-}
+TEST_SETS = dict(
+    given="the data's own split",
+    random="a random 8:1:1 split",
+    diverse="T_diverse, the most diverse uploaders' later videos",
+    matching="T_matching, the best-matched videos",
+)
 NAMES = {"recall": "Recall", "ndcg": "NDCG"}
 
 
