@@ -77,7 +77,9 @@ class PaperProtocol(_ProtocolBase):
 
 class FullProtocol(_ProtocolBase):
     name = "full"
-    description = "positive ranked against the whole music pool (sampled metrics can reorder methods)"
+    description = (
+        "positive ranked against the whole music pool (sampled metrics can reorder methods)"
+    )
     defaults = dict(_COMMON)
 
     def task(self, dataset: Dataset, split: str) -> EvalTask:
@@ -174,6 +176,9 @@ def rank_positives(
         weights=task.weights,
         n_candidates=n_candidates,
         tie_policy=tie_policy,
+        clusters=None
+        if dataset.video_uploader is None
+        else dataset.video_uploader[task.video_idx].astype(np.int64),
     )
 
 

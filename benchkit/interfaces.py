@@ -866,7 +866,9 @@ class EvalTask:
 class RankInfo:
     """Where each row's positive landed: ``n_greater`` candidates scored strictly above it and
     ``n_equal`` other candidates tied with it; ``n_candidates`` per row. ``per_row`` holds each
-    row's value of the row-averaged (oracle and bias) metrics, for paired tests on them."""
+    row's value of the row-averaged (oracle and bias) metrics, for paired tests on them;
+    ``clusters`` each row's uploader (−1 unknown; ``None`` when the data has no uploaders), the
+    unit a bootstrap resamples test videos in."""
 
     n_greater: np.ndarray
     n_equal: np.ndarray
@@ -874,6 +876,7 @@ class RankInfo:
     n_candidates: int
     tie_policy: str = "expected"
     per_row: dict[str, np.ndarray] = field(default_factory=dict)
+    clusters: np.ndarray | None = None
 
 
 class Metric(ABC):
@@ -897,6 +900,15 @@ class Protocol(Configurable, ABC):
 
     def __init__(self, **hparams: Any) -> None:
         self._set_hparams(hparams)
+        if "ks" in self.hparams and "metrics" in self.hparams:
+            name, _, k = self.selection_metric.partition("@")
+            if name not in self.metrics or int(k) not in self.ks:
+                raise ConfigError(
+                    f"protocol {self.name!r}: epochs are selected on validation "
+                    f"{self.selection_metric}, which ks={list(self.ks)} and "
+                    f"metrics={list(self.metrics)} leave out; keep it, e.g. --set "
+                    f"protocol.ks=[{', '.join(map(str, sorted({*self.ks, int(k)})))}]"
+                )
 
     @abstractmethod
     def task(self, dataset: Dataset, split: str) -> EvalTask: ...

@@ -144,10 +144,8 @@ def _uploader_priors(dataset: Dataset) -> dict[str, np.ndarray]:
             "mean": np.zeros(0, np.float32),
             "ids": np.zeros(0, np.int64),
         }
-    prior = np.zeros((dataset.n_uploaders, dataset.n_genres), dtype=np.float32)
-    prior[dataset.video_uploader] = dataset.video_prior
     return {
-        "prior": prior,
+        "prior": dataset.uploader_prior,
         "mean": dataset.prior_mean.astype(np.float32),
         "ids": dataset.ids("uploader"),
     }
