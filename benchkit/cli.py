@@ -27,13 +27,41 @@ class UserError(click.ClickException):
 
 
 class BenchkitGroup(click.Group):
-    """Turns :class:`BenchkitError` into a one-line message and the error's exit code."""
+    """Turns :class:`BenchkitError` into a one-line message and the error's exit code; a Ctrl-C
+    or an unexpected exception into one line too (the traceback under ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from benchkit.faults import debug
+
         try:
             return super().invoke(ctx)
         except BenchkitError as exc:
+            trace = getattr(exc, "trace", "")
+            if debug() and trace:
+                click.echo(trace, err=True, nl=False)
             raise UserError(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted", 130) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (Exception, SystemExit) as exc:
+            if debug():
+                raise
+            raise UserError(unexpected(exc)) from None
+
+
+def unexpected(exc: BaseException) -> str:
+    """An exception benchkit did not expect, in one line, with where to see more."""
+    import traceback
+
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"unexpected {type(exc).__name__}{where}"
+        + (f": {text}" if text else "")
+        + " (rerun with benchkit --debug, or BENCHKIT_DEBUG=1, for the traceback)"
+    )
 
 
 def _log(quiet: bool) -> Any:
@@ -42,8 +70,15 @@ def _log(quiet: bool) -> Any:
 
 @click.group(cls=BenchkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="benchkit")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the traceback of an error (as BENCHKIT_DEBUG=1 does)."
+)
+def cli(debug: bool) -> None:
     """benchkit: benchmark debiased cross-modal (video → music) matching."""
+    if debug:
+        import os
+
+        os.environ["BENCHKIT_DEBUG"] = "1"  # worker processes inherit it
 
 
 def _metric_table(metrics: dict[str, float]) -> str:
@@ -671,8 +706,12 @@ def results(
 ) -> None:
     """List the runs in a results store, export them, plot their learning curves, list failures,
     or summarise the training time of each row (--timing)."""
+    from pathlib import Path
+
     from benchkit.experiments.store import Store
 
+    if curves and Path(curves).suffix.lower() not in (".png", ".pdf"):
+        raise click.BadParameter(f"{curves}: write a .png or .pdf file", param_hint="--curves")
     store = Store(out, read_only=True)
     if curves:
         from benchkit.report.figures import curves_figure
@@ -696,6 +735,12 @@ def results(
         write_frame(frame, export)
         click.echo(f"wrote {len(frame)} runs to {export}")
         return
+    if store.damaged:
+        click.echo(
+            f"{len(store.damaged)} damaged record(s) skipped; `benchkit results --failures` "
+            f"lists them (a rerun of their grid runs them again)",
+            err=True,
+        )
     if frame.empty:
         click.echo("no runs")
         return
@@ -777,14 +822,24 @@ def plugins() -> None:
 
 
 def main() -> None:
-    """Console-script entry: add plugins' commands, then run."""
-    try:
-        from benchkit.plugins import get_plugins
+    """Console-script entry: add plugins' commands, then run. A Ctrl-C at any moment is one line
+    (exit code 130)."""
+    import sys
 
-        get_plugins().add_commands(cli)
-    except BenchkitError as exc:  # a broken plugin set must still let `benchkit plugins` speak
-        click.echo(f"Warning: {exc}", err=True)
-    cli(prog_name="benchkit")
+    from benchkit.faults import watch_interrupts
+
+    try:
+        with watch_interrupts():
+            try:
+                from benchkit.plugins import get_plugins
+
+                get_plugins().add_commands(cli)
+            except BenchkitError as exc:  # a broken plugin set must still let `plugins` speak
+                click.echo(f"Warning: {exc}", err=True)
+            cli(prog_name="benchkit")
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -468,6 +468,9 @@ class Strategy(nn.Module, Configurable):
 
     requires: ClassVar[frozenset[str]] = frozenset()
     requires_cells: ClassVar[bool] = False
+    # The dataset a run hands over is shared with other runs and read-only; a strategy that must
+    # write into it declares so and gets a private copy (at the memory cost of one).
+    writes_dataset: ClassVar[bool] = False
 
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)
