@@ -85,11 +85,12 @@ def _features(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sortable(values: pd.Series) -> np.ndarray:
-    """Ids as integers when they all are (so "10" sorts after "9"), else as strings."""
+    """Ids as integers when they all are (so "10" sorts after "9"; Python integers, so that an
+    id beyond 64 bits still sorts, and never overflows), else as strings."""
     text = values.astype(str)
-    return (
-        text.astype(np.int64).to_numpy() if text.str.fullmatch(r"-?\d+").all() else text.to_numpy()
-    )
+    if text.str.fullmatch(r"-?\d+").all():
+        return np.array([int(x) for x in text], dtype=object)
+    return text.to_numpy()
 
 
 def _lookup(ids: np.ndarray, values: pd.Series, path: Path, field: str, source: str) -> np.ndarray:
@@ -127,8 +128,23 @@ def _read_pgc(folder: Path, genre_names: tuple[str, ...] = ()) -> PGC:
         _columns(gdf, gpath, ("music_id", "genre"))
         genre = np.full(music.shape[0], -1, dtype=np.int64)
         rows = _lookup(music_ids, gdf["music_id"], gpath, "music_id", "pgc/music_ids.txt")
+        _one_genre_each(rows, gdf["genre"].astype(str).to_numpy(), music_ids, gpath)
         genre[rows] = pd.Index(genre_names).get_indexer(gdf["genre"].astype(str))
     return PGC(video, music, pairs, splits, genre)
+
+
+def _one_genre_each(rows: np.ndarray, labels: np.ndarray, ids: np.ndarray, path: Path) -> None:
+    """Refuse a music listed twice with different genres (the later row used to win, silently);
+    the same genre twice is harmless."""
+    pairs = pd.DataFrame({"row": rows, "genre": labels}).drop_duplicates()
+    twice = pairs["row"].duplicated(keep=False)
+    if twice.any():
+        row = int(pairs["row"][twice].iloc[0])
+        genres = sorted(pairs["genre"][pairs["row"] == row])
+        raise DataError(
+            f"{path}: music_id {str(ids[row])!r} is given different genres ({', '.join(genres)}); "
+            f"keep one row per music"
+        )
 
 
 def is_tables(path: Path | str) -> bool:
@@ -177,6 +193,7 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
         _columns(gdf, gpath, ("music_id", "genre"))
         grows = _lookup(music_ids, gdf["music_id"], gpath, "music_id", "music_ids.txt")
         labels = gdf["genre"].astype(str).to_numpy()
+        _one_genre_each(grows, labels, music_ids, gpath)
         if not names:
             names = tuple(
                 sorted(
