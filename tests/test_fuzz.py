@@ -1,9 +1,12 @@
-"""Hostile input, generated: whatever a user types on the command line or writes in a grid file,
-benchkit answers with a result or one line — never a traceback.
+"""Hostile input, generated: whatever a user types on the command line, writes in a grid file or
+puts in a data file, benchkit answers with a result or one line — never a traceback, never a
+silent NaN, never an allocation beyond a stated bound.
 
 The command-line fuzz runs the chance scorer on the tiny world (no training), so that the inputs
-hypothesis draws which happen to be valid finish in a second; the grid fuzz only loads the file
-(``load_grid`` is where a grid's schema is checked, before anything runs).
+hypothesis draws which happen to be valid finish in a second; the grid-file fuzz only loads the
+file (``load_grid`` is where a grid's schema is checked, before anything runs), and the ``--set``
+fuzz runs its grids end to end; the reader fuzz changes one field of the tiny world written in
+either layout. Every search is derandomised and bounded, so CI sees the same examples each time.
 """
 
 from __future__ import annotations
