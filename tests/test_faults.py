@@ -70,13 +70,9 @@ HOSTILE = """
             t[:] = t.flip(0).clone()
 
 
-    class Declared(Strategy):
+    class Declared(WriteArray):
         name = "declared"
         writes_dataset = True
-
-        def prepare(self, dataset, ctx):
-            t = dataset.splits["train"]
-            dataset.video_music[t] = dataset.video_music[t][::-1]
 
 
     class Exits(Strategy):
@@ -177,14 +173,14 @@ def grid_file(path: Path, rows: list[tuple[str, str, dict[str, float]]]) -> Path
     return path
 
 
-def run_local(path: Path, out: Path):
+def run_local(path: Path, out: Path, executor: str = "local"):
+    """The grid at ``path`` on the tiny world, one epoch a run (``process``: one worker)."""
     from benchkit.experiments.driver import run_grid
     from benchkit.experiments.grid import load_grid
     from benchkit.spec import RunSpec
 
-    return run_grid(
-        load_grid(path), RunSpec(preset="tiny", epochs=1), str(out), executor="local", quiet=True
-    )
+    spec = RunSpec(preset="tiny", epochs=1)
+    return run_grid(load_grid(path), spec, str(out), executor=executor, jobs=1, quiet=True)
 
 
 MUTATIONS = {
@@ -281,20 +277,9 @@ def test_a_dataset_provider_whose_detect_raises_is_named(tmp_path, install_plugi
 
 def test_a_killed_worker_fails_its_row_and_a_new_worker_goes_on(tmp_path, hostile):
     """kill -9 of a process worker ended the grid with BrokenProcessPool and recorded nothing."""
-    from benchkit.experiments.driver import run_grid
-    from benchkit.experiments.grid import load_grid
-    from benchkit.spec import RunSpec
-
     rows = [("killed", "killer", {}), ("a", "none", {}), ("b", "none", {"margin": 0.2})]
     path = grid_file(tmp_path / "g.toml", rows)
-    run = run_grid(
-        load_grid(path),
-        RunSpec(preset="tiny", epochs=1),
-        str(tmp_path / "o"),
-        executor="process",
-        jobs=1,
-        quiet=True,
-    )
+    run = run_local(path, tmp_path / "o", executor="process")
     assert len(run.results) == 2 and len(run.failures) == 1
     (error,) = run.failures.values()
     assert "the worker process running it was killed by SIGKILL" in error
@@ -376,19 +361,8 @@ def test_an_unreachable_ray_address_fails_within_the_stated_time(tmp_path):
 
 
 def test_a_plugin_keyboard_interrupt_in_a_worker_process_is_its_fault(tmp_path, hostile):
-    from benchkit.experiments.driver import run_grid
-    from benchkit.experiments.grid import load_grid
-    from benchkit.spec import RunSpec
-
     path = grid_file(tmp_path / "g.toml", [("i", "interrupts", {}), ("e", "exits", {})])
-    run = run_grid(
-        load_grid(path),
-        RunSpec(preset="tiny", epochs=1),
-        str(tmp_path / "o"),
-        executor="process",
-        jobs=1,
-        quiet=True,
-    )
+    run = run_local(path, tmp_path / "o", executor="process")
     errors = sorted(run.failures.values())
     assert len(errors) == 2, errors
     assert "called sys.exit(0)" in errors[0] and "raised KeyboardInterrupt" in errors[1]

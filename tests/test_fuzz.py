@@ -193,18 +193,6 @@ ARRAY_VALUES = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def layouts(tmp_path_factory, tiny):
-    from benchkit.data.reference import write_reference
-    from benchkit.data.tables import write_tables
-
-    root = tmp_path_factory.mktemp("layouts")
-    ref = write_reference(tiny, root / "ref")
-    np_ = __import__("numpy")
-    np_.save(ref / "data_matching" / "benchkit" / "column_views.npy", np_.arange(tiny.n_videos))
-    return ref, write_tables(tiny, root / "tab")
-
-
 def _loads_cleanly_or_says_why(plugins, path) -> None:
     import tracemalloc
 
@@ -268,7 +256,7 @@ def _loads_cleanly_or_says_why(plugins, path) -> None:
 @example(("genre_names.json", 0, 0, {"a": 1}), False)  # an AttributeError traceback
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast")
 def test_the_release_layout_reader_never_gives_a_traceback(
-    tmp_path_factory, plugins, layouts, change, without_extras
+    tmp_path_factory, plugins, ref_dir, tiny, change, without_extras
 ):
     import json
     import shutil
@@ -278,8 +266,9 @@ def test_the_release_layout_reader_never_gives_a_traceback(
     from benchkit.data.npyio import load_npy
 
     d = tmp_path_factory.mktemp("ref") / "ds"
-    shutil.copytree(layouts[0], d)
+    shutil.copytree(ref_dir, d)
     m, extra = d / "data_matching", d / "data_matching" / "benchkit"
+    np.save(extra / "column_views.npy", np.arange(tiny.n_videos))
     if without_extras:  # the release's own files only: priors and genres from train.npy
         shutil.rmtree(extra)
         extra.mkdir()
@@ -325,13 +314,13 @@ TABLE_FIELDS = st.sampled_from(
     )
 )
 @example([(("interactions.csv", "uploader_id"), 1, "9" * 30)])  # was an OverflowError
-def test_the_tables_reader_never_gives_a_traceback(tmp_path_factory, plugins, layouts, changes):
+def test_the_tables_reader_never_gives_a_traceback(tmp_path_factory, plugins, tab_dir, changes):
     import shutil
 
     import pandas as pd
 
     d = tmp_path_factory.mktemp("tab") / "ds"
-    shutil.copytree(layouts[1], d)
+    shutil.copytree(tab_dir, d)
     for (file, column), row, value in changes:
         frame = pd.read_csv(d / file, dtype=str, keep_default_na=False)
         frame.loc[row % len(frame), column] = value

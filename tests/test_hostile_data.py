@@ -18,21 +18,9 @@ from click.testing import CliRunner
 from benchkit.cli import cli
 from benchkit.data.io import open_dataset
 from benchkit.data.npyio import load_npy
-from benchkit.data.reference import write_reference
-from benchkit.data.tables import write_tables
 from benchkit.errors import DataError
 
 MEMORY_BOUND = 256 * 2**20  # what reading the tiny world may allocate at its peak, in bytes
-
-
-@pytest.fixture(scope="module")
-def ref_dir(tmp_path_factory, tiny):
-    return write_reference(tiny, tmp_path_factory.mktemp("ref") / "ds")
-
-
-@pytest.fixture(scope="module")
-def tab_dir(tmp_path_factory, tiny):
-    return write_tables(tiny, tmp_path_factory.mktemp("tab") / "ds")
 
 
 def copy(src: Path, dst: Path) -> Path:
