@@ -31,10 +31,11 @@ class BenchkitGroup(click.Group):
     or an unexpected exception into one line too (the traceback under ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from benchkit.faults import debug
+        from benchkit.faults import debug, watch_interrupts
 
         try:
-            return super().invoke(ctx)
+            with watch_interrupts():  # a plugin's KeyboardInterrupt is told from a Ctrl-C
+                return super().invoke(ctx)
         except BenchkitError as exc:
             trace = getattr(exc, "trace", "")
             if debug() and trace:

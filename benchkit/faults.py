@@ -110,11 +110,9 @@ class Culprit:
     where: str  # file:line of the innermost frame of the plugin's code
 
     def __str__(self) -> str:
-        who = (
-            f"{self.component} of plugin {self.plugin!r}"
-            if self.component
-            else (f"plugin {self.plugin!r}")
-        )
+        who = f"plugin {self.plugin!r}"
+        if self.component:
+            who = f"{self.component} of {who}"
         return f"{who}, in {self.hook} ({self.where})"
 
 
@@ -218,7 +216,10 @@ def fault(exc: BaseException, plugins: Plugins | None = None) -> PluginFault | N
         return None
     where = str(who) if who is not None else "a run"
     message = f"{where} {_what(exc)}" if who is None else f"{where}: {_what(exc)}"
-    if isinstance(exc, ValueError) and "read-only" in str(exc):
+    wrote = (isinstance(exc, ValueError) and "read-only" in str(exc)) or (
+        isinstance(exc, TypeError) and "mappingproxy" in str(exc)
+    )
+    if wrote:  # a write into the shared dataset: say why it is refused, and the way out
         message += READ_ONLY_HINT
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return PluginFault(message, trace)
@@ -245,7 +246,7 @@ def plugin_faults(plugins: Plugins | None = None) -> Iterator[None]:
 
 def _as_fault(exc: BaseException, plugins: Plugins | None) -> PluginFault:
     found = fault(exc, plugins)
-    assert found is not None
+    assert found is not None  # an exit or interrupt is always one
     return found
 
 
