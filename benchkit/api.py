@@ -169,6 +169,17 @@ class DatasetCache:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], Dataset] = OrderedDict()
 
+    def normalised(self, spec: RunSpec, plugins: Plugins, log: Log | None = None) -> Dataset:
+        """:meth:`get`, with the features preprocessed as ``spec.features_norm`` says (kept too:
+        every row of a grid's column shares one normalisation of its data)."""
+        stamp = (_stamp(spec.data), _stamp(spec.pgc))
+        key = (*spec.data_key(), stamp, "norm", spec.features_norm)
+        if key not in self._items:
+            ds = self.get(spec, plugins, log).with_normalised_features(spec.features_norm)
+            self._put(key, ds)
+        self._items.move_to_end(key)
+        return self._items[key]
+
     def get(self, spec: RunSpec, plugins: Plugins, log: Log | None = None) -> Dataset:
         stamp = (_stamp(spec.data), _stamp(spec.pgc))  # files changed on disk: load them again
         key = (*spec.data_key(), stamp)
@@ -362,16 +373,20 @@ def plan_run(
     candidates = [(cls(**over.strategies.get(cls.name, {})), opt) for cls, opt in stack]
     if dataset is not None:
         ds = apply_test_set(dataset, spec.test_set, seed=spec.world_seed)
-        ds = ds.with_feature_dtype(spec.features)
+        ds = ds.with_feature_dtype(spec.features).with_normalised_features(spec.features_norm)
     else:
-        ds = DATASETS.get(spec, plugins, log)
-    ds = ds.with_normalised_features(spec.features_norm)
-    if spec.labels == "counterfactual":
+        ds = DATASETS.normalised(spec, plugins, log)
+    ds = ds.with_priors(spec.priors)
+    if spec.labels != "observed":
         if ds.truth is None:
             raise ConfigError(
-                f"--labels counterfactual needs a world with truth; dataset {ds.name!r} has none"
+                f"--labels {spec.labels} needs a world with truth; dataset {ds.name!r} has none"
             )
-        ds = ds.with_training_labels(ds.truth.counterfactual, "cf")
+        # The positive control: trained on the counterfactual choices, early-stopped on the
+        # observed validation choices (what a real method sees) — or, as a labelled upper bound
+        # that reads labels no method could, on counterfactual validation choices too.
+        splits = ("train",) if spec.labels == "counterfactual" else ("train", "val")
+        ds = ds.with_training_labels(ds.truth.counterfactual, "cf-" + "-".join(splits), splits)
     if spec.split not in ds.splits:
         raise ConfigError(
             f"dataset {ds.name!r} has no split {spec.split!r}; splits: "
@@ -525,7 +540,10 @@ def _execute(
             "fingerprint": ds.fingerprint,
             "eval_rows": ds.eval_fingerprint(spec.split),
             "test_set": spec.test_set,
-            "world_seed": spec.world_seed if spec.data is None else None,
+            # the world's seed, or on data from disk the seed of its split: what a replicate
+            # changes (``replication``: a fresh world, or a fresh split of the same data)
+            "world_seed": spec.world_seed,
+            "replication": "world" if spec.data is None else "split",
         },
         protocol={
             "name": plan.protocol.name,

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from benchkit import __version__
 from benchkit.errors import BenchkitError
-from benchkit.experiments.grid import MAX_SEEDS
+from benchkit.experiments.grid import MAX_REPLICATES, MAX_SEEDS, REPORT_WORLD_SEED
 from benchkit.spec import click_options, spec_from_options
 
 
@@ -534,17 +534,48 @@ def validate(path: str, pgc_path: str | None, normalise_weights: bool) -> None:
 
 def grid_options(f: Any) -> Any:
     """Options shared by table3, fig3, fig4 and experiment: the data source and each run's
-    training recipe (from RunSpec), seeds, outputs and the executor."""
-    f = click_options("source", "training", exclude=("seed",))(f)
+    training recipe (from RunSpec), replicates and seeds, outputs, the executor, tuning."""
+    f = claims_options(f)
+    return click.option(
+        "--tune",
+        "tune_trials",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Tune every row on the validation split of a tuning world with this many trials "
+        "first (the same budget for all; studies resume from --out).",
+    )(f)
+
+
+def claims_options(f: Any) -> Any:
+    """:func:`grid_options` but tuning (claims read the shipped grids as they are)."""
+    f = click_options("source", "training", exclude=("seed", "world_seed"))(f)
     return _apply(
         f,
         [
             click.option(
+                "--replicates",
+                type=click.IntRange(min=1, max=MAX_REPLICATES),
+                default=None,
+                help="Replicates per cell: fresh worlds (on data from disk, fresh validation/test "
+                "partitions), each with its own split, negatives, truth, teacher and training "
+                "seed; intervals and tests are over them. Default: the grid's own (1 unless it "
+                "says).",
+            ),
+            click.option(
+                "--world-seed",
+                "world_seed",
+                type=click.IntRange(min=0, max=2**32 - 1 - MAX_REPLICATES),
+                default=REPORT_WORLD_SEED,
+                show_default=True,
+                help=f"World seed of the first replicate (replicate r uses this + r). Seeds from "
+                f"{REPORT_WORLD_SEED} up are reporting worlds; those below are for tuning.",
+            ),
+            click.option(
                 "--seeds",
                 type=click.IntRange(min=1, max=MAX_SEEDS),
                 default=None,
-                help="Seeds per cell (mean ± std and paired tests over them); default: the "
-                "grid's own (1 unless it says).",
+                help="Training seeds within each replicate; default: the grid's own (1 unless "
+                "it says).",
             ),
             click.option(
                 "--out",
@@ -575,66 +606,52 @@ def grid_options(f: Any) -> Any:
                 "for auto; else 1].",
             ),
             click.option("--address", default=None, help="Ray cluster address (ray executor)."),
-            click.option(
-                "--tune",
-                "tune_trials",
-                type=click.IntRange(min=1),
-                default=None,
-                help="Tune every row on its validation split with this many trials first (the "
-                "same budget for all; studies resume from --out).",
-            ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar or log lines."),
         ],
     )
 
 
-def _grid_command(source: str, opts: dict[str, Any], paper: bool = False) -> None:
-    from pathlib import Path
+def _grid_command(sources: str | list[str], opts: dict[str, Any], paper: bool = False) -> None:
+    """Run one grid (or several, one after the other), write and print its outputs."""
+    from benchkit.experiments.driver import RunFailed
+    from benchkit.experiments.report import run_and_write
 
-    from benchkit.experiments.driver import run_grid
-    from benchkit.experiments.grid import load_grid, paper_table3
-    from benchkit.files import write_text
-    from benchkit.report.tables import render
-
-    grid = load_grid(source, seeds=opts["seeds"])
-    if opts["tune_trials"]:
-        grid.tune = {**grid.tune, "trials": opts["tune_trials"]}
-    quiet = opts["quiet"]
-    run = run_grid(
-        grid,
-        spec_from_options(opts),
-        opts["out"],
-        executor=opts["executor"],
-        jobs=opts["jobs"],
-        address=opts["address"],
-        quiet=quiet,
-        log=_log(quiet),
-    )
-    numbers = paper_table3() if paper else None
-    out = Path(opts["out"])
-    written = []
-    for fmt, ext in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-        path = out / f"{grid.name}.{ext}"
-        write_text(path, render(grid, run.summary, fmt, numbers))
-        written.append(path)
-    if grid.kind == "figure":
-        from benchkit.report.figures import line_figure
-
-        written += line_figure(grid, run.summary, out)
-    click.echo(render(grid, run.summary, opts["fmt"], numbers))
-    if not quiet:
-        click.echo(
-            f"{run.ran} runs trained, {run.skipped} taken from the store, "
-            f"{run.seconds:.0f} s; wrote {', '.join(str(p) for p in written)}",
-            err=True,
+    failures = 0
+    for source in [sources] if isinstance(sources, str) else sources:
+        run, written = run_and_write(
+            source,
+            spec_from_options(opts),
+            opts["out"],
+            replicates=opts["replicates"],
+            seeds=opts["seeds"],
+            tune_trials=opts["tune_trials"],
+            paper=paper,
+            executor=opts["executor"],
+            jobs=opts["jobs"],
+            address=opts["address"],
+            quiet=opts["quiet"],
+            log=_log(opts["quiet"]),
+            fmt=opts["fmt"],
         )
-    if run.failures:
-        from benchkit.experiments.driver import RunFailed
-
-        first = next(iter(run.failures.values()))
+        click.echo(written["printed"])
+        if not opts["quiet"]:
+            click.echo(
+                f"{run.ran} runs trained, {run.skipped} taken from the store, "
+                f"{run.seconds:.0f} s; wrote {', '.join(str(p) for p in written['files'])}",
+                err=True,
+            )
+        if run.failures:
+            failures += len(run.failures)
+            first = next(iter(run.failures.values()))
+            click.echo(
+                f"{len(run.failures)} run(s) of {run.grid.name} failed and are marked in the "
+                f"table (the first: {first})",
+                err=True,
+            )
+    if failures:
         raise RunFailed(
-            f"{len(run.failures)} run(s) of {grid.name} failed and are marked in the table "
-            f"(the first: {first}); `benchkit results --out {opts['out']} --failures` lists them"
+            f"{failures} run(s) failed; `benchkit results --out {opts['out']} --failures` "
+            f"lists them"
         )
 
 
@@ -646,11 +663,17 @@ def table3(paper: bool, **opts: Any) -> None:
     _grid_command("table3", opts, paper)
 
 
-@cli.command(short_help="Regenerate the paper's Fig. 3 (genre-ratio intervention).")
+@cli.command(short_help="Regenerate the paper's Fig. 3 (and its confounder-side twin).")
 @grid_options
 def fig3(**opts: Any) -> None:
-    """Regenerate Fig. 3 (DebCM vs DecRS under the genre-ratio intervention)."""
-    _grid_command("fig3", opts)
+    """Regenerate Fig. 3 (DebCM vs DecRS under the genre-ratio intervention), then fig3_taste:
+    the same question with the test uploaders' taste shifted instead of the music (worlds with
+    truth only: it redraws test choices from the world's choice model)."""
+    if opts["data"] is not None:
+        _log(opts["quiet"])("fig3_taste left out: it needs a world's choice model, --data has none")
+        _grid_command("fig3", opts)
+    else:
+        _grid_command(["fig3", "fig3_taste"], opts)
 
 
 @cli.command(short_help="Regenerate the paper's Fig. 4 (teacher-loss weight).")
@@ -669,6 +692,84 @@ def experiment(grid_file: str, **opts: Any) -> None:
     Copy a built-in one from benchkit/experiments/grids/ to start your own.
     """
     _grid_command(grid_file, opts)
+
+
+@cli.command(short_help="Compare two rows, paired within replicate.")
+@click.argument("row_a")
+@click.argument("row_b")
+@click.option("--out", default="benchkit-results", show_default=True, help="The results folder.")
+@click.option("--grid", default=None, help="The grid the rows belong to (when in several).")
+@click.option(
+    "--out-b", default=None, help="Another results folder holding ROW_B (the same design)."
+)
+@click.option("--grid-b", default=None, help="The grid of ROW_B in --out-b.")
+@click.option("--metric", "metrics", multiple=True, help="Only these metrics (repeatable).")
+@click.option(
+    "--column", "columns", multiple=True, help="Only these columns, e.g. diverse/ugc (repeatable)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+def compare(
+    row_a: str,
+    row_b: str,
+    out: str,
+    grid: str | None,
+    out_b: str | None,
+    grid_b: str | None,
+    metrics: tuple[str, ...],
+    columns: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Is ROW_A better than ROW_B? Their paired difference per column and metric, its 95%
+    interval and p-value (a paired t-test over the replicates both rows ran on)."""
+    from benchkit.experiments.compare import compare as run_compare
+    from benchkit.experiments.compare import render_comparison
+
+    frame = run_compare(
+        out,
+        row_a,
+        row_b,
+        grid=grid,
+        out_b=out_b,
+        grid_b=grid_b,
+        metrics=list(metrics) or None,
+        columns=list(columns) or None,
+    )
+    if as_json:
+        click.echo(frame.to_json(orient="records", lines=True), nl=False)
+        return
+    click.echo(render_comparison(frame, row_a, row_b))
+
+
+@cli.command(short_help="Answer the paper's claims, each with its control.")
+@claims_options
+@click.option(
+    "--no-run", is_flag=True, help="Run nothing: answer from what the store at --out holds."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def claims(no_run: bool, as_json: bool, **opts: Any) -> None:
+    """Run (or resume, into --out) Table 3, Fig. 3 and Fig. 4 with --replicates each (3 unless
+    given), then answer each claim of the paper — holds, fails or inconclusive — on the observed
+    Recall@25 and on the truth (cf-Recall@25), with the effect, its 95% interval, and the
+    positive control's gain in the same cells."""
+    from benchkit.experiments import claims as c
+
+    ev = c.gather(
+        spec_from_options(opts),
+        opts["out"],
+        replicates=opts["replicates"],
+        seeds=opts["seeds"],
+        run=not no_run,
+        executor=opts["executor"],
+        jobs=opts["jobs"],
+        address=opts["address"],
+        quiet=opts["quiet"],
+        log=_log(opts["quiet"]),
+    )
+    findings = c.answer(ev)
+    if as_json:
+        click.echo(json.dumps(c.as_json(findings), sort_keys=True))
+        return
+    click.echo(c.report(findings, truth=ev.has_metric(c.TRUTH)))
 
 
 @cli.command(short_help="List, export or plot stored runs; list failures.")

@@ -174,6 +174,9 @@ def rank_positives(
         weights=task.weights,
         n_candidates=n_candidates,
         tie_policy=tie_policy,
+        clusters=None
+        if dataset.video_uploader is None
+        else dataset.video_uploader[task.video_idx].astype(np.int64),
     )
 
 

@@ -663,7 +663,9 @@ class EvalTask:
 class RankInfo:
     """Where each row's positive landed: ``n_greater`` candidates scored strictly above it and
     ``n_equal`` other candidates tied with it; ``n_candidates`` per row. ``per_row`` holds each
-    row's value of the row-averaged (oracle and bias) metrics, for paired tests on them."""
+    row's value of the row-averaged (oracle and bias) metrics, for paired tests on them;
+    ``clusters`` each row's uploader (−1 unknown; ``None`` when the data has no uploaders), the
+    unit a bootstrap resamples test videos in."""
 
     n_greater: np.ndarray
     n_equal: np.ndarray
@@ -671,6 +673,7 @@ class RankInfo:
     n_candidates: int
     tie_policy: str = "expected"
     per_row: dict[str, np.ndarray] = field(default_factory=dict)
+    clusters: np.ndarray | None = None
 
 
 class Metric(ABC):

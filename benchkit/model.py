@@ -134,9 +134,7 @@ def _uploader_priors(dataset: Dataset) -> dict[str, np.ndarray]:
     """d_u per uploader from the training split (what calibration and DecRS read at inference)."""
     if not dataset.has("uploaders") or dataset.video_uploader is None:
         return {"prior": np.zeros((0, max(1, dataset.n_genres)), np.float32), "mean": np.zeros(0)}
-    prior = np.zeros((dataset.n_uploaders, dataset.n_genres), dtype=np.float32)
-    prior[dataset.video_uploader] = dataset.video_prior
-    return {"prior": prior, "mean": dataset.prior_mean.astype(np.float32)}
+    return {"prior": dataset.uploader_prior, "mean": dataset.prior_mean.astype(np.float32)}
 
 
 class Recommender:

@@ -44,6 +44,16 @@ class Pairs:
     def device(self) -> torch.device:
         return self.video_row.device
 
+    def matched_features(self) -> tuple[Tensor, Tensor]:
+        """(video features, music features) of every pair, row by row (closed-form fits)."""
+        return self.video_features[self.video_row].float(), self.music_features[
+            self.music_row
+        ].float()
+
+    def music_ids(self) -> Tensor:
+        """The music id of every pair, as a batch reports it (offset in a pooled set)."""
+        return self.music_row + self.music_offset
+
     def batch(self, idx: Tensor) -> Batch:
         v, m = self.video_row[idx], self.music_row[idx]
         return Batch(
@@ -123,6 +133,13 @@ class PooledPairs:
     def dataset(self) -> Dataset | None:
         """The UGC dataset of the first source (where the test videos come from)."""
         return self.parts[0].dataset
+
+    def matched_features(self) -> tuple[Tensor, Tensor]:
+        parts = [p.matched_features() for p in self.parts]
+        return torch.cat([v for v, _ in parts]), torch.cat([m for _, m in parts])
+
+    def music_ids(self) -> Tensor:
+        return torch.cat([p.music_ids() for p in self.parts])
 
     def batch(self, idx: Tensor) -> Batch:
         pieces = []

@@ -36,8 +36,9 @@ SETTINGS = ("auto", "ugc", "ugc+pgc")
 DEFAULT_PATIENCE = 7
 PRECISIONS = ("auto", "fp32", "bf16")
 FEATURE_DTYPES = ("float32", "float16")
-LABELS = ("observed", "counterfactual")
+LABELS = ("observed", "counterfactual", "counterfactual-val")
 FEATURE_NORMS = ("zscore", "l2", "none")
+PRIOR_KINDS = ("loo", "in-sample")
 MAX_SEED = 2**63 - 1
 
 
@@ -126,7 +127,10 @@ class RunSpec:
         group="method",
         choices=LABELS,
         help="Train on the observed choices, or (a positive control, worlds with truth only) on "
-        "the counterfactual ones: what the uploaders would have picked without their bias.",
+        "the counterfactual ones — what the uploaders would have picked without their bias — "
+        "early-stopped on the observed validation choices, as a real method is; "
+        "counterfactual-val also validates on counterfactual choices (an upper bound that reads "
+        "labels no method sees).",
     )
     # -- source ------------------------------------------------------------------------------
     preset: str = option(
@@ -218,6 +222,14 @@ class RunSpec:
         choices=FEATURE_NORMS,
         help="Feature preprocessing, fitted on the training rows only: zscore (per dimension), "
         "l2 (per row) or none.",
+    )
+    priors: str = option(
+        "loo",
+        group="training",
+        choices=PRIOR_KINDS,
+        help="Uploader priors d_u of the training videos: loo (from the uploader's other "
+        "training videos: a row's own label is not in its confounder) or in-sample (the DebCM "
+        "release's form).",
     )
     device: str = option("auto", group="training", help="auto, cpu or cuda[:N].")
     threads: int | None = option(
@@ -311,6 +323,7 @@ _TYPES: dict[str, type] = {
     "precision": str,
     "features": str,
     "features_norm": str,
+    "priors": str,
     "device": str,
     "threads": int,
     "protocol": str,

@@ -5,7 +5,9 @@ and a genre. Named splits are arrays of video rows. PGC pairs (professionally ma
 their own features) and, on the synthetic world, the hidden truth travel with it.
 
 Uploader genre histories d_u are computed from the training split only, so nothing about a test
-video's choice leaks into what a method sees.
+video's choice leaks into what a method sees — and, by default, leave-one-out for the training
+video they describe, so that a row's own label is not inside its confounder (``prior_kind``;
+``in-sample``, the DebCM release's form, stays available).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 from benchkit.hashing import array_digest
 from benchkit.interfaces import DataSpec
-from benchkit.spec import FEATURE_DTYPES, FEATURE_NORMS
+from benchkit.spec import FEATURE_DTYPES, FEATURE_NORMS, PRIOR_KINDS
 
 REQUIRED_SPLITS = ("train", "val", "test")
 
@@ -90,6 +92,7 @@ class Dataset:
     video_columns: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-video columns
     content_id: str | None = None  # a cheap identity for the arrays (e.g. the synth config hash)
     meta: dict[str, Any] = field(default_factory=dict)
+    prior_kind: str = "loo"  # uploader priors of training rows: leave-one-out, or in-sample
 
     def __post_init__(self) -> None:
         self.video_features = _features(self.video_features, "video_features")
@@ -257,6 +260,8 @@ class Dataset:
     def fingerprint(self) -> str:
         """Hash of the data and its splits; stamped on every result."""
         h = hashlib.sha256(self.content_fingerprint.encode())
+        if self.prior_kind != "loo":
+            h.update(f"priors:{self.prior_kind}".encode())
         for name in sorted(self.splits):
             h.update(name.encode())
             array_digest(h, self.splits[name])
@@ -281,29 +286,34 @@ class Dataset:
             self, splits=dict(splits), name=name or self.name, negatives={}, eval_weights={}
         )
 
-    def with_training_labels(self, music: np.ndarray, tag: str) -> Dataset:
-        """The same data with the music of the training and validation videos replaced (a
-        control: what a method learns from other choices). Everything a method or a metric reads
-        besides the labels stays as it was: the uploaders' histories d_u, the test videos' music,
-        their popularity weights and sampled negatives."""
+    def with_training_labels(
+        self, music: np.ndarray, tag: str, splits: tuple[str, ...] = ("train",)
+    ) -> Dataset:
+        """The same data with the music of the videos of ``splits`` replaced (a control: what a
+        method learns from other choices). By default only the training labels: early stopping
+        then reads the observed validation choices, as a real method's does. Everything a method
+        or a metric reads besides those labels stays as it was: the uploaders' histories d_u,
+        the test videos' music, their popularity weights and sampled negatives."""
         music = np.asarray(music, dtype=np.int64)
         _check_ids(music, self.n_music, f"{self.name}: training labels", "music")
         labels = self.video_music.copy()
-        for split in ("train", "val"):
+        for split in splits:
             rows = self.splits[split]
             labels[rows] = music[rows]
-        weights = dict(self.eval_weights)
-        if "test" not in weights:
-            from benchkit.data.eval_rows import row_weights
+        from benchkit.data.eval_rows import row_weights
 
-            weights["test"] = row_weights(self, self.splits["test"], "inverse_popularity")
+        weights = dict(self.eval_weights)
+        kept = [name for name in ("val", "test") if name not in splits]
+        for name in kept:  # the evaluation weights of the observed choices, whatever the labels
+            if name not in weights:
+                weights[name] = row_weights(self, self.splits[name], "inverse_popularity")
         return replace(
             self,
             name=f"{self.name}+{tag}-labels",
             video_music=labels,
             given_prior=self.video_prior if self.has("uploaders") else self.given_prior,
-            negatives={k: v for k, v in self.negatives.items() if k == "test"},
-            eval_weights={k: v for k, v in weights.items() if k == "test"},
+            negatives={k: v for k, v in self.negatives.items() if k not in splits},
+            eval_weights={k: v for k, v in weights.items() if k in kept},
             content_id=f"{self.content_fingerprint}:{tag}-labels",
             meta={
                 **self.meta,
@@ -314,9 +324,13 @@ class Dataset:
     def with_normalised_features(self, kind: str) -> Dataset:
         """The same data with its features preprocessed — ``zscore`` (each dimension centred and
         scaled by the mean and standard deviation of the training videos, and of the music they
-        use), ``l2`` (each row to unit length) or ``none`` — and the same transform applied to the
-        PGC clips. The fitted statistics travel in ``meta["features_norm"]`` (a saved model keeps
-        them, to preprocess new videos the same way); the fingerprint records the choice."""
+        use), ``l2`` (each row to unit length) or ``none``. The PGC clips are z-scored by the
+        statistics of *all* the UGC videos and music (features only, no label): close to the
+        training statistics, and independent of how the UGC videos are split, so that a world's
+        PGC teacher is the same for every test set and is trained once (its domain shift stays:
+        PGC is not centred on itself). The fitted training statistics travel in
+        ``meta["features_norm"]`` (a saved model keeps them, to preprocess new videos the same
+        way); the fingerprint records the choice."""
         if kind not in FEATURE_NORMS:
             raise DataError(
                 f"feature normalisation must be one of {', '.join(FEATURE_NORMS)}, not {kind!r}"
@@ -325,21 +339,20 @@ class Dataset:
             return self
         train = self.splits["train"]
         music_rows = np.unique(self.video_music[train])
-        stats: dict[str, Any] = {"kind": kind}
-        if kind == "zscore":
-            for name, a, rows in (
-                ("video", self.video_features, train),
-                ("music", self.music_features, music_rows),
-            ):
-                mean, std = _column_moments(a, rows)
-                stats[f"{name}_mean"] = mean.astype(np.float32)
-                stats[f"{name}_std"] = np.maximum(std, 1e-6).astype(np.float32)
+        stats = fit_feature_norm(kind, self.video_features, train, self.music_features, music_rows)
         pgc = self.pgc
         if pgc is not None:
+            everything = fit_feature_norm(
+                kind,
+                self.video_features,
+                np.arange(self.n_videos),
+                self.music_features,
+                np.arange(self.n_music),
+            )
             pgc = replace(
                 pgc,
-                video_features=apply_feature_norm(pgc.video_features, stats, "video"),
-                music_features=apply_feature_norm(pgc.music_features, stats, "music"),
+                video_features=apply_feature_norm(pgc.video_features, everything, "video"),
+                music_features=apply_feature_norm(pgc.music_features, everything, "music"),
             )
         return replace(
             self,
@@ -386,27 +399,63 @@ class Dataset:
         """Videos per music in the training split: the popularity a method may use."""
         return np.bincount(self.video_music[self.splits["train"]], minlength=self.n_music)
 
-    @cached_property
-    def video_prior(self) -> np.ndarray:
-        """(Nv, G) float32: each video's uploader genre distribution d_u from the training split.
+    def with_priors(self, kind: str) -> Dataset:
+        """The same data with uploader priors of the training rows computed ``loo`` (each
+        training video's d_u from its uploader's *other* training videos: its own label is not in
+        its confounder) or ``in-sample`` (the DebCM release's form, a row's own label included).
+        Data that ships its priors (the release layout without uploader ids) keeps them."""
+        if kind not in PRIOR_KINDS:
+            raise DataError(f"uploader priors are {' or '.join(PRIOR_KINDS)}, not {kind!r}")
+        if kind == self.prior_kind:
+            return self
+        return replace(self, prior_kind=kind)
 
-        Uploaders with no training video get the mean over training rows (they have no history).
-        """
-        if self.given_prior is not None:
-            return np.asarray(self.given_prior, dtype=np.float32)
+    @cached_property
+    def _genre_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(per-uploader genre counts over the training rows, each training row's genre or −1)."""
         if self.music_genre is None or self.video_uploader is None:
             raise DataError(f"{self.name}: uploader priors need music genres and uploader ids")
         train = self.splits["train"]
-        g = self.n_genres
-        counts = np.zeros((self.n_uploaders, g), dtype=np.float64)
-        np.add.at(
-            counts, (self.video_uploader[train], self.music_genre[self.video_music[train]]), 1
-        )
+        genre = self.music_genre[self.video_music[train]]
+        known = genre >= 0  # a music of unknown genre says nothing about a taste
+        counts = np.zeros((self.n_uploaders, self.n_genres), dtype=np.float64)
+        np.add.at(counts, (self.video_uploader[train][known], genre[known]), 1)
+        return counts, genre
+
+    @cached_property
+    def uploader_prior(self) -> np.ndarray:
+        """(U, G) float32: each uploader's genre distribution over their whole training history
+        (an uploader without one gets the mean over training rows): what a new video of theirs,
+        outside the training data, is described by."""
+        counts, _ = self._genre_counts
         totals = counts.sum(axis=1, keepdims=True)
         prior_u = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        row_mean = prior_u[self.video_uploader[train]].mean(axis=0)
+        assert self.video_uploader is not None
+        row_mean = prior_u[self.video_uploader[self.splits["train"]]].mean(axis=0)
         prior_u[totals[:, 0] == 0] = row_mean
-        return prior_u[self.video_uploader].astype(np.float32)
+        return prior_u.astype(np.float32)
+
+    @cached_property
+    def video_prior(self) -> np.ndarray:
+        """(Nv, G) float32: each video's uploader genre distribution d_u from the training split —
+        leave-one-out for the training rows (``prior_kind``), the whole history for the others.
+        Where nothing is left (an uploader's only training video, or no history), the mean over
+        training rows."""
+        if self.given_prior is not None:
+            return np.asarray(self.given_prior, dtype=np.float32)
+        prior_u = self.uploader_prior
+        assert self.video_uploader is not None
+        out = prior_u[self.video_uploader].astype(np.float64)
+        if self.prior_kind == "loo":
+            counts, genre = self._genre_counts
+            train = self.splits["train"]
+            own = counts[self.video_uploader[train]].copy()
+            known = genre >= 0
+            own[np.flatnonzero(known), genre[known]] -= 1
+            left = own.sum(axis=1, keepdims=True)
+            fallback = prior_u[self.video_uploader[train]].mean(axis=0)
+            out[train] = np.where(left > 0, own / np.maximum(left, 1), fallback)
+        return out.astype(np.float32)
 
     @cached_property
     def prior_mean(self) -> np.ndarray:
@@ -486,6 +535,23 @@ def _column_moments(a: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
         centred = a[rows[s : s + step]].astype(np.float64) - mean
         squares += np.einsum("ij,ij->j", centred, centred)
     return mean, np.sqrt(squares / max(1, rows.size))
+
+
+def fit_feature_norm(
+    kind: str,
+    video: np.ndarray,
+    video_rows: np.ndarray,
+    music: np.ndarray,
+    music_rows: np.ndarray,
+) -> dict[str, Any]:
+    """The statistics of a feature normalisation, fitted on the given rows of each modality."""
+    stats: dict[str, Any] = {"kind": kind}
+    if kind == "zscore":
+        for name, a, rows in (("video", video, video_rows), ("music", music, music_rows)):
+            mean, std = _column_moments(a, rows)
+            stats[f"{name}_mean"] = mean.astype(np.float32)
+            stats[f"{name}_std"] = np.maximum(std, 1e-6).astype(np.float32)
+    return stats
 
 
 def apply_feature_norm(x: np.ndarray, stats: dict[str, Any], modality: str) -> np.ndarray:

@@ -499,7 +499,7 @@ def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Pa
             np.ascontiguousarray(ds.music_features[:, split_at:]),
         )
         rows = ds.splits["train"]
-        prior = ds.video_prior
+        prior = ds.with_priors("in-sample").video_prior  # the release's own form of user_prior
         genre = ds.music_genre[ds.video_music[rows]]
         if ds.propensity is not None:
             propensity = ds.propensity[rows]

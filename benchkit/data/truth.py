@@ -83,6 +83,31 @@ class Truth:
         v = self.video_content[video_idx]
         return (v @ m.T) / (np.sqrt(v.shape[1]) * self.scale)
 
+    def draw_choice(
+        self, rows: np.ndarray, taste_scale: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """One draw of each row's choice from the recorded choice model — the uploader's
+        consideration set, content, popularity and taste — with the taste strength scaled by
+        ``taste_scale`` (1: the world's own; 0: no taste). A confounder-side intervention."""
+        c = self.choice
+        if c is None:
+            raise ValueError("this world predates the recorded choice model; regenerate it")
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(rows.size, dtype=np.int64)
+        for s in range(0, rows.size, 1024):
+            part = rows[s : s + 1024]
+            upl = c.video_uploader[part]
+            t = c.video_time[part][:, None]
+            log_taste = (1 - t) * np.log(c.taste0[upl]) + t * np.log(c.taste1[upl])
+            logits = (
+                c.content_strength * self.compatibility(part)
+                + c.offsets[None, :]
+                + taste_scale * c.taste_strength * log_taste[:, c.music_genre]
+            )
+            logits = np.where(c.consider[upl], logits, -np.inf)
+            out[s : s + part.size] = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+        return out
+
     # -- serialisation (cache, reference extras) ------------------------------------------------
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from benchkit.api import plan_run
 from benchkit.errors import BenchkitError, ConfigError
 from benchkit.executors import Executor, Task
-from benchkit.experiments.grid import BASE_SEED, Grid
+from benchkit.experiments.grid import BASE_SEED, REPORT_WORLD_SEED, Grid
 from benchkit.experiments.stats import Summary, summarise
 from benchkit.experiments.store import Store
 from benchkit.faults import debug, resumable
@@ -94,7 +94,10 @@ def tuned_grid(
     for job in grid.jobs:
         cell = (job.row, job.column)
         if cell not in best:
-            spec = job.spec(base).replace(seed=BASE_SEED)
+            # Every replicate of a cell uses the values found on one tuning world (or, on data
+            # from disk, the first replicate's validation split): defaults are never chosen on
+            # a world the table reports on.
+            spec = job.spec(base).replace(seed=BASE_SEED, world_seed=tuning_world(base))
             try:
                 found = tune(
                     spec,
@@ -118,6 +121,59 @@ def tuned_grid(
     return replace(grid, jobs=tuned)
 
 
+def shared_work(plan: Any) -> tuple[Any, ...] | None:
+    """What a planned run builds that other runs reuse: the PGC teacher of its world and seed
+    (``None`` when it builds nothing shared)."""
+    ds = plan.dataset
+    if ds.pgc is None or not any("pgc" in s.requirements() for s in plan.strategies):
+        return None
+    return ("teacher", ds.pgc.fingerprint, plan.spec.seed, plan.spec.precision)
+
+
+def tuning_world(base: RunSpec) -> int:
+    """The world a grid tunes on: the tuning world paired with its first reporting world
+    (reporting world 1000 + s ↔ tuning world s), or, below the reporting seeds, that world."""
+    if base.data is None and base.world_seed >= REPORT_WORLD_SEED:
+        return base.world_seed - REPORT_WORLD_SEED
+    return base.world_seed
+
+
+def job_spec(job: Any, base: RunSpec, replicates: int) -> RunSpec:
+    """A job's spec; on data from disk with its given split, replicates redraw the validation /
+    test partition (test set ``resplit``) instead of using the one given partition."""
+    spec = job.spec(base)
+    if replicates > 1 and spec.data is not None and spec.test_set == "given":
+        spec = spec.replace(test_set="resplit")
+    return spec
+
+
+def replication(grid: Grid, base: RunSpec) -> dict[str, Any]:
+    """What a grid's replicates are, for the footers and the export."""
+    kind = "world" if base.data is None else "split"
+    return {
+        "kind": kind,
+        "replicates": grid.replicates,
+        "seeds": grid.seeds,
+        "first_seed": base.world_seed,
+        "reporting": base.data is not None or base.world_seed >= REPORT_WORLD_SEED,
+    }
+
+
+def _distinct_replicates(grid: Grid, planned: list[Any], tests: list[str]) -> None:
+    """Refuse replicates that rank the same test videos: a fixed selection of the data (T_diverse
+    or T_matching read from disk with a time column, say) leaves them no room to differ."""
+    seen: dict[tuple[str, tuple[str, ...], str], int] = {}
+    for job, test in zip(planned, tests, strict=True):
+        place = (job.row, job.column, test)
+        if seen.setdefault(place, job.replicate) != job.replicate:
+            raise ConfigError(
+                f"{grid.name}: replicates {seen[place]} and {job.replicate} of {job.row} "
+                f"{'/'.join(job.column)} rank the same test videos: this test set is a fixed "
+                f"selection of the data, with no room to redraw it; use --replicates 1 (and "
+                f"--seeds for training noise), or a test set that can be redrawn (given, random)"
+            )
+
+
 @resumable
 def run_grid(
     grid: Grid,
@@ -130,13 +186,15 @@ def run_grid(
     quiet: bool = False,
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
+    only_stored: bool = False,
 ) -> GridRun:
     """Run every job of ``grid`` not yet in the store at ``out``; return all its results.
 
     ``base`` holds the shared options (data source, training recipe); each job's own fields go
     on top. When ``base.threads`` is unset, the executor decides each run's threads; ``auto``
-    chooses the executor (:func:`choose_executor`). Ctrl-C stops it with one
-    :class:`benchkit.faults.Interrupted`: the runs stored so far stay, and a rerun resumes.
+    chooses the executor (:func:`choose_executor`). ``only_stored``: run nothing, summarise what
+    the store already holds (the keys are those the executor's runs would have). Ctrl-C stops it
+    with one :class:`benchkit.faults.Interrupted`: the runs stored so far stay, and a rerun resumes.
     """
     base = base or RunSpec()
     executor, jobs = choose_executor(executor, jobs, base.device, own_plugins=plugins is not None)
@@ -148,13 +206,16 @@ def run_grid(
         if base.threads is None:
             base = base.replace(threads=ex.threads_per_run())
         if grid.tune:
+            if only_stored:
+                raise ConfigError("a tuned grid cannot be read without running (it tunes first)")
             grid = tuned_grid(grid, base, out, plugins, log, jobs=jobs)  # 1 on local
-        planned, specs, keys = [], [], []
+        planned, specs, keys, tests = [], [], [], []
+        shared: dict[str, tuple[Any, ...] | None] = {}
         dropped: dict[str, str] = {}
         for job in grid.jobs:
-            spec = job.spec(base)
+            spec = job_spec(job, base, grid.replicates)
             try:
-                key = plan_run(spec, plugins=plugins, log=log).key
+                plan = plan_run(spec, plugins=plugins, log=log)
             except BenchkitError as exc:
                 if not job.optional:
                     raise
@@ -162,18 +223,39 @@ def run_grid(
                 continue
             planned.append(job)
             specs.append(spec)
-            keys.append(key)
+            keys.append(plan.key)
+            tests.append(plan.dataset.eval_fingerprint(spec.split))
+            shared[plan.key] = shared_work(plan)
+        _distinct_replicates(grid, planned, tests)
+        grid.replication = replication(grid, base)
         for row, why in dropped.items():
             log(f"{grid.name}: optional row {row!r} left out: {why}")
         done = store.done(keys)
         store.link(grid.name, [(k, j) for k, j in zip(keys, planned, strict=True) if k in done])
-        todo = dict((k, s) for k, s in zip(keys, specs, strict=True) if k not in done)
+        todo = (
+            {} if only_stored else {k: s for k, s in zip(keys, specs, strict=True) if k not in done}
+        )
         log(
             f"{grid.name}: {len(planned)} runs, {len(done)} already in {store.path}, "
-            f"{len(todo)} to run on the {executor} executor ({base.threads} threads per run)"
+            f"{len(todo)} to run on the {executor} executor ({base.threads} "
+            f"thread{'s' if base.threads != 1 else ''} per run)"
         )
         job_of = {k: j for k, j in zip(keys, planned, strict=True)}
+        places: dict[str, list[Any]] = {}  # a run may sit at several places (a fixed series)
+        for k, j in zip(keys, planned, strict=True):
+            places.setdefault(k, []).append(j)
+        # A run that builds what others reuse (a world's PGC teacher) goes first; the runs that
+        # share it wait for it, so that no two workers build the same thing at once, while the
+        # other runs keep the workers busy.
+        leaders: dict[tuple[Any, ...], str] = {}
+        waiting: dict[tuple[Any, ...], list[str]] = {}
         for key, spec in todo.items():
+            group = shared.get(key)
+            if group is not None and group in leaders:
+                waiting.setdefault(group, []).append(key)
+                continue
+            if group is not None:
+                leaders[group] = key
             ex.submit(Task(key, spec))
         bar = tqdm(
             total=len(todo),
@@ -197,6 +279,11 @@ def run_grid(
                 else:
                     assert outcome.record is not None and outcome.ranks is not None
                     store.put(outcome.key, grid.name, job, outcome.record, outcome.ranks)
+                    store.link(grid.name, [(outcome.key, j) for j in places[outcome.key]])
+                group = shared.get(outcome.key)
+                if group is not None and leaders.get(group) == outcome.key:
+                    for key in waiting.pop(group, []):
+                        ex.submit(Task(key, todo[key]))
                 bar.set_postfix_str(
                     f"{job.row} {'/'.join(job.column)} s{job.seed}: {outcome.seconds:.0f}s"
                 )

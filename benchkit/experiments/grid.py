@@ -12,9 +12,17 @@ Two kinds:
 
 Both may name ``controls = { baseline = "ROW", positive = "ROW" }`` — the backbone trained on the
 observed choices and the same backbone trained on the counterfactual ones — and every row then
-reports the headroom it closes; ``seeds`` (the default number of seeds); a grid-wide ``world``;
-and mark a row ``optional = true`` (a control that needs the world's truth): on data that cannot
-run it, it is left out of the table instead of failing the grid.
+reports the headroom it closes; ``replicates`` (the default number of replicates: fresh worlds,
+each with its own split, negatives, truth, teacher and training seed) and ``seeds`` (seeds within a
+replicate); a grid-wide ``world``; mark a row ``optional = true`` (a control that needs the world's
+truth: on data that cannot run it, it is left out of the table instead of failing the grid) and
+``control = true`` (a control or an oracle: reported, never ranked as a method; rows trained on
+counterfactual labels and oracle rows are controls anyway).
+
+Replicate r of a grid runs on world seed (the grid's first world seed) + r with training seeds
+``BASE_SEED + 1000 r + i``. World seeds from :data:`REPORT_WORLD_SEED` up are the reporting
+worlds; those below are for tuning and development (the shipped defaults were chosen on world 0),
+so that no table reports on the world its defaults were chosen on.
 
 The built-in grids live in ``benchkit/experiments/grids``; copy one, edit it, and run it with
 ``benchkit experiment FILE``. Plugins' methods are named exactly like built-ins.
@@ -37,8 +45,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-BUILTIN = ("table3", "fig3", "fig4", "headroom", "bias")
+BUILTIN = ("table3", "fig3", "fig3_taste", "fig4", "headroom", "bias")
 BASE_SEED = 1234
+REPORT_WORLD_SEED = 1000  # world seeds below it are for tuning and development
+MAX_REPLICATES = 100
 
 
 @dataclass(frozen=True)
@@ -52,14 +62,18 @@ class Job:
     own: tuple[tuple[str, Any], ...]
     x: float | None = None
     optional: bool = False  # a control the data may not support: dropped, not an error
+    replicate: int = 0
 
     def spec(self, base: RunSpec | None = None) -> RunSpec:
         """This job's spec on top of ``base``: its own fields replace the base's, except the
-        world's knobs, which add to the base's (``--world`` on the command line)."""
+        world's knobs, which add to the base's (``--world`` on the command line), and the world
+        seed, which is the base's plus the job's replicate."""
         base = base or RunSpec()
         own = dict(self.own)
         if "world" in own:
             own["world"] = {**dict(base.world), **dict(own["world"])}
+        if self.replicate:
+            own["world_seed"] = base.world_seed + self.replicate
         return base.replace(**own)
 
     def _get(self, name: str) -> Any:
@@ -94,6 +108,7 @@ def make_job(
     column: tuple[str, ...],
     x: float | None = None,
     optional: bool = False,
+    replicate: int = 0,
     **own: Any,
 ) -> Job:
     """A job whose own fields are validated as a RunSpec (a typo fails at load time)."""
@@ -101,7 +116,13 @@ def make_job(
     for key in ("overrides", "world"):
         if key in own:
             own[key] = pairs(own[key])
-    return Job(row, column, tuple(sorted(own.items())), x, optional)
+    return Job(row, column, tuple(sorted(own.items())), x, optional, replicate)
+
+
+def training_seed(replicate: int, i: int) -> int:
+    """The training seed of seed ``i`` of ``replicate``: replicate 0 keeps the historical seeds
+    (1234, 1235, …), each replicate has its own."""
+    return BASE_SEED + MAX_SEEDS * replicate + i
 
 
 @dataclass
@@ -122,6 +143,20 @@ class Grid:
     source: str = ""
     controls: dict[str, str] = field(default_factory=dict)  # baseline / positive row labels
     tune: dict[str, Any] = field(default_factory=dict)  # trials, sampler, metric: equal budgets
+    control_rows: set[str] = field(default_factory=set)  # controls and oracles: never ranked
+    replicates: int = 1
+    seeds: int = 1
+    replication: dict[str, Any] = field(default_factory=dict)  # what the driver ran (footers)
+
+    def panels(self) -> list[tuple[str, ...]]:
+        """A figure's panels: one per test set it crosses its x with (``()`` when it does not)."""
+        return list(dict.fromkeys(c[1:] for c in self.columns))
+
+    def points(self, panel: tuple[str, ...] = ()) -> list[tuple[float, tuple[str, ...]]]:
+        """(x, column) of one panel of a figure, x ascending."""
+        return sorted(
+            (x, c) for x, c in zip(self.x_values, self.columns, strict=True) if c[1:] == panel
+        )
 
 
 def _need(d: dict[str, Any], key: str, where: str) -> Any:
@@ -195,7 +230,7 @@ def _tables(spec: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
     return value
 
 
-ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional", "run"}
+ROW_KEYS = {"label", "backbone", "debias", "set", "labels", "world", "optional", "run", "control"}
 # RunSpec fields a row may set through ``run = { … }`` (the others come from the grid itself).
 ROW_RUN_FIELDS = {"features_norm", "epochs", "patience", "precision"}
 
@@ -226,14 +261,33 @@ def _row_fields(row: dict[str, Any], here: str) -> dict[str, Any]:
     return own
 
 
-def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
-    """Expand a grid into its jobs (each job once per seed: ``seeds``, else the grid's own
-    ``seeds`` key, else 1)."""
+def _is_control(row: dict[str, Any], here: str) -> bool:
+    declared = _typed(row.get("control", False), bool, "control", here)
+    return declared or row.get("labels") == "counterfactual" or row.get("backbone") == "oracle"
+
+
+def load_grid(source: str | Path, seeds: int | None = None, replicates: int | None = None) -> Grid:
+    """Expand a grid into its jobs: each job once per replicate (``replicates``, else the grid's
+    own ``replicates`` key, else 1) and per seed within it (``seeds``, else the grid's ``seeds``,
+    else 1)."""
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds must be from 1 to {MAX_SEEDS}")
+    if replicates is not None and not 1 <= replicates <= MAX_REPLICATES:
+        raise ConfigError(f"--replicates must be from 1 to {MAX_REPLICATES}")
     spec, where = read_grid(source)
     kind = _need(spec, "kind", where)
-    common = {"name", "title", "kind", "protocol", "metrics", "controls", "world", "seeds", "tune"}
+    common = {
+        "name",
+        "title",
+        "kind",
+        "protocol",
+        "metrics",
+        "controls",
+        "world",
+        "seeds",
+        "replicates",
+        "tune",
+    }
     name = _typed(_need(spec, "name", where), str, "name", where)
     if not NAME.match(name) or ".." in name:
         raise ConfigError(
@@ -244,7 +298,11 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         seeds = _typed(spec.get("seeds", 1), int, "seeds", where)
         if not 1 <= seeds <= MAX_SEEDS:
             raise ConfigError(f"{where}: seeds must be from 1 to {MAX_SEEDS}")
-    seed_list = [BASE_SEED + i for i in range(seeds)]
+    if replicates is None:
+        replicates = _typed(spec.get("replicates", 1), int, "replicates", where)
+        if not 1 <= replicates <= MAX_REPLICATES:
+            raise ConfigError(f"{where}: replicates must be from 1 to {MAX_REPLICATES}")
+    runs = [(r, training_seed(r, i)) for r in range(replicates) for i in range(seeds)]
     metrics = _strings(spec, "metrics", where)
     world = dict(_typed(spec.get("world", {}), dict, "world", where))
     grid = Grid(
@@ -256,6 +314,8 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
         jobs=[],
         rows=[],
         source=where,
+        replicates=replicates,
+        seeds=seeds,
     )
     if kind == "table":
         _check_keys(spec, common | {"rows", "test_sets", "settings"}, where)
@@ -266,6 +326,8 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
             _check_keys(row, ROW_KEYS | {"group"}, here)
             label = _label(row, grid.rows, here)
             grid.rows.append(label)
+            if _is_control(row, here):
+                grid.control_rows.add(label)
             grid.groups[label] = _typed(row.get("group", ""), str, "group", here)
             debias = _typed(_need(row, "debias", here), (str, dict), "debias", here)
             if isinstance(debias, dict) and not all(isinstance(v, str) for v in debias.values()):
@@ -276,12 +338,13 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                     stack = debias.get(setting) if isinstance(debias, dict) else debias
                     if stack is None:
                         raise ConfigError(f"{here}: no debias stack for setting {setting!r}")
-                    for seed in seed_list:
+                    for replicate, seed in runs:
                         grid.jobs.append(
                             make_job(
                                 label,
                                 (test_set, setting),
                                 optional=bool(row.get("optional", False)),
+                                replicate=replicate,
                                 **own,
                                 debias=stack,
                                 setting=setting,
@@ -294,7 +357,7 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                         )
         grid.columns = [(t, s) for t in test_sets for s in settings]
     elif kind == "figure":
-        _check_keys(spec, common | {"series", "x"}, where)
+        _check_keys(spec, common | {"series", "x", "test_sets"}, where)
         x = _typed(_need(spec, "x", where), dict, "x", where)
         _check_keys(x, {"label", "short", "values", "test_set", "set", "log"}, f"{where}: x")
         values = _need(x, "values", f"{where}: x")
@@ -312,8 +375,14 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                 f"{where}: x needs exactly one of test_set (a pattern with {{x}}) "
                 f"or set (a hyperparameter, or world.KNOB for a knob of the world)"
             )
+        # A figure may cross its x with test sets (a panel each), unless x itself is one.
+        panels: list[str | None] = [None]
+        if "test_sets" in spec:
+            if "test_set" in x:
+                raise ConfigError(f"{where}: test_sets cannot be crossed with x.test_set")
+            panels = list(_strings(spec, "test_sets", where))
         grid.x_label = _typed(x.get("label", "x"), str, "x.label", where)
-        grid.x_values, grid.x_log = values, _typed(x.get("log", False), bool, "x.log", where)
+        grid.x_log = _typed(x.get("log", False), bool, "x.log", where)
         grid.x_short = _typed(x.get("short", "x"), str, "x.short", where)
         if "test_set" in x:
             pattern = _typed(x["test_set"], str, "x.test_set", where)
@@ -325,33 +394,46 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                 ) from None
         else:
             _typed(x["set"], str, "x.set", where)
+        places = [(v, t) for t in panels for v in values]
+        grid.x_values = [v for v, _ in places]
+        grid.columns = [(f"{v:g}",) if t is None else (f"{v:g}", t) for v, t in places]
         for i, series in enumerate(_tables(spec, "series", where)):
             here = f"{where}: series[{i}]"
-            _check_keys(series, ROW_KEYS | {"setting", "test_set"}, here)
+            _check_keys(series, ROW_KEYS | {"setting", "test_set", "fixed"}, here)
             label = _label(series, grid.rows, here)
             grid.rows.append(label)
+            if _is_control(series, here):
+                grid.control_rows.add(label)
             own = _row_fields(series, here)
             _typed(_need(series, "debias", here), str, "debias", here)
+            # A fixed series (a control, a baseline) does not vary with x: one run per
+            # replicate (and test set), drawn across the x axis.
+            fixed = _typed(series.get("fixed", False), bool, "fixed", here)
             for key in ("setting", "test_set"):
                 if key in series:
                     _typed(series[key], str, key, here)
-            for value in values:
+            if "test_set" in series and panels != [None]:
+                raise ConfigError(f"{here}: the grid's test_sets decide each series' test set")
+            for (value, panel), column in zip(places, grid.columns, strict=True):
                 overrides = dict(_overrides(series))
                 knobs = {**world, **series.get("world", {})}
-                test_set = series.get("test_set", "given")
+                test_set = panel or series.get("test_set", "given")
                 if "test_set" in x:
                     test_set = x["test_set"].format(x=f"{value:g}")
+                elif fixed:
+                    pass
                 elif str(x["set"]).startswith("world."):
                     knobs[x["set"][len("world.") :]] = value
                 else:
                     overrides[x["set"]] = value
-                for seed in seed_list:
+                for replicate, seed in runs:
                     grid.jobs.append(
                         make_job(
                             label,
-                            (f"{value:g}",),
+                            column,
                             value,
                             optional=bool(series.get("optional", False)),
+                            replicate=replicate,
                             **own,
                             debias=_need(series, "debias", here),
                             setting=series.get("setting", "auto"),
@@ -362,9 +444,9 @@ def load_grid(source: str | Path, seeds: int | None = None) -> Grid:
                             protocol=grid.protocol,
                         )
                     )
-        grid.columns = [(f"{v:g}",) for v in values]
     else:
         raise ConfigError(f"{where}: kind must be 'table' or 'figure', not {kind!r}")
+    grid.jobs.sort(key=lambda j: j.replicate)  # a replicate's world is built once, then used
     controls = _typed(spec.get("controls", {}), dict, "controls", where)
     _check_keys(controls, {"baseline", "positive"}, f"{where}: controls")
     for role, row_label in controls.items():

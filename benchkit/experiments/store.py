@@ -78,6 +78,8 @@ def pack_ranks(ranks: RankInfo) -> bytes:
         "meta": np.asarray([ranks.n_candidates]),
     }
     arrays.update({f"row:{k}": v.astype(np.float32) for k, v in ranks.per_row.items()})
+    if ranks.clusters is not None:
+        arrays["clusters"] = ranks.clusters.astype(np.int64)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
@@ -92,6 +94,7 @@ def unpack_ranks(blob: bytes, tie_policy: str) -> RankInfo:
             n_candidates=int(z["meta"][0]),
             tie_policy=tie_policy,
             per_row={k[4:]: z[k].astype(np.float64) for k in z.files if k.startswith("row:")},
+            clusters=z["clusters"].astype(np.int64) if "clusters" in z.files else None,
         )
 
 

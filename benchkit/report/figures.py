@@ -1,14 +1,18 @@
-"""Line figures of a figure grid (Figs. 3 and 4, the bias figure): one panel per metric — and,
-when the grid names its controls, one more for the headroom each series closes — one line per
-series, each with its own marker and line style (overlapping series stay visible: they are also
-offset a little along x), error bars for the standard deviation over seeds. Written as PNG and
-PDF, sized for a paper column; the caption goes in the tables, not on the figure."""
+"""Line figures of a figure grid (Figs. 3 and 4, the bias figure): one panel per metric — per
+metric and test set when the grid crosses its x with test sets (Fig. 4: their levels differ) —
+and, when the grid names its controls, one per test set for the headroom the series close. Each
+series has its own marker and line style (overlapping series stay visible: they are offset a
+little along x); bars are the 95% intervals of :mod:`benchkit.experiments.stats`.
+A point at x = 0 on a log axis (Fig. 4's weight 0) is drawn one decade left of the smallest other
+value, its tick labelled 0. Written as PNG and PDF, sized for a paper column, with a caption file
+written for the figure."""
 
 from __future__ import annotations
 
 import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,17 +20,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from benchkit.experiments.grid import Grid
-from benchkit.experiments.stats import Summary
+from benchkit.experiments.stats import Cell, Summary
 from benchkit.files import atomic_file, write_text
-from benchkit.report.tables import footer, metric_label
+from benchkit.metricinfo import higher_is_better, metric_label, needs_truth
+from benchkit.report.tables import describe_design, shown_metrics, test_set_name
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
 STYLES = ("-", "--", "-.", ":")
+MATH = (
+    ("D_s ∪ D_t", r"$D_s \cup D_t$"),
+    ("(D_s)", r"($D_s$)"),
+    ("T_diverse", r"$\mathcal{T}_{\mathrm{diverse}}$"),
+    ("T_matching", r"$\mathcal{T}_{\mathrm{matching}}$"),
+    ("T_random", r"$\mathcal{T}_{\mathrm{random}}$"),
+)
 
 
 def mathtext(label: str) -> str:
-    """Paper notation as mathtext: D_s → $D_s$, D_s ∪ D_t → $D_s \\cup D_t$."""
-    return label.replace("D_s ∪ D_t", r"$D_s \cup D_t$").replace("(D_s)", r"($D_s$)")
+    """Paper notation as mathtext: D_s → $D_s$, T_diverse → $\\mathcal{T}_{diverse}$."""
+    for plain, tex in MATH:
+        label = label.replace(plain, tex)
+    return label
 
 
 def curves_figure(runs: list[tuple[str, list[dict[str, float]]]], path: Path | str) -> Path:
@@ -64,33 +78,94 @@ def dodge(x: float, i: int, n: int, values: list[float], log: bool) -> float:
     return x * 10**shift if log else x + shift
 
 
+def plotted_x(grid: Grid) -> dict[float, float]:
+    """Where each x value is drawn: itself, except 0 on a log axis (a decade left of the rest)."""
+    positive = [x for x in grid.x_values if x > 0]
+    zero_at = min(positive) / 10 if positive else 1.0
+    return {x: (zero_at if grid.x_log and x <= 0 else x) for x in grid.x_values}
+
+
+def optimum(
+    grid: Grid, summary: Summary, row: str, metric: str, panel: tuple[str, ...] = ()
+) -> tuple[float, bool] | None:
+    """(the x of a series' best mean for ``metric``, whether it is interior) or ``None``."""
+    points = [
+        (x, cell.mean)
+        for x, column in grid.points(panel)
+        if (cell := summary.get((row, column, metric))) is not None and cell.n
+    ]
+    if len(points) < 2:
+        return None
+    sign = 1 if higher_is_better(metric) else -1
+    best = max(points, key=lambda p: sign * p[1])[0]
+    xs = sorted(x for x, _ in points)
+    return best, xs[0] < best < xs[-1]
+
+
+Panel = tuple[str, tuple[str, ...], bool]  # metric, test-set panel of the grid, headroom?
+
+
+def _panels(grid: Grid, summary: Summary) -> list[Panel]:
+    metrics, _ = shown_metrics(grid, summary)
+    out: list[Panel] = [(m, p, False) for p in grid.panels() for m in metrics]
+    if grid.controls and metrics:
+        target = next((m for m in metrics if needs_truth(m)), metrics[0])
+        for p in grid.panels():
+            if any(
+                c.headroom is not None
+                for (_, column, m), c in summary.items()
+                if m == target and column[1:] == p
+            ):
+                out.append((target, p, True))
+    return out
+
+
+def _errors(cell: Cell) -> tuple[float, float]:
+    if cell.ci is None:
+        return 0.0, 0.0
+    return max(0.0, cell.mean - cell.ci[0]), max(0.0, cell.ci[1] - cell.mean)
+
+
 def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    panels: list[tuple[str, bool]] = [(m, False) for m in grid.metrics]
-    if grid.controls:
-        panels.append((grid.metrics[0], True))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.8), squeeze=False)
-    ordered = sorted(zip(grid.x_values, grid.columns, strict=True), key=lambda vc: vc[0])
-    for ax, (metric, headroom) in zip(axes[0], panels, strict=True):
-        styles = itertools.cycle(itertools.product(STYLES, MARKERS))
-        series = [r for r in grid.rows if not (headroom and r in grid.controls.values())]
-        for i, row in enumerate(series):
-            style, marker = next(styles)
-            xs, ys, es, n = [], [], [], 0
-            for x, column in ordered:
+    panels = _panels(grid, summary)
+    ncols = min(len(panels), 4)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.5 * nrows + 0.7), squeeze=False)
+    where = plotted_x(grid)
+    positions = sorted(set(where.values()))
+    style_of = dict(zip(grid.rows, itertools.cycle(itertools.product(STYLES, MARKERS))))
+    baseline = grid.controls.get("baseline")
+    handles: dict[str, Any] = {}
+    for ax, (metric, panel, headroom) in zip(axes.flat, panels, strict=False):
+        rows = [
+            r for r in grid.rows if not headroom or (r not in grid.control_rows and r != baseline)
+        ]
+        for i, row in enumerate(rows):
+            style, marker = style_of[row]
+            xs, ys, lo, hi = [], [], [], []
+            for x, column in grid.points(panel):
                 cell = summary.get((row, column, metric))
-                if cell is None or cell.n == 0 or (headroom and cell.headroom is None):
+                if cell is None or cell.n == 0:
                     continue
-                xs.append(dodge(x, i, len(series), grid.x_values, grid.x_log))
-                ys.append(cell.headroom if headroom else cell.mean)
-                es.append(0.0 if headroom else cell.std)
-                n = max(n, cell.n)
+                if headroom:
+                    if cell.headroom is None:
+                        continue
+                    y = cell.headroom
+                    low, high = cell.headroom_ci or (y, y)
+                    err = (max(0.0, y - low), max(0.0, high - y))
+                else:
+                    y, err = cell.mean, _errors(cell)
+                xs.append(dodge(where[x], i, len(rows), positions, grid.x_log))
+                ys.append(y)
+                lo.append(err[0])
+                hi.append(err[1])
             if xs:
-                ax.errorbar(
+                handles[row] = ax.errorbar(
                     xs,
                     ys,
-                    yerr=es if any(es) else None,
+                    yerr=[lo, hi] if any(lo) or any(hi) else None,
                     marker=marker,
                     linestyle=style,
                     markersize=4,
@@ -100,28 +175,90 @@ def line_figure(grid: Grid, summary: Summary, out: Path | str) -> list[Path]:
                 )
         if grid.x_log:
             ax.set_xscale("log")
-        ax.set_xlabel(grid.x_label, fontsize=8)
-        ylabel = metric_label(metric)
-        ax.set_ylabel(f"headroom closed ({ylabel})" if headroom else ylabel, fontsize=8)
+            if any(x <= 0 for x in grid.x_values):
+                ax.set_xticks(positions)
+                zero = where[min(grid.x_values)]
+                ax.set_xticklabels(["0" if t == zero else f"{t:g}" for t in positions], rotation=45)
+                ax.minorticks_off()
+        ax.set_xlabel(grid.x_label, fontsize=7)
+        label = metric_label(metric)
+        ax.set_ylabel(f"headroom closed ({label})" if headroom else label, fontsize=8)
+        title = mathtext(test_set_name(panel[0])) if panel else ""
         if headroom:
             ax.axhline(0.0, color="0.5", linewidth=0.8)
             ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle=":")
+            title = "headroom closed" + (f", {title}" if title else "")
+        if title:
+            ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    seeds = max((c.n for c in summary.values()), default=0)
-    axes[0][0].legend(fontsize=6, title=f"n = {seeds} seed(s); bars: ± 1 std", title_fontsize=6)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.legend(
+        list(handles.values()),
+        [mathtext(r) for r in handles],
+        loc="lower center",
+        ncol=min(4, max(1, len(handles))),
+        fontsize=6,
+        frameon=False,
+    )
+    legend_rows = math.ceil(len(handles) / 4)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * legend_rows, 1, 1))
     paths = [out / f"{grid.name}.png", out / f"{grid.name}.pdf"]
     for p in paths:
         with atomic_file(p) as tmp:
             fig.savefig(tmp, dpi=200, format=p.suffix[1:])
     plt.close(fig)
     caption = out / f"{grid.name}.caption.txt"
-    panels_text = ", ".join(
-        ("headroom closed" if headroom else metric_label(m)) for m, headroom in panels
-    )
-    write_text(
-        caption,
-        f"{grid.title}. Panels: {panels_text}, against {grid.x_label}. {footer(grid, summary)}.\n",
-    )
+    write_text(caption, figure_caption(grid, summary, panels) + "\n")
     return [*paths, caption]
+
+
+def figure_caption(grid: Grid, summary: Summary, panels: list[Panel] | None = None) -> str:
+    """A caption written for the figure: what each panel shows, what a point and a bar are, the
+    controls, and where each series peaks, per metric (and test set)."""
+    panels = panels if panels is not None else _panels(grid, summary)
+    metrics = list(dict.fromkeys(m for m, _, h in panels if not h))
+    sets = [test_set_name(p[0]) for p in grid.panels() if p]
+    text = [
+        f"{grid.title}.",
+        f"Panels: {', '.join(metric_label(m) for m in metrics)} against {grid.x_label}"
+        + (f", on {' and '.join(sets)}" if sets else "")
+        + ".",
+        f"Points: the mean over {describe_design(grid, summary)}; bars: 95% intervals.",
+    ]
+    controls = [r for r in grid.rows if r in grid.control_rows]
+    if controls:
+        text.append(f"Controls (not methods): {', '.join(controls)}.")
+    if grid.controls:
+        base, pos = grid.controls["baseline"], grid.controls["positive"]
+        text.append(f"{pos} is {base} trained on the choices made without the uploaders' taste.")
+    if any(h for _, _, h in panels):
+        target = next(m for m, _, h in panels if h)
+        base, pos = grid.controls["baseline"], grid.controls["positive"]
+        text.append(
+            f"Headroom closed ({metric_label(target)}) = (series − {base}) / ({pos} − {base}), "
+            f"drawn where {pos} beats {base} significantly."
+        )
+    if grid.x_log and any(x <= 0 for x in grid.x_values):
+        text.append("The leftmost point is x = 0.")
+    peaks = []
+    for row in grid.rows:
+        if row in grid.control_rows or row == grid.controls.get("baseline"):
+            continue
+        for panel in grid.panels():
+            found = [
+                (m, best)
+                for m in metrics
+                if (best := optimum(grid, summary, row, m, panel)) is not None
+            ]
+            if found:
+                where = f" on {test_set_name(panel[0])}" if panel else ""
+                parts = ", ".join(
+                    f"{metric_label(m)} at {x:g}{' (interior)' if interior else ' (an end)'}"
+                    for m, (x, interior) in found
+                )
+                peaks.append(f"{row}{where}: {parts}")
+    if peaks:
+        text.append("Best x per series and metric — " + "; ".join(peaks) + ".")
+    return " ".join(text)

@@ -70,8 +70,7 @@ class CCA(Backbone):
         self.register_buffer("correlations", torch.zeros(k))
 
     def fit_closed_form(self, pairs: Any) -> None:
-        x = pairs.video_features[pairs.video_row].float()
-        y = pairs.music_features[pairs.music_row].float()
+        x, y = pairs.matched_features()  # every pair, pooled sources included
         n = x.shape[0]
         mx, my = x.mean(0), y.mean(0)
         x, y = x - mx, y - my

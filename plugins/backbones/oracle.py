@@ -10,12 +10,17 @@ truth (``requires = {"truth"}``) and scores each test video's music by identity,
   hidden content and style allow: what an ideal model trained on the biased data converges to;
 - ``fit``: content alone (popularity-neutral);
 - ``compat``: the true compatibility.
+
+``noise`` > 0 adds Gaussian noise of that standard deviation to every (video, music) score —
+fixed per video and music within a run, redrawn with the run's seed: a ranker of known,
+controllable quality (the calibration benchmark plants effects of known size with it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +29,7 @@ from benchkit.errors import ConfigError
 from benchkit.interfaces import (
     AT_LEAST_ONE,
     AT_LEAST_TWO,
+    NON_NEGATIVE,
     Backbone,
     Batch,
     DataSpec,
@@ -44,12 +50,18 @@ class Oracle(Backbone):
     loss_granularity = "none"
     closed_form = True
     requires = frozenset({"truth"})
-    defaults = {"score": "cf", "batch_size": 1024, "epochs": 1}
-    ranges = {"score": tuple(SCORES), "batch_size": AT_LEAST_TWO, "epochs": AT_LEAST_ONE}
+    defaults = {"score": "cf", "noise": 0.0, "batch_size": 1024, "epochs": 1}
+    ranges = {
+        "score": tuple(SCORES),
+        "noise": NON_NEGATIVE,
+        "batch_size": AT_LEAST_TWO,
+        "epochs": AT_LEAST_ONE,
+    }
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._truth: Any = None
+        self._seed = 0
 
     def build(self, spec: DataSpec) -> None:
         self.spec = spec
@@ -68,6 +80,7 @@ class Oracle(Backbone):
                 "oracle: needs the world's truth with its training pairs (use --setting ugc)"
             )
         self._truth = dataset.truth
+        self._seed = torch.initial_seed()  # the run's seed: the noise is redrawn with it
 
     def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
         if self._truth is None:
@@ -77,10 +90,22 @@ class Oracle(Backbone):
         estimand = SCORES[self.hparams["score"]]
         if estimand is None:
             scores = torch.as_tensor(self._truth.compatibility(ids, cols.cpu().numpy()))
-            return scores.to(device=video.device, dtype=torch.float32)
-        p = self._truth.probabilities(ids, estimand, video.device)[:, cols]
-        # Ranked by log-probability: float32 keeps the order of probabilities down to 1e-38.
-        return torch.log(p.clamp_min(1e-300)).to(torch.float32)
+            scores = scores.to(device=video.device, dtype=torch.float32)
+        else:
+            p = self._truth.probabilities(ids, estimand, video.device)[:, cols]
+            # Ranked by log-probability: float32 keeps the order of probabilities to 1e-38.
+            scores = torch.log(p.clamp_min(1e-300)).to(torch.float32)
+        if self.hparams["noise"] > 0:
+            scores = scores + self._noise(ids, cols.cpu().numpy()).to(scores.device)
+        return scores
+
+    def _noise(self, ids: np.ndarray, cols: np.ndarray) -> Tensor:
+        """N(0, noise²) per (video, music), the same whichever pool or chunk asks for it."""
+        n_music = self._truth.music_content.shape[0]
+        rows = [
+            np.random.default_rng([self._seed, int(v)]).standard_normal(n_music)[cols] for v in ids
+        ]
+        return torch.as_tensor(np.stack(rows) * self.hparams["noise"], dtype=torch.float32)
 
     def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
         return {}

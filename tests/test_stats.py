@@ -1,0 +1,173 @@
+"""The statistics of a replicated grid: the hierarchical bootstrap, the paired test over
+replicates, best and tied methods, headroom only where there is headroom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as sps
+
+from benchkit.experiments.grid import Grid, make_job
+from benchkit.experiments.stats import (
+    Cell,
+    Replicate,
+    bootstrap,
+    multiplicities,
+    paired_test,
+    summarise,
+)
+from benchkit.interfaces import RankInfo
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=12),
+    seed=st.integers(0, 2**31),
+)
+def test_resampled_clusters_keep_their_rows_together(sizes, seed):
+    """A resample draws clusters with replacement, then m·k rows within a cluster drawn m times:
+    each cluster's rows hold a multiple of its size; unclustered rows always sum to n."""
+    clusters = np.repeat(np.arange(len(sizes)), sizes)
+    rng = np.random.default_rng(seed)
+    k = multiplicities(rng, clusters, clusters.size, 50)
+    for c, size in enumerate(sizes):
+        totals = k[:, clusters == c].sum(axis=1)
+        assert np.all(totals % size == 0)
+    assert np.allclose(k.sum(axis=1).mean(), clusters.size, rtol=0.5)
+    flat = multiplicities(rng, None, clusters.size, 50)
+    assert np.all(flat.sum(axis=1) == clusters.size)
+
+
+def _cell(values: dict[int, np.ndarray], keys: dict[int, str] | None = None, clusters=None) -> Cell:
+    """A cell whose replicate r has one run with per-row values ``values[r]`` (row-averaged)."""
+    cell = Cell()
+    for r, v in values.items():
+        rep = Replicate((keys or {}).get(r, f"world{r}"))
+        rep.values[0] = float(v.mean())
+        rep.contrib[0] = v / v.size
+        rep.weights = np.full(v.size, 1.0 / v.size)
+        rep.clusters = clusters
+        cell.replicates[r] = rep
+    return cell
+
+
+def test_the_interval_is_the_t_interval_over_replicates_when_replicates_hold_all_the_noise():
+    """Rows of a replicate that are all alike leave the bootstrap only the replicates to resample:
+    the interval is then the classical one, mean ± t(R − 1) · s / √R."""
+    rng = np.random.default_rng(0)
+    means = rng.normal(0.3, 0.02, 6)
+    cell = _cell({r: np.full(40, m) for r, m in enumerate(means)})
+    bootstrap({"a": cell}, "m")
+    assert cell.ci is not None
+    ref = sps.ttest_1samp(means, 0.0).confidence_interval(0.95)
+    width = ref.high - ref.low
+    assert cell.ci[0] == pytest.approx(ref.low, abs=0.1 * width)
+    assert cell.ci[1] == pytest.approx(ref.high, abs=0.1 * width)
+
+
+def test_one_world_with_clustered_videos_gets_an_interval_as_wide_as_its_clusters():
+    """Videos of one uploader that all hit or all miss are one piece of evidence, not nine: the
+    clustered interval is about √9 = 3 times the one that treats the videos as independent."""
+    rng = np.random.default_rng(1)
+    per_uploader = rng.random(60) < 0.4
+    values = np.repeat(per_uploader, 9).astype(float)
+    clusters = np.repeat(np.arange(60), 9)
+    clustered, flat = _cell({0: values}, clusters=clusters), _cell({0: values})
+    bootstrap({"a": clustered}, "m")
+    bootstrap({"a": flat}, "m")
+    assert clustered.ci is not None and flat.ci is not None
+    ratio = (clustered.ci[1] - clustered.ci[0]) / (flat.ci[1] - flat.ci[0])
+    assert 2.4 < ratio < 3.6
+
+
+def test_the_paired_test_is_a_t_test_over_the_replicates_both_rows_share():
+    rng = np.random.default_rng(2)
+    a_means, b_means = rng.normal(0.3, 0.02, 5), rng.normal(0.29, 0.02, 5)
+    a = _cell({r: np.full(10, m) for r, m in enumerate(a_means)})
+    b = _cell({r: np.full(10, m) for r, m in enumerate(b_means)})
+    test = paired_test([(a, 1.0), (b, -1.0)])
+    ref = sps.ttest_1samp(a_means - b_means, 0.0)
+    assert test is not None and test.units == 5 and test.unit == "replicates"
+    assert test.p == pytest.approx(ref.pvalue)
+    assert test.ci == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    # Another world in one replicate of b: that replicate is not paired.
+    b_other = _cell({r: np.full(10, m) for r, m in enumerate(b_means)}, keys={4: "another world"})
+    assert paired_test([(a, 1.0), (b_other, -1.0)]).units == 4  # type: ignore[union-attr]
+    # One unit: no test. Differences that never vary (nothing random to test against): none.
+    one = _cell({0: np.full(10, 0.3)})
+    assert paired_test([(one, 1.0), (_cell({0: np.full(10, 0.2)}), -1.0)]) is None
+    shifted = _cell({r: np.full(10, m + 0.01) for r, m in enumerate(a_means)})
+    assert paired_test([(shifted, 1.0), (a, -1.0)]) is None
+    same = paired_test([(a, 1.0), (a, -1.0)])
+    assert same is not None and same.p == 1.0 and same.ci == (0.0, 0.0)
+
+
+def test_with_one_replicate_the_seeds_are_the_units():
+    cell_a, cell_b = Cell(), Cell()
+    rng = np.random.default_rng(3)
+    for cell, shift in ((cell_a, 0.01), (cell_b, 0.0)):
+        rep = Replicate("world0")
+        for s in range(4):
+            v = np.full(20, 0.3 + shift + rng.normal(0, 0.005))
+            rep.values[s], rep.contrib[s] = float(v.mean()), v / v.size
+        rep.weights = np.full(20, 1 / 20)
+        cell.replicates[0] = rep
+    test = paired_test([(cell_a, 1.0), (cell_b, -1.0)])
+    assert test is not None and test.unit == "seeds" and test.units == 4
+
+
+def _grid_results(spec: dict[str, list[float]], n_rows: int = 30, noise: float = 0.01):
+    """A one-column grid whose row r has, in replicate i, per-row values around spec[r][i]."""
+    rng = np.random.default_rng(4)
+    rows = list(spec)
+    jobs, keys, results = [], [], {}
+    for row in rows:
+        for i, mean in enumerate(spec[row]):
+            job = make_job(row, ("c",), replicate=i, seed=1234 + 1000 * i)
+            key = f"{row}-{i}"
+            values = np.clip(mean + rng.normal(0, noise, n_rows), 0, 1)
+            ranks = RankInfo(
+                n_greater=np.zeros(n_rows, dtype=np.int64),
+                n_equal=np.zeros(n_rows, dtype=np.int64),
+                weights=np.full(n_rows, 1 / n_rows),
+                n_candidates=100,
+                per_row={"cf_recall@25": values},
+                clusters=np.arange(n_rows) // 3,
+            )
+            results[key] = {
+                "metrics": {"cf_recall@25": float(values.mean())},
+                "ranks": ranks,
+                "record": {"dataset": {"eval_rows": f"world{i}"}},
+            }
+            jobs.append(job)
+            keys.append(key)
+    grid = Grid("g", "", "table", "paper", ["cf_recall@25"], jobs, rows, columns=[("c",)])
+    grid.controls = {"baseline": "base", "positive": "pos"}
+    grid.control_rows = {"pos", "oracle"}
+    return grid, keys, results
+
+
+def test_controls_are_never_ranked_and_headroom_is_printed_only_where_there_is_headroom():
+    spec = {
+        "oracle": [0.9, 0.91, 0.92, 0.9, 0.91],
+        "pos": [0.40, 0.41, 0.42, 0.40, 0.41],
+        "base": [0.30, 0.31, 0.30, 0.29, 0.31],
+        "half": [0.35, 0.36, 0.36, 0.34, 0.36],
+        "also": [0.349, 0.361, 0.359, 0.341, 0.361],
+    }
+    grid, keys, results = _grid_results(spec)
+    summary = summarise(grid, keys, results)
+    cells = {r: summary[(r, ("c",), "cf_recall@25")] for r in spec}
+    assert not cells["oracle"].best and not cells["pos"].best  # the highest, but controls
+    assert cells["half"].best and cells["also"].tied and not cells["base"].tied
+    assert cells["half"].headroom == pytest.approx(0.5, abs=0.06)
+    assert cells["half"].headroom_ci is not None
+    assert cells["half"].headroom_ci[0] < 0.5 < cells["half"].headroom_ci[1]
+    assert cells["pos"].headroom is None and cells["base"].headroom is None
+    # A positive control no better than the baseline: no headroom anywhere, whatever the ratio.
+    spec["pos"] = [0.301, 0.309, 0.301, 0.292, 0.309]
+    grid, keys, results = _grid_results(spec)
+    summary = summarise(grid, keys, results)
+    assert all(summary[(r, ("c",), "cf_recall@25")].headroom is None for r in spec)
