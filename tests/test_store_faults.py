@@ -4,6 +4,7 @@ are the chance scorer's on the tiny world: no training, a second each."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -11,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,18 @@ from benchkit.experiments.store import Store
 
 ROW = '\n[[rows]]\nlabel = "{label}"\nbackbone = "random"\ndebias = "none"\n'
 ROW_SEEDED = ROW + "set = {{ epochs = {seed} }}\n"
+
+
+@contextlib.contextmanager
+def sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection committed and closed when the block ends (Python's sqlite3 connections sit
+    in reference cycles: left open, one would checkpoint the store whenever it is collected)."""
+    con = sqlite3.connect(path)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
 
 
 def grid(path: Path, n: int) -> Path:
@@ -79,7 +93,7 @@ def test_a_read_only_store_sees_runs_still_in_its_write_ahead_log(tmp_path, monk
 
 def old_layout(path: Path) -> None:
     """Turn a store into benchkit 0.1's layout: one grid per run, kept in ``runs``."""
-    with sqlite3.connect(path) as con:
+    with sqlite(path) as con:
         con.executescript(
             """
             CREATE TABLE old AS SELECT r.*, g.grid, g.row_label, g.column_key
@@ -103,7 +117,7 @@ def test_an_older_layout_is_read_through_an_upgrade_and_upgraded_when_written(tm
     assert (out / "results.sqlite").read_bytes() == before  # read-only: upgraded in a copy
     res = experiment(tmp_path, 3, out)
     assert res.exit_code == 0, res.output
-    with sqlite3.connect(out / "results.sqlite") as con:
+    with sqlite(out / "results.sqlite") as con:
         assert con.execute("PRAGMA user_version").fetchone() == (2,)
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (3,)  # 2 kept, 1 new
         assert con.execute("SELECT count(*) FROM grid_runs").fetchone() == (3,)
@@ -112,7 +126,7 @@ def test_an_older_layout_is_read_through_an_upgrade_and_upgraded_when_written(tm
 def test_a_newer_layout_is_refused_naming_both_versions(tmp_path):
     out = tmp_path / "o"
     assert experiment(tmp_path, 1, out).exit_code == 0
-    with sqlite3.connect(out / "results.sqlite") as con:
+    with sqlite(out / "results.sqlite") as con:
         con.execute("PRAGMA user_version = 7")
     for res in (results(out), experiment(tmp_path, 1, out)):
         assert res.exit_code == 1 and "Traceback" not in res.output
@@ -125,7 +139,7 @@ def test_a_runs_table_missing_columns_is_upgraded_before_anything_trains(tmp_pat
     stored, after training."""
     out = tmp_path / "o"
     out.mkdir()
-    with sqlite3.connect(out / "results.sqlite") as con:
+    with sqlite(out / "results.sqlite") as con:
         con.execute(
             "CREATE TABLE runs (key TEXT PRIMARY KEY, metrics TEXT, record TEXT, ranks BLOB, "
             "protocol_hash TEXT)"
@@ -135,7 +149,7 @@ def test_a_runs_table_missing_columns_is_upgraded_before_anything_trains(tmp_pat
     assert len(Store(out, read_only=True).frame("g")) == 2
     bad = tmp_path / "bad"
     bad.mkdir()
-    with sqlite3.connect(bad / "results.sqlite") as con:
+    with sqlite(bad / "results.sqlite") as con:
         con.execute("CREATE TABLE grid_runs (grid TEXT NOT NULL, key TEXT NOT NULL)")
     res = experiment(tmp_path, 1, bad)
     assert res.exit_code == 1 and "Traceback" not in res.output
@@ -146,7 +160,7 @@ def test_damaged_records_are_skipped_counted_listed_and_run_again(tmp_path):
     """A damaged record or ranks blob made every read of the store a traceback."""
     out = tmp_path / "o"
     assert experiment(tmp_path, 4, out).exit_code == 0
-    with sqlite3.connect(out / "results.sqlite") as con:
+    with sqlite(out / "results.sqlite") as con:
         keys = dict(con.execute("SELECT row_label, key FROM grid_runs").fetchall())
         con.execute("UPDATE runs SET record = '{not json' WHERE key = ?", (keys["r1"],))
         con.execute("UPDATE runs SET ranks = x'504b0304dead' WHERE key = ?", (keys["r2"],))
@@ -191,7 +205,7 @@ def test_a_full_disk_is_one_line_and_the_store_keeps_its_runs(tmp_path):
     assert res.stderr.startswith("Error: cannot write the results store")
     assert "it keeps every run stored before" in res.stderr
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
-    with sqlite3.connect(out / "results.sqlite") as con:
+    with sqlite(out / "results.sqlite") as con:
         assert con.execute("PRAGMA quick_check").fetchone() == ("ok",)
     after = Store(out, read_only=True).frame("g")
     assert set(before["key"]) <= set(after["key"])

@@ -167,6 +167,16 @@ class Store:
             raise DataError(f"{self.path} is not a readable results store ({exc})") from None
 
     @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading, closed when the block ends: one left to the garbage
+        collector would checkpoint the write-ahead log whenever it happened to be collected."""
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. A write that fails — a full disk, a folder gone — is one line;
         SQLite rolls the transaction back, so the store keeps every run it held."""
@@ -185,7 +195,7 @@ class Store:
 
     def _select(self, columns: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
         """``SELECT columns`` for the rows of ``keys`` (in chunks: SQLite caps bound parameters)."""
-        with self._connect() as con:
+        with self._reading() as con:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = f"SELECT {columns} FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
@@ -264,7 +274,7 @@ class Store:
     def failures(self, keys: list[str]) -> dict[str, str]:
         """The error of each of ``keys`` that failed (and has not succeeded since)."""
         out: dict[str, str] = {}
-        with self._connect() as con:
+        with self._reading() as con:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = f"SELECT key, error FROM failures WHERE key IN ({','.join('?' * len(chunk))})"
@@ -273,7 +283,7 @@ class Store:
 
     def histories(self, grid: str | None = None) -> list[tuple[str, list[dict[str, float]]]]:
         """(label, per-epoch history) of each run (of one grid): the learning curves."""
-        with self._connect() as con:
+        with self._reading() as con:
             q = (
                 "SELECT g.grid, g.row_label, g.column_key, r.seed, r.record FROM runs r "
                 "LEFT JOIN grid_runs g ON g.key = r.key"
@@ -292,7 +302,7 @@ class Store:
     def failed_runs(self, grid: str | None = None) -> list[tuple[str, str, str, str]]:
         """(grid, row, column, error) of every recorded failure (of one grid), and of every
         damaged record."""
-        with self._connect() as con:
+        with self._reading() as con:
             q = "SELECT grid, row_label, column_key, error FROM failures"
             rows = con.execute(q + (" WHERE grid = ?" if grid else ""), (grid,) if grid else ())
             failed = [(g, r, _place(c), e) for g, r, c, e in rows.fetchall()]
@@ -317,7 +327,7 @@ class Store:
     def frame(self, grid: str | None = None) -> pd.DataFrame:
         """All runs (of one grid) as a table: one row per run and place in a grid, one column per
         metric, and the run's record flattened (``hp.*``, ``training.*``, ``spec.*``, …)."""
-        with self._connect() as con:
+        with self._reading() as con:
             q = (
                 "SELECT g.grid, g.row_label, g.column_key, r.key, r.backbone, r.debias, r.setting, "
                 "r.test_set, r.seed, r.protocol, r.protocol_hash, r.dataset_fingerprint, "
