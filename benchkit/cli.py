@@ -855,6 +855,9 @@ def results(
         click.echo(f"\n{int(summary['runs'].sum())} runs, {total:.1f} min of run time in all")
         return
     cols = ["grid", "row_label", "column_key", "seed", "debias", "setting"]
+    if "dataset.world_seed" in frame:  # the replicate's world (or, on data from disk, split)
+        frame = frame.rename(columns={"dataset.world_seed": "world"})
+        cols.insert(3, "world")
     cols += [c for c in ("recall@15", "ndcg@15", "recall@25", "ndcg@25") if c in frame]
     click.echo(
         tabulate(frame[cols].values.tolist(), headers=cols, tablefmt="github", floatfmt=".4f")

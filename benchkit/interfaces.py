@@ -697,6 +697,15 @@ class Protocol(Configurable, ABC):
 
     def __init__(self, **hparams: Any) -> None:
         self._set_hparams(hparams)
+        if "ks" in self.hparams and "metrics" in self.hparams:
+            name, _, k = self.selection_metric.partition("@")
+            if name not in self.metrics or int(k) not in self.ks:
+                raise ConfigError(
+                    f"protocol {self.name!r}: epochs are selected on validation "
+                    f"{self.selection_metric}, which ks={list(self.ks)} and "
+                    f"metrics={list(self.metrics)} leave out; keep it, e.g. --set "
+                    f"protocol.ks=[{', '.join(map(str, sorted({*self.ks, int(k)})))}]"
+                )
 
     @abstractmethod
     def task(self, dataset: Dataset, split: str) -> EvalTask: ...

@@ -24,9 +24,10 @@ def test_all_six_of_table3_and_the_two_floors_are_installed():
 
 @pytest.mark.parametrize("name", BACKBONES)
 def test_conformance(plugins, name):
-    report = check_backbone(
-        plugins.backbones.get(name), min_gain=-1.0 if name == "random" else 0.05
-    )
+    # The floors learn nothing of content: chance, and popularity (which the inverse-popularity
+    # weights of the paper's protocol put below chance) are only asked to run.
+    floor = name in ("random", "popularity")
+    report = check_backbone(plugins.backbones.get(name), min_gain=-1.0 if floor else 0.05)
     assert "save/load" in report.checks and "learns" in report.checks
 
 

@@ -86,6 +86,7 @@ def test_progress_bar_goes_to_stderr():
         (["--protocol", "sampled"], "unknown protocol 'sampled'; installed: full, paper"),
         (["--set", "margn=0.1"], "unknown hyperparameter(s) margn"),
         (["--debias", "none+none"], "appears twice"),
+        (["--set", "protocol.ks=[10]"], "keep it, e.g. --set protocol.ks=[10, 25]"),
     ],
 )
 def test_bad_names_give_one_line_and_exit_2(args, needle):

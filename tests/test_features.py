@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from benchkit.api import plan_run
-from benchkit.data.dataset import apply_feature_norm
+from benchkit.data.dataset import apply_feature_norm, fit_feature_norm
+from benchkit.data.splits import apply_test_set
 from benchkit.data.synth import make_world
 from benchkit.errors import ConfigError
 from benchkit.spec import RunSpec
@@ -27,12 +28,26 @@ def test_zscore_is_fitted_on_training_rows_only(tiny):
     np.testing.assert_array_equal(
         again.meta["features_norm"]["video_mean"], out.meta["features_norm"]["video_mean"]
     )
-    # The PGC clips get the same transform, with the UGC statistics.
-    stats = out.meta["features_norm"]
-    np.testing.assert_allclose(
-        out.pgc.video_features, apply_feature_norm(tiny.pgc.video_features, stats, "video")
+    # The PGC clips are z-scored with the statistics of every UGC video and music (no labels),
+    # so no split changes them: a world's teacher is the same for every test set.
+    everything = fit_feature_norm(
+        "zscore",
+        tiny.video_features,
+        np.arange(tiny.n_videos),
+        tiny.music_features,
+        np.arange(tiny.n_music),
     )
+    np.testing.assert_allclose(
+        out.pgc.video_features, apply_feature_norm(tiny.pgc.video_features, everything, "video")
+    )
+    other = apply_test_set(tiny, "diverse").with_normalised_features("zscore")
+    assert other.pgc.fingerprint == out.pgc.fingerprint
+    assert other.meta["features_norm"]["video_mean"].tolist() != stats_of(out)
     assert out.fingerprint != tiny.fingerprint
+
+
+def stats_of(ds):
+    return ds.meta["features_norm"]["video_mean"].tolist()
 
 
 def test_l2_and_none(tiny):

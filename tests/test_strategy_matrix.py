@@ -24,7 +24,7 @@ REFUSED = {
     ("uwml", "kl_distill"),
     *{
         (b, s)
-        for b in ("cca", "random", "oracle")
+        for b in ("cca", "random", "oracle", "popularity")
         for s in STACKS
         if s not in ("none", "calibration")
     },

@@ -144,8 +144,9 @@ def test_a_grid_gives_every_row_the_same_budget(tmp_path, plugins):
     run = run_grid(
         grid, RunSpec(preset="tiny", epochs=1), str(tmp_path), quiet=True, plugins=plugins
     )
-    assert "every row tuned on its validation split with the same budget: 2 trials" in render(
-        grid, run.summary
+    assert (
+        "tuned on the validation split of a tuning world with the same budget: 2 trials"
+        in render(grid, run.summary)
     )
     tuned = {r["record"]["hparams"]["backbone"].get("lr") for r in run.results.values()}
     assert 1e-3 not in tuned  # CMVAE ran with its tuned learning rate, not the default

@@ -187,46 +187,43 @@ def _group(cells: list[Cell], coef: float) -> list[tuple[Cell, float]]:
     return [(c, coef / len(cells)) for c in cells]
 
 
-def claim_debiased_beat_non_debiased(ev: Evidence, metric: str) -> list[Finding]:
+def _groups(
+    ev: Evidence,
+    claim: int,
+    metric: str,
+    statement: str,
+    better: tuple[str, ...],
+    worse: tuple[str, ...],
+) -> list[Finding]:
+    """The mean of the ``better`` rows minus the mean of the ``worse`` ones, per test set, D_s."""
     out = []
     for t, name in TEST_SETS.items():
         column = (t, "ugc")
-        deb = [ev.cell("table3", r, column, metric) for r in DEBIASED]
-        non = [ev.cell("table3", r, column, metric) for r in NON_DEBIASED]
+        ahead = [ev.cell("table3", r, column, metric) for r in better]
+        behind = [ev.cell("table3", r, column, metric) for r in worse]
         out.append(
             _finding(
                 ev,
-                1,
-                f"1.{name}.{metric}",
-                "debiased methods beat non-debiased ones",
-                f"mean of {', '.join(DEBIASED)} − mean of {', '.join(NON_DEBIASED)}; {name}, D_s",
+                claim,
+                f"{claim}.{name}.{metric}",
+                statement,
+                f"mean of {', '.join(better)} − mean of {', '.join(worse)}; {name}, D_s",
                 metric,
-                _group(deb, 1.0) + _group(non, -1.0),
+                _group(ahead, 1.0) + _group(behind, -1.0),
                 ("table3", column),
             )
         )
     return out
+
+
+def claim_debiased_beat_non_debiased(ev: Evidence, metric: str) -> list[Finding]:
+    statement = "debiased methods beat non-debiased ones"
+    return _groups(ev, 1, metric, statement, DEBIASED, NON_DEBIASED)
 
 
 def claim_generative_beat_matching(ev: Evidence, metric: str) -> list[Finding]:
-    out = []
-    for t, name in TEST_SETS.items():
-        column = (t, "ugc")
-        gen = [ev.cell("table3", r, column, metric) for r in GENERATIVE]
-        mat = [ev.cell("table3", r, column, metric) for r in MATCHING]
-        out.append(
-            _finding(
-                ev,
-                2,
-                f"2.{name}.{metric}",
-                "among non-debiased backbones, the generative ones beat the matching ones",
-                f"mean of {', '.join(GENERATIVE)} − mean of {', '.join(MATCHING)}; {name}, D_s",
-                metric,
-                _group(gen, 1.0) + _group(mat, -1.0),
-                ("table3", column),
-            )
-        )
-    return out
+    statement = "among non-debiased backbones, the generative ones beat the matching ones"
+    return _groups(ev, 2, metric, statement, GENERATIVE, MATCHING)
 
 
 def claim_pooling_pgc_does_not_help(ev: Evidence, metric: str) -> list[Finding]:
@@ -500,17 +497,16 @@ def gather(
     """Run (or, with ``run=False``, only read from the store at ``out``) the grids the claims
     read — Table 3, Fig. 3, Fig. 4 — with ``replicates`` each (default 3), writing their tables
     and figures beside the store."""
-    from benchkit.experiments.driver import run_grid
-    from benchkit.experiments.grid import load_grid
-    from benchkit.experiments.report import write_outputs
+    from benchkit.experiments.report import run_and_write
 
     ev = Evidence(out=out)
     for name in CLAIM_GRIDS:
-        grid = load_grid(name, seeds=seeds, replicates=replicates or DEFAULT_REPLICATES)
-        done = run_grid(
-            grid,
+        done, _ = run_and_write(
+            name,
             base,
             out,
+            replicates=replicates or DEFAULT_REPLICATES,
+            seeds=seeds,
             executor=executor,
             jobs=jobs,
             address=address,
@@ -518,8 +514,6 @@ def gather(
             log=log,
             only_stored=not run,
         )
-        if run:
-            write_outputs(done.grid, done, out)
         ev.grids[name] = done.grid
         ev.summaries[name] = done.summary
     return ev

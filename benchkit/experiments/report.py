@@ -47,9 +47,11 @@ def run_and_write(
     quiet: bool = True,
     log: Callable[[str], None] | None = None,
     fmt: str = "md",
+    only_stored: bool = False,
 ) -> tuple[GridRun, dict[str, Any]]:
     """Load the grid ``source`` (a built-in name or a TOML file), run what the store at ``out``
-    lacks, write its outputs; returns the run and ``{"files": [...], "printed": table}``."""
+    lacks, write its outputs; returns the run and ``{"files": [...], "printed": table}``.
+    ``only_stored``: run and write nothing, summarise what the store holds."""
     from benchkit.report.tables import render
 
     grid = load_grid(source, seeds=seeds, replicates=replicates)
@@ -64,7 +66,8 @@ def run_and_write(
         address=address,
         quiet=quiet,
         log=log,
+        only_stored=only_stored,
     )
-    files = write_outputs(run.grid, run, out, paper)
+    files = [] if only_stored else write_outputs(run.grid, run, out, paper)
     printed = render(run.grid, run.summary, fmt, paper_table3() if paper else None)
     return run, {"files": files, "printed": printed}
