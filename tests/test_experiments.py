@@ -48,9 +48,15 @@ def test_builtin_grids_expand_to_the_papers_runs():
     taste = load_grid("fig3_taste")
     assert {j.test_set for j in taste.jobs} == {"taste:0", "taste:0.5", "taste:1", "taste:1.5"}
     f4 = load_grid("fig4")
-    weights = sorted({j.overrides_dict()["kl_distill.weight"] for j in f4.jobs})
+    debcm = [j for j in f4.jobs if j.row == "DebCM (D_s ∪ D_t)"]
+    weights = sorted({j.overrides_dict()["kl_distill.weight"] for j in debcm})
+    fixed = [j for j in f4.jobs if j.row == "CMVAE"]  # drawn across: one run per replicate
+    assert (
+        len({(j.test_set, j.replicate, j.overrides_dict().get("kl_distill.weight")) for j in fixed})
+        == 6
+    )
     assert weights == [0, 5e-7, 5e-6, 5e-5, 5e-4, 5e-3, 5e-2, 5e-1, 5, 50, 500] and f4.x_log
-    assert f4.facets == "series" and f4.replicates == 3
+    assert f4.panels() == [("diverse",), ("matching",)] and f4.replicates == 3
     # Three replicates, each with its own training seed (and, from the base, its own world).
     assert {(j.replicate, j.seed) for j in f4.jobs} == {(0, 1234), (1, 2234), (2, 3234)}
     assert {j.spec(RunSpec(world_seed=1000)).world_seed for j in f4.jobs} == {1000, 1001, 1002}
