@@ -32,10 +32,12 @@ import torch
 from benchkit import __version__
 from benchkit.data.dataset import Dataset
 from benchkit.data.io import open_dataset, read_pgc_any
+from benchkit.data.shared import changed, checksums, share
 from benchkit.data.splits import apply_test_set
 from benchkit.device import select_device
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
+from benchkit.faults import PluginFault, contains_plugin_faults
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import (
     TRAINING_HOOKS,
@@ -349,6 +351,7 @@ class RunPlan:
         )[:24]
 
 
+@contains_plugin_faults
 def plan_run(
     spec: RunSpec,
     *,
@@ -414,6 +417,7 @@ def compute_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contains_plugin_faults
 def execute(
     plan: RunPlan,
     *,
@@ -425,9 +429,37 @@ def execute(
 ) -> RunResult:
     """Train and evaluate a planned run; ``save`` writes the trained model package there
     (:mod:`benchkit.model`); ``on_epoch`` sees each epoch's record (and may stop the run by
-    raising, as a tuner's pruner does)."""
-    with compute_threads(plan.threads):
-        return _execute(plan, quiet, plugins or get_plugins(), log or _quiet, save, on_epoch)
+    raising, as a tuner's pruner does). Plugin code that raises or exits fails the run with one
+    :class:`benchkit.faults.PluginFault` naming the plugin."""
+    with compute_threads(plan.threads), shared_data(plan) as own:
+        return _execute(own, quiet, plugins or get_plugins(), log or _quiet, save, on_epoch)
+
+
+@contextlib.contextmanager
+def shared_data(plan: RunPlan) -> Iterator[RunPlan]:
+    """The plan with its dataset as plugins may see it (:func:`benchkit.data.shared.share`):
+    read-only, or a private copy for a strategy that declares ``writes_dataset``. A run that still
+    changed the shared arrays (through a tensor sharing their memory) fails, and the dataset cache
+    is dropped so that no other run sees the change."""
+    private = any(getattr(s, "writes_dataset", False) for s in plan.strategies)
+    before = {} if private else checksums(plan.dataset)
+    failed = False
+    try:
+        yield replace(plan, dataset=share(plan.dataset, private))
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        altered = changed(plan.dataset, before) if before else []
+        if altered:
+            DATASETS.clear()
+            if not failed:
+                names = [plan.backbone.name, *(s.name for s in plan.strategies)]
+                raise PluginFault(
+                    f"the run of {' + '.join(names)} changed the dataset it shares with other "
+                    f"runs ({', '.join(altered[:4])}), through memory it was handed read-only; "
+                    f"its result is dropped and the dataset will be loaded again"
+                )
 
 
 def _execute(

@@ -37,7 +37,8 @@ class UserError(click.ClickException):
 
 
 class BenchkitGroup(click.Group):
-    """Turns :class:`BenchkitError` into a one-line message and the error's exit code, and adds
+    """Turns :class:`BenchkitError` into a one-line message and the error's exit code — a Ctrl-C
+    or an unexpected exception into one line too (the traceback under ``--debug``) — and adds
     the plugins' commands only when they are needed: to run one, or to list them in ``--help``
     (from the catalogue, when it knows them)."""
 
@@ -45,10 +46,24 @@ class BenchkitGroup(click.Group):
     plugin_commands: tuple[str, ...] = ()
 
     def invoke(self, ctx: click.Context) -> Any:
+        from benchkit.faults import debug, watch_interrupts
+
         try:
-            return super().invoke(ctx)
+            with watch_interrupts():  # a plugin's KeyboardInterrupt is told from a Ctrl-C
+                return super().invoke(ctx)
         except BenchkitError as exc:
+            trace = getattr(exc, "trace", "")
+            if debug() and trace:
+                click.echo(trace, err=True, nl=False)
             raise UserError(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted", 130) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (Exception, SystemExit) as exc:
+            if debug():
+                raise
+            raise UserError(unexpected(exc)) from None
 
     def add_plugin_commands(self) -> dict[str, Any]:
         """Load the plugins, let them add their commands, and remember what they registered (the
@@ -104,14 +119,35 @@ class BenchkitGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def unexpected(exc: BaseException) -> str:
+    """An exception benchkit did not expect, in one line, with where to see more."""
+    import traceback
+
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {last[0].filename}:{last[0].lineno}" if last else ""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return (
+        f"unexpected {type(exc).__name__}{where}"
+        + (f": {text}" if text else "")
+        + " (rerun with benchkit --debug, or BENCHKIT_DEBUG=1, for the traceback)"
+    )
+
+
 def _log(quiet: bool) -> Any:
     return (lambda _m: None) if quiet else (lambda m: click.echo(m, err=True))
 
 
 @click.group(cls=BenchkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="benchkit")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the traceback of an error (as BENCHKIT_DEBUG=1 does)."
+)
+def cli(debug: bool) -> None:
     """benchkit: benchmark debiased cross-modal (video → music) matching."""
+    if debug:
+        import os
+
+        os.environ["BENCHKIT_DEBUG"] = "1"  # worker processes inherit it
 
 
 def _apply(f: Any, options: list[Any]) -> Any:
@@ -878,11 +914,17 @@ def results(
 ) -> None:
     """List the runs in a results store, export them, plot their learning curves, list failures,
     or summarise the training time of each row (--timing)."""
+    from pathlib import Path
+
     from benchkit.experiments.store import Store
 
     if curves:
+        from pathlib import Path
+
         from benchkit.extras import require
 
+        if Path(curves).suffix.lower() not in (".png", ".pdf"):
+            raise click.BadParameter(f"{curves}: write a .png or .pdf file", param_hint="--curves")
         require("plots", "results --curves")
     store = Store(out, read_only=True)
     if curves:
@@ -911,6 +953,12 @@ def results(
         write_frame(frame, export)
         click.echo(f"wrote {len(frame)} runs to {export}")
         return
+    if store.damaged:
+        click.echo(
+            f"{len(store.damaged)} damaged record(s) skipped; `benchkit results --failures` "
+            f"lists them (a rerun of their grid runs them again)",
+            err=True,
+        )
     if frame.empty:
         click.echo("no runs")
         return
@@ -1035,8 +1083,18 @@ def plugins() -> None:
 
 
 def main() -> None:
-    """Console-script entry (``benchkit``, ``python -m benchkit``)."""
-    cli(prog_name="benchkit")
+    """Console-script entry (``benchkit``, ``python -m benchkit``): the plugins' commands are
+    added when needed (:class:`BenchkitGroup`); a Ctrl-C at any moment is one line (exit 130)."""
+    import sys
+
+    from benchkit.faults import watch_interrupts
+
+    try:
+        with watch_interrupts():
+            cli(prog_name="benchkit")
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -41,7 +42,11 @@ def select_device(preference: str = "auto") -> torch.device:
 
 
 def as_tensor(a: np.ndarray, device: torch.device) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(a))
+    """``a`` on ``device``, sharing its memory on the CPU — also when ``a`` is a read-only view of
+    a shared dataset (:mod:`benchkit.data.shared` guards that memory; torch's warning is noise)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.from_numpy(np.ascontiguousarray(a))
     return t.to(device, non_blocking=True) if t.device != device else t
 
 

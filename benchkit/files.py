@@ -28,6 +28,9 @@ def atomic_file(path: Path | str) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # what a plain open() would have given it
         os.replace(tmp, target)
+    except OSError as exc:  # a full disk, a file too large: the old file is left as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"cannot write {target} ({exc.strerror or exc}); it is unchanged") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -595,6 +595,9 @@ class Strategy(nn.Module, Configurable):
     # A strategy that changes nothing — the same loss, gradients and scores as ``none`` — fails
     # ``benchkit.testing.check_strategy`` unless it says here, in one line, why that is on purpose.
     no_op_reason: ClassVar[str] = ""
+    # The dataset a run hands over is shared with other runs and read-only; a strategy that must
+    # write into it declares so and gets a private copy (at the memory cost of one).
+    writes_dataset: ClassVar[bool] = False
 
     def __init__(self, **hparams: Any) -> None:
         nn.Module.__init__(self)

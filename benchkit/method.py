@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from benchkit import hookimpl
+from benchkit.faults import broke
 from benchkit.interfaces import (
     Backbone,
     Batch,
@@ -61,6 +62,71 @@ def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
     return rows.mean()
 
 
+# -- what plugins hand back, checked where it enters: a wrong shape is one line naming the plugin,
+# never a broadcast that silently computes something else, nor a traceback deep in the harness.
+
+
+def _shape(x: Any) -> str:
+    return f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+
+
+def latent(owner: Any, hook: str, value: Any, rows: int) -> Latent:
+    """``value`` if it is a :class:`Latent` whose codes have one row per input row."""
+    mu = getattr(value, "mu", None)
+    if not isinstance(value, Latent) or not isinstance(mu, Tensor):
+        raise broke(owner, hook, f"returned {_shape(value)}, not a benchkit.interfaces.Latent")
+    for part in (value.mu, value.logvar, value.z):
+        if part is not None and (part.dim() != 2 or part.shape[0] != rows):
+            raise broke(
+                owner, hook, f"returned codes of {_shape(part)}; expected ({rows}, latent dim)"
+            )
+    return value
+
+
+def scores_of(owner: Any, hook: str, value: Any, shape: tuple[int, ...]) -> Tensor:
+    """``value`` if it is a score matrix of ``shape`` (rows × columns)."""
+    if not isinstance(value, Tensor) or tuple(value.shape) != tuple(shape):
+        raise broke(owner, hook, f"returned scores of {_shape(value)}; expected {tuple(shape)}")
+    return value
+
+
+def weights_of(owner: Any, value: Any, rows: int) -> Weights | None:
+    """``value`` if it is ``None`` or :class:`Weights` of (B,) anchors and (B, B) cells."""
+    if value is None:
+        return None
+    if not isinstance(value, Weights):
+        raise broke(owner, "weights", f"returned {_shape(value)}, not benchkit.interfaces.Weights")
+    for part, shape in ((value.anchor, (rows,)), (value.cell, (rows, rows))):
+        if part is not None and (not isinstance(part, Tensor) or tuple(part.shape) != shape):
+            raise broke(owner, "weights", f"returned weights of {_shape(part)}; expected {shape}")
+    return value
+
+
+def loss_terms(owner: Any, hook: str, value: Any, rows: int) -> dict[str, LossTerm]:
+    """``value`` if it maps names to :class:`LossTerm` s of the shapes their kinds promise."""
+    if not isinstance(value, dict):
+        raise broke(owner, hook, f"returned {_shape(value)}, not a dict of LossTerm")
+    for key, term in value.items():
+        if not isinstance(term, LossTerm) or not isinstance(term.value, Tensor):
+            raise broke(owner, hook, f"term {key!r} is {_shape(term)}, not a LossTerm")
+        v = term.value
+        if term.kind == "scalar":
+            ok, want = v.dim() == 0, "a 0-d tensor"
+        elif term.kind == "anchor":
+            ok, want = tuple(v.shape) == (rows,), f"({rows},): one value per pair"
+        else:
+            width = rows if term.cols is None else v.shape[-1]
+            ok = v.dim() == 2 and tuple(v.shape) == (rows, width)
+            ok = ok and all(
+                m is None or (isinstance(m, Tensor) and m.shape == v.shape)
+                for m in (term.cols, term.valid)
+            )
+            want = f"({rows}, {'columns' if term.cols is not None else rows}), with cols and valid alike"
+        if not ok:
+            raise broke(owner, hook, f"{term.kind} term {key!r} has {_shape(v)}; expected {want}")
+    return value
+
+
 class Method(nn.Module):
     """Backbone and strategies composed; the training loop and the evaluation see only this."""
 
@@ -87,12 +153,13 @@ class Method(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[Output, dict[str, LossTerm]]:
         bb = self.backbone
-        video = bb.sample(bb.encode_video(batch.video))
-        music = bb.sample(bb.encode_music(batch.music))
+        n = batch.size
+        video = bb.sample(latent(bb, "encode_video", bb.encode_video(batch.video), n))
+        music = bb.sample(latent(bb, "encode_music", bb.encode_music(batch.music), n))
         video_scored, music_scored = video, music
         for s in self.strategy_list:
-            video_scored = s.adjust_video(video_scored, batch)
-            music_scored = s.adjust_music(music_scored, batch)
+            video_scored = latent(s, "adjust_video", s.adjust_video(video_scored, batch), n)
+            music_scored = latent(s, "adjust_music", s.adjust_music(music_scored, batch), n)
         out = Output(
             video=video,
             music=music,
@@ -102,9 +169,9 @@ class Method(nn.Module):
                 batch, video_scored, music_scored, on_means
             ),
         )
-        terms = dict(bb.loss_terms(batch, out))
+        terms = dict(loss_terms(bb, "loss_terms", bb.loss_terms(batch, out), n))
         for s in self.strategy_list:
-            for key, term in s.extra_loss(batch, out).items():
+            for key, term in loss_terms(s, "extra_loss", s.extra_loss(batch, out), n).items():
                 terms[f"{s.name}.{key}"] = term
         return out, terms
 
@@ -113,15 +180,16 @@ class Method(nn.Module):
         bb = self.backbone
         sampled = bb.score_on_sample and not on_means
         v, m = (video.code, music.code) if sampled else (video.mu, music.mu)
-        scores = bb.score(v, m)
+        shape = (v.shape[0], m.shape[0])
+        scores = scores_of(bb, "score", bb.score(v, m), shape)
         for s in self.strategy_list:
-            scores = s.adjust_score(scores, batch, m)
+            scores = scores_of(s, "adjust_score", s.adjust_score(scores, batch, m), shape)
         return scores
 
     def weights(self, batch: Batch) -> Weights | None:
         combined: Weights | None = None
         for s in self.strategy_list:
-            w = s.weights(batch)
+            w = weights_of(s, s.weights(batch), batch.size)
             if w is not None:
                 combined = w if combined is None else combined.combine(w)
         return combined
@@ -143,30 +211,35 @@ class Method(nn.Module):
     @torch.no_grad()
     def music_codes(self, features: Tensor) -> Tensor:
         """The codes music are ranked by (encoder means, moved by the deconfounders)."""
-        latent = self.backbone.encode_music(features)
+        n, bb = features.shape[0], self.backbone
+        code = latent(bb, "encode_music", bb.encode_music(features), n)
         for s in self.strategy_list:
-            latent = s.adjust_music(latent, None)
-        return latent.mu
+            code = latent(s, "adjust_music", s.adjust_music(code, None), n)
+        return code.mu
 
     @torch.no_grad()
     def video_codes(self, features: Tensor) -> Tensor:
         """The codes videos are ranked with (encoder means, moved by the deconfounders)."""
-        latent = self.backbone.encode_video(features)
+        n, bb = features.shape[0], self.backbone
+        code = latent(bb, "encode_video", bb.encode_video(features), n)
         for s in self.strategy_list:
-            latent = s.adjust_video(latent, None)
-        return latent.mu
+            code = latent(s, "adjust_video", s.adjust_video(code, None), n)
+        return code.mu
 
     @torch.no_grad()
     def score(self, video_codes: Tensor, music_codes: Tensor, query: Query) -> Tensor:
-        scores = self.backbone.score_rows(video_codes, music_codes, query)
+        shape = (video_codes.shape[0], music_codes.shape[0])
+        bb = self.backbone
+        scores = scores_of(bb, "score_rows", bb.score_rows(video_codes, music_codes, query), shape)
         for s in self.strategy_list:
-            scores = s.adjust_score(scores, query, music_codes)
+            scores = scores_of(s, "adjust_score", s.adjust_score(scores, query, music_codes), shape)
         return scores
 
     @torch.no_grad()
     def rerank(self, scores: Tensor, items: Tensor, query: Query) -> Tensor:
+        shape = tuple(scores.shape)
         for s in self.strategy_list:
-            scores = s.rerank(scores, items, query)
+            scores = scores_of(s, "rerank", s.rerank(scores, items, query), shape)
         return scores
 
 

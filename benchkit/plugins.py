@@ -264,12 +264,19 @@ class Plugins:
 def contained() -> Iterator[None]:
     """Run a plugin's code so that it cannot take the command line down with it: what it prints
     goes to stderr (stdout stays pure for ``--json``), and any exit it raises — ``SystemExit``,
-    ``KeyboardInterrupt`` included — becomes a :class:`PluginError` the loader records."""
+    its own ``KeyboardInterrupt`` included — becomes a :class:`PluginError` the loader records.
+    The user's Ctrl-C passes through (:func:`benchkit.faults.users_interrupt`)."""
+    from benchkit.faults import users_interrupt
+
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except PluginError:
         raise
+    except KeyboardInterrupt as exc:
+        if users_interrupt():
+            raise
+        raise PluginError(_describe(exc)) from None
     except BaseException as exc:
         raise PluginError(_describe(exc)) from None
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.api import RunResult, execute, parse_stack, plan_run
-from benchkit.errors import BenchkitError, ConfigError
+from benchkit.errors import BenchkitError, ConfigError, DataError
 from benchkit.executors import exit_with_parent
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import Space
@@ -281,6 +281,9 @@ def _worker(
 ) -> None:
     """One process of a parallel search (``--jobs``): the same study, a share of the trials
     (``say``: report each trial on stderr, as the single-process search logs it)."""
+    from benchkit.faults import ignore_interrupts
+
+    ignore_interrupts()  # Ctrl-C is the parent's to handle
     exit_with_parent(parent)
     optuna = _optuna()
     study = optuna.load_study(
@@ -335,7 +338,11 @@ def tune(
             f"choose {', '.join(sorted(reported))}"
         )
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        what = "is a file, not a folder" if folder.is_file() else f"cannot be made ({exc.strerror})"
+        raise DataError(f"--out {folder} {what}; name a folder for the study") from None
     storage = f"sqlite:///{folder / STUDY_FILE}"
     name = study_name(spec, space, metric, sampler)
     study = optuna.create_study(

@@ -33,6 +33,22 @@ def tiny():
     return make_world("tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def ref_dir(tmp_path_factory, tiny):
+    """The tiny world in the DebCM release layout (copy it before changing it)."""
+    from benchkit.data.reference import write_reference
+
+    return write_reference(tiny, tmp_path_factory.mktemp("ref") / "ds")
+
+
+@pytest.fixture(scope="session")
+def tab_dir(tmp_path_factory, tiny):
+    """The tiny world in the tables layout (copy it before changing it)."""
+    from benchkit.data.tables import write_tables
+
+    return write_tables(tiny, tmp_path_factory.mktemp("tab") / "ds")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_default_plugins():
     """Each test sees a freshly loaded default plugin set (tests change env vars and sys.path)."""

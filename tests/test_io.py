@@ -19,16 +19,6 @@ from benchkit.data.tables import write_tables
 from benchkit.errors import DataError
 
 
-@pytest.fixture(scope="module")
-def ref_dir(tmp_path_factory, tiny):
-    return write_reference(tiny, tmp_path_factory.mktemp("ref") / "ds")
-
-
-@pytest.fixture(scope="module")
-def tab_dir(tmp_path_factory, tiny):
-    return write_tables(tiny, tmp_path_factory.mktemp("tab") / "ds")
-
-
 def _metrics(plugins, **kw):
     out = run("cmvae", "none", epochs=2, plugins=plugins, overrides={"latent_dim": 32}, **kw)
     return {k: v for k, v in out.metrics.items() if k.startswith(("recall", "ndcg"))}

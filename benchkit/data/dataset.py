@@ -258,6 +258,7 @@ class Dataset:
                     f"{self.name}: stored weights of {name!r} sum to {w.sum():.6g}, "
                     f"not 1; rerun with --normalise-weights to rescale them"
                 )
+        check_side_columns(self)
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -609,6 +610,46 @@ def _id_array(ids: Any, n: int, what: str) -> np.ndarray | None:
     if (counts > 1).any():
         raise DataError(f"{what}: duplicate id {uniq[counts > 1][0].item()!r}")
     return a
+
+
+def check_side_columns(ds: Dataset) -> None:
+    """The optional per-video and per-music fields: their lengths, finite values, and ids that
+    cannot size an allocation beyond what the data declares (genres: the genre names, else the
+    priors' width, else :data:`benchkit.data.checks.MAX_GENRES`; uploaders: the videos)."""
+    from benchkit.data.checks import MAX_GENRES, MAX_ID, MAX_PRIOR_CELLS, bounded, finite, per_video
+
+    nv, name = ds.n_videos, ds.name
+    if ds.music_genre is not None:
+        limit, why = len(ds.genre_names), "the genre names"
+        if not limit and ds.given_prior is not None:
+            limit, why = np.shape(ds.given_prior)[-1], "the width of the uploaders' priors"
+        if not limit:
+            limit, why = MAX_GENRES, "genre ids without genre names"
+        bounded(ds.music_genre, -1, limit, f"{name}: music_genre", why)
+    if ds.video_uploader is not None and ds.video_uploader.size:
+        bounded(ds.video_uploader, 0, MAX_ID, f"{name}: video_uploader", "ids are non-negative")
+        n_uploaders = int(ds.video_uploader.max()) + 1
+        if n_uploaders > nv and n_uploaders * max(1, ds.n_genres) > MAX_PRIOR_CELLS:
+            raise DataError(
+                f"{name}: video_uploader has ids up to {n_uploaders - 1:,} for {nv:,} videos: "
+                f"renumber the uploaders 0, 1, … (their genre histories would not fit in memory)"
+            )
+    if ds.given_prior is not None:
+        prior = np.asarray(ds.given_prior)
+        if prior.ndim != 2 or prior.shape[0] != nv:
+            raise DataError(f"{name}: given_prior must be (videos, genres), got {prior.shape}")
+        finite(prior, f"{name}: given_prior (the uploaders' genre priors)", low=0.0)
+    if ds.propensity is not None:
+        p = per_video(ds.propensity, nv, f"{name}: propensity")
+        known = p[~np.isnan(p)]
+        if known.size:
+            finite(known, f"{name}: propensity (where given)", low=0.0, strict=True)
+    for key, column in ds.video_columns.items():
+        per_video(column, nv, f"{name}: video column {key!r}")
+    if ds.pgc is not None and ds.pgc.music_genre is not None:
+        n_pgc = ds.pgc.music_features.shape[0]
+        if np.shape(ds.pgc.music_genre) != (n_pgc,):
+            raise DataError(f"{name}: pgc.music_genre must give one genre per PGC music ({n_pgc})")
 
 
 def _check_ids(ids: np.ndarray, n: int, what: str, kind: str) -> None:

@@ -61,10 +61,14 @@ def open_dataset(
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
+    from benchkit.faults import plugin_faults
+
     for entry in plugins.datasets.entries():
         detect = getattr(entry.obj, "detect", None)
-        if detect is not None and detect(p):
-            ds = entry.obj.load(path=p, **options)
+        with plugin_faults(plugins):  # a provider that raises is named, in one line
+            found = detect is not None and detect(p)
+            ds = entry.obj.load(path=p, **options) if found else None
+        if ds is not None:
             return replace(ds, pgc=read_pgc_any(pgc)) if pgc is not None else ds
     kinds = ", ".join(e.name for e in plugins.datasets.entries() if hasattr(e.obj, "detect"))
     raise DataError(

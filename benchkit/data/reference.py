@@ -30,8 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from benchkit.data.checks import (
+    MAX_ID,
+    bounded,
+    finite,
+    integers,
+    json_list,
+    json_object,
+    per_video,
+)
 from benchkit.data.dataset import PGC, Dataset
-from benchkit.data.npyio import AtomicDir, load_features, load_npy, read_json, save_npy
+from benchkit.data.npyio import AtomicDir, load_features, load_npy, save_npy
 from benchkit.data.truth import Truth
 from benchkit.errors import DataError
 
@@ -58,9 +67,19 @@ def is_reference(path: Path | str) -> bool:
 
 def _int(value: Any, what: str) -> int:
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
         raise DataError(f"{what}: {value!r} is not an integer id") from None
+    if abs(number) >= MAX_ID:
+        raise DataError(f"{what}: {value!r} is beyond any id a dataset can hold")
+    return number
+
+
+def _float(value: Any, what: str) -> float:
+    try:
+        return float(str(value.decode() if isinstance(value, bytes) else value).strip())
+    except (ValueError, UnicodeDecodeError):
+        raise DataError(f"{what}: {value!r} is not a number") from None
 
 
 def _genre(value: Any, what: str) -> tuple[int, int]:
@@ -87,11 +106,13 @@ def _genre(value: Any, what: str) -> tuple[int, int]:
     else:
         first, count = parsed, 1
     if isinstance(first, (bool, np.bool_)) or not isinstance(first, (int, np.integer)):
-        if isinstance(first, float) and first.is_integer():
+        if isinstance(first, float) and first.is_integer() and abs(first) < MAX_ID:
             return int(first), count
         raise DataError(
             f"{what}: {value!r} is not a genre id (write an integer or a list like '[3]')"
         )
+    if abs(int(first)) >= MAX_ID:
+        raise DataError(f"{what}: {value!r} is beyond any genre id")
     return int(first), count
 
 
@@ -104,35 +125,65 @@ def _parse_train(rows: np.ndarray, path: Path) -> dict[str, np.ndarray]:
             f"got an array of shape {rows.shape}"
         )
     if rows.dtype != object:  # a numeric table: video, music, genre, G prior columns, propensity
-        return {
-            "video": rows[:, 0].astype(np.int64),
-            "music": rows[:, 1].astype(np.int64),
-            "genre": rows[:, 2].astype(np.int64),
-            "prior": rows[:, 3:-1].astype(np.float32),
-            "propensity": rows[:, -1].astype(np.float64),
-        }
-    video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
-    music = np.array([_int(r[1], f"{path} column 2 (music)") for r in rows], dtype=np.int64)
+        if not np.issubdtype(rows.dtype, np.number):
+            raise DataError(f"{path}: expected numbers or an object array, got {rows.dtype}")
+        return _checked_train(
+            {
+                "video": integers(rows[:, 0], f"{path} column 1 (video)"),
+                "music": integers(rows[:, 1], f"{path} column 2 (music)"),
+                "genre": integers(rows[:, 2], f"{path} column 3 (genre)"),
+                "prior": rows[:, 3:-1].astype(np.float32),
+                "propensity": rows[:, -1].astype(np.float64),
+            },
+            path,
+        )
+    video = np.array([_int(r[0], f"{path} row {i} column 1 (video)") for i, r in enumerate(rows)])
+    music = np.array([_int(r[1], f"{path} row {i} column 2 (music)") for i, r in enumerate(rows)])
     parsed = [_genre(r[2], f"{path} row {i} column 3 (genre)") for i, r in enumerate(rows)]
     genre = np.array([g for g, _ in parsed], dtype=np.int64)
     several = int(sum(n > 1 for _, n in parsed))
     try:
         prior = np.array([np.asarray(_literal(r[3]), dtype=np.float32) for r in rows])
-    except (ValueError, TypeError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError):
         raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers") from None
     if prior.ndim != 2:
         raise DataError(f"{path} column 4 (user_prior): rows must all hold G numbers")
     propensity = (
-        np.array([float(r[4]) for r in rows]) if rows.shape[1] > 4 else np.full(len(rows), np.nan)
+        np.array(
+            [_float(r[4], f"{path} row {i} column 5 (propensity)") for i, r in enumerate(rows)]
+        )
+        if rows.shape[1] > 4
+        else np.full(len(rows), np.nan)
     )
-    return {
-        "video": video,
-        "music": music,
-        "genre": genre,
-        "prior": prior,
-        "propensity": propensity,
-        "several_genres": np.asarray(several),
-    }
+    return _checked_train(
+        {
+            "video": video.astype(np.int64),
+            "music": music.astype(np.int64),
+            "genre": genre,
+            "prior": prior,
+            "propensity": propensity,
+            "several_genres": np.asarray(several),
+        },
+        path,
+    )
+
+
+def _checked_train(train: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+    """The training rows' priors finite distributions, each genre an index into them (so that
+    no genre id sizes an allocation), each given propensity finite and positive."""
+    prior = train["prior"]
+    finite(prior, f"{path} column 4 (user_prior)", low=0.0)
+    width = prior.shape[1]
+    bounded(
+        train["genre"],
+        -1,
+        width,
+        f"{path} column 3 (genre)",
+        f"each row's user_prior has {width} genres; -1 is unknown",
+    )
+    if not np.isnan(train["propensity"]).all():
+        finite(train["propensity"], f"{path} column 5 (propensity)", low=0.0, strict=True)
+    return train
 
 
 def _literal(value: Any) -> Any:
@@ -151,17 +202,22 @@ def _parse_eval(rows: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray, n
                 f"{path}: expected rows [video, positive, negatives...], got {rows.shape}"
             )
         return (
-            rows[:, 0].astype(np.int64),
-            rows[:, 1].astype(np.int64),
-            rows[:, 2:].astype(np.int64),
+            integers(rows[:, 0], f"{path} column 1 (video)"),
+            integers(rows[:, 1], f"{path} column 2 (positive)"),
+            integers(rows[:, 2:], f"{path} columns 3… (negatives)"),
         )
     if rows.ndim != 2 or rows.shape[1] != 3:
         raise DataError(f"{path}: expected rows [video, positive, negatives], got {rows.shape}")
     video = np.array([_int(r[0], f"{path} column 1 (video)") for r in rows], dtype=np.int64)
     pos = np.array([_int(r[1], f"{path} column 2 (positive)") for r in rows], dtype=np.int64)
     try:
-        negs = np.array([np.asarray(_literal(r[2]), dtype=np.int64) for r in rows])
-    except (ValueError, TypeError, SyntaxError):
+        negs = np.array(
+            [
+                integers(np.asarray(_literal(r[2])), f"{path} row {i} column 3 (negatives)")
+                for i, r in enumerate(rows)
+            ]
+        )
+    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError):
         raise DataError(f"{path} column 3 (negatives): every row needs the same number") from None
     if negs.ndim != 2:
         raise DataError(f"{path} column 3 (negatives): every row needs the same number")
@@ -294,8 +350,12 @@ def read_reference(
         keep = None
 
     genre_names: tuple[str, ...] = ()
+    if (extra / "genre_names.json").exists():
+        genre_names = tuple(json_list(extra / "genre_names.json", "genre names", str))
+    # Every genre id indexes the uploaders' priors (or the genre names): bounded before any use.
+    n_genres = len(genre_names) or train["prior"].shape[1]
     if (extra / "music_genre.npy").exists():
-        music_genre = load_npy(extra / "music_genre.npy", "music genres").astype(np.int64)
+        music_genre = _ids(extra / "music_genre.npy", "music genres", nm, -1, n_genres)
     else:
         music_genre = np.full(nm, -1, dtype=np.int64)
         music_genre[train["music"]] = train["genre"]
@@ -303,13 +363,13 @@ def read_reference(
         if clash.any():
             m = int(train["music"][clash][0])
             raise DataError(f"{d / 'train.npy'}: music {m} has two different genres")
-    if (extra / "genre_names.json").exists():
-        genre_names = tuple(read_json(extra / "genre_names.json", "genre names"))
     uploader = None
     given_prior = None
     if (extra / "video_uploader.npy").exists():
-        uploader = load_npy(extra / "video_uploader.npy", "uploader ids").astype(np.int64)
+        uploader = _ids(extra / "video_uploader.npy", "uploader ids", nv, 0, MAX_ID)
         uploader = uploader if keep is None else uploader[keep]
+        if uploader.size and uploader.max() >= uploader.size:  # sparse ids: number them 0, 1, …
+            uploader = np.unique(uploader, return_inverse=True)[1].astype(np.int64)
     else:
         mean_path = d / "user_prior_mean.npy"
         mean = (
@@ -322,25 +382,36 @@ def read_reference(
                 f"{mean_path}: holds {mean.size} numbers, but the training rows' user_prior "
                 f"has {train['prior'].shape[1]} genres"
             )
+        finite(mean, f"{mean_path}", low=0.0)
         given_prior = np.tile(mean, (video_music.size, 1))
         given_prior[train["video"]] = train["prior"]
     propensity = np.full(video_music.size, np.nan)
     propensity[train["video"]] = train["propensity"]
-    if (extra / "propensity.json").exists() and read_json(
-        extra / "propensity.json", "propensity note"
+    if (extra / "propensity.json").exists() and json_object(
+        extra / "propensity.json", "propensity note", {"derived": bool}
     ).get("derived"):
         propensity[:] = np.nan  # benchkit wrote d_u[g(m)] there; recompute it, as the source did
     truth = None
     if (extra / "truth.json").exists():
-        parts = {p.stem[len("truth_") :]: load_npy(p) for p in extra.glob("truth_*.npy")}
-        truth = Truth.from_parts(parts, read_json(extra / "truth.json", "the world's truth"))
-    columns = {p.stem[len("column_") :]: load_npy(p) for p in sorted(extra.glob("column_*.npy"))}
+        truth = _truth(extra, video_music.size, nm)
+    columns = {
+        p.stem[len("column_") :]: per_video(load_npy(p), nv, str(p))
+        for p in sorted(extra.glob("column_*.npy"))
+    }
+    if keep is not None:
+        columns = {k: v[keep] for k, v in columns.items()}
     pgc_dir = Path(pgc) if pgc is not None else root / PGC_DIR
     pgc_data = read_pgc(pgc_dir) if (pgc is not None or pgc_dir.is_dir()) else None
     if pgc_data is not None and pgc is None and (extra / "pgc_music_genre.npy").exists():
-        pgc_data.music_genre = load_npy(extra / "pgc_music_genre.npy").astype(np.int64)
+        n_pgc = pgc_data.music_features.shape[0]
+        path = extra / "pgc_music_genre.npy"
+        pgc_data.music_genre = _ids(path, "PGC music genres", n_pgc, -1, n_genres)
     name = "reference:" + (
-        str(read_json(extra / "dataset.json", "dataset name").get("name", root.name))
+        str(
+            json_object(extra / "dataset.json", "dataset name", {"name": str}).get(
+                "name", root.name
+            )
+        )
         if (extra / "dataset.json").exists()
         else root.name
     )
@@ -370,6 +441,42 @@ def read_reference(
             "train_rows_with_several_genres": int(train.get("several_genres", 0)),
         },
     )
+
+
+def _ids(path: Path, what: str, n: int, low: int, high: int) -> np.ndarray:
+    """One integer id per row (``n`` rows), each in [low, high)."""
+    ids = integers(load_npy(path, what), f"{path} ({what})")
+    if ids.shape != (n,):
+        raise DataError(f"{path} ({what}): expected {n} ids, one per row, got shape {ids.shape}")
+    bounded(ids, low, high, f"{path} ({what})", f"the data has {high} of them")
+    return ids
+
+
+def _truth(extra: Path, n_videos: int, n_music: int) -> Truth:
+    """The synthetic world's truth, as benchkit wrote it: checked for shape before use."""
+    scalars = json_object(extra / "truth.json", "the world's truth", {})
+    bad = [k for k, v in scalars.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        raise DataError(f"{extra / 'truth.json'}: field {bad[0]!r} must be a number")
+    parts = {p.stem[len("truth_") :]: load_npy(p) for p in extra.glob("truth_*.npy")}
+    shapes = {"video_content": (n_videos, -1), "music_content": (n_music, -1)}
+    for key, (rows, _) in shapes.items():
+        a = parts.get(key)
+        if a is None or a.ndim != 2 or a.shape[0] != rows or not np.issubdtype(a.dtype, np.number):
+            raise DataError(
+                f"{extra / f'truth_{key}.npy'}: expected ({rows}, K) numbers, got "
+                f"{'nothing' if a is None else a.shape}"
+            )
+    if parts["video_content"].shape[1] != parts["music_content"].shape[1]:
+        raise DataError(f"{extra}: truth_video_content and truth_music_content differ in width")
+    if "counterfactual" not in parts:
+        raise DataError(f"{extra / 'truth_counterfactual.npy'}: missing")
+    where = f"{extra / 'truth_counterfactual.npy'}"
+    parts["counterfactual"] = integers(parts["counterfactual"], where)
+    if parts["counterfactual"].shape != (n_videos,):
+        raise DataError(f"{where}: expected one music per video ({n_videos})")
+    bounded(parts["counterfactual"], 0, n_music, where, f"{n_music} music")
+    return Truth.from_parts(parts, scalars)
 
 
 def write_reference(ds: Dataset, out: Path | str, negatives_seed: int = 0) -> Path:

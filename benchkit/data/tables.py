@@ -91,13 +91,14 @@ def _features(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
 def _index_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(the distinct ids, each value's index among them): integers stay integers, text stays text
     ("007" and "7" are two ids), ordered as numbers when they all read as integers (so "10"
-    comes after "9"), else as text."""
+    comes after "9"; as Python integers, so that an id beyond 64 bits still sorts and never
+    overflows), else as text."""
     integer = pd.api.types.is_integer_dtype(values)
     ids = values.to_numpy(dtype=np.int64) if integer else values.astype(str).to_numpy(dtype=str)
     uniq, inverse = np.unique(ids, return_inverse=True)
     text = pd.Series(uniq.astype(str))
     if uniq.dtype.kind == "U" and text.str.fullmatch(r"-?\d+").all():
-        order = np.argsort(text.astype(np.int64).to_numpy(), kind="stable")
+        order = np.argsort(np.array([int(x) for x in text], dtype=object), kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
         uniq, inverse = uniq[order], rank[inverse]
@@ -139,8 +140,23 @@ def _read_pgc(folder: Path, genre_names: tuple[str, ...] = ()) -> PGC:
         _columns(gdf, gpath, ("music_id", "genre"))
         genre = np.full(music.shape[0], -1, dtype=np.int64)
         rows = _lookup(music_ids, gdf["music_id"], gpath, "music_id", "pgc/music_ids.txt")
+        _one_genre_each(rows, gdf["genre"].astype(str).to_numpy(), music_ids, gpath)
         genre[rows] = pd.Index(genre_names).get_indexer(gdf["genre"].astype(str))
     return PGC(video, music, pairs, splits, genre)
+
+
+def _one_genre_each(rows: np.ndarray, labels: np.ndarray, ids: np.ndarray, path: Path) -> None:
+    """Refuse a music listed twice with different genres (the later row used to win, silently);
+    the same genre twice is harmless."""
+    pairs = pd.DataFrame({"row": rows, "genre": labels}).drop_duplicates()
+    twice = pairs["row"].duplicated(keep=False)
+    if twice.any():
+        row = int(pairs["row"][twice].iloc[0])
+        genres = sorted(pairs["genre"][pairs["row"] == row])
+        raise DataError(
+            f"{path}: music_id {str(ids[row])!r} is given different genres ({', '.join(genres)}); "
+            f"keep one row per music"
+        )
 
 
 def is_tables(path: Path | str) -> bool:
@@ -189,6 +205,7 @@ def read_tables(path: Path | str, seed: int = 0) -> Dataset:
         _columns(gdf, gpath, ("music_id", "genre"))
         grows = _lookup(music_ids, gdf["music_id"], gpath, "music_id", "music_ids.txt")
         labels = gdf["genre"].astype(str).to_numpy()
+        _one_genre_each(grows, labels, music_ids, gpath)
         if not names:
             names = tuple(
                 sorted(

@@ -61,6 +61,7 @@ class Outcome:
     ranks: RankInfo | None
     seconds: float
     error: str | None = None
+    trace: str = ""  # the failure's traceback, shown under BENCHKIT_DEBUG=1
 
 
 class Executor(ABC):
@@ -104,10 +105,12 @@ class Executor(ABC):
 def run_task(task: Task) -> Outcome:
     """Plan, check and execute one task in the calling process (every executor's worker body).
 
-    A user-side failure (bad data, a diverged run) comes back as an outcome with ``error``; a key
-    that differs from the driver's means the worker runs other code or data, and is an error too.
+    A user-side failure (bad data, a diverged run, a plugin's fault or exit) comes back as an
+    outcome with ``error``; a key that differs from the driver's means the worker runs other code or
+    data, and is an error too.
     """
     from benchkit.api import execute, plan_run
+    from benchkit.faults import PluginFault
     from benchkit.plugins import get_plugins
 
     started = time.perf_counter()
@@ -121,10 +124,12 @@ def run_task(task: Task) -> Outcome:
             )
         result = execute(plan, plugins=plugins)
     except BenchkitError as exc:
-        return Outcome(task.key, None, None, time.perf_counter() - started, str(exc))
-    except Exception as exc:  # a bug in a plugin: keep the grid going, keep the trace
-        trace = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        return Outcome(task.key, None, None, time.perf_counter() - started, trace)
+        trace = exc.trace if isinstance(exc, PluginFault) else ""
+        return Outcome(task.key, None, None, time.perf_counter() - started, str(exc), trace)
+    except (Exception, SystemExit) as exc:  # a bug: keep the grid going, keep the trace
+        line = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return Outcome(task.key, None, None, time.perf_counter() - started, line, trace)
     assert result.ranks is not None
     return Outcome(task.key, result.to_dict(), result.ranks, time.perf_counter() - started)
 

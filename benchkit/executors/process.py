@@ -1,18 +1,82 @@
-"""The ``process`` executor: a local pool of ``jobs`` worker processes sharing the cores.
+"""The ``process`` executor: ``jobs`` worker processes on this machine, sharing the cores.
 
-Workers are spawned (not forked: torch and forked threads do not mix) and each runs with
-``cores // jobs`` threads, which the driver writes into every run's spec (and so its key). A
-worker ends itself within a second of the driver's death, however the driver died.
+Workers are spawned (not forked: torch and forked threads do not mix), each runs with
+``cores // jobs`` threads (which the driver writes into every run's spec, and so its key), and takes
+one task at a time over its own pipe, so the driver always knows which run a worker holds. A worker
+that dies — killed by the OOM killer or ``kill -9``, or ended by a plugin's ``os._exit`` — fails
+that run alone, with the cause, and a fresh worker takes the next task. Workers leave Ctrl-C to
+the driver (which stops them) and end themselves within a second of the driver's death, however
+the driver died.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from benchkit.executors import Executor, Outcome, Task, exit_with_parent, run_task
+
+
+def _serve(conn: Connection, parent: int) -> None:
+    """A worker's body: run the tasks the driver sends until it sends ``None``."""
+    import threading
+
+    from tqdm import tqdm
+
+    from benchkit.faults import ignore_interrupts
+
+    ignore_interrupts()
+    exit_with_parent(parent)
+    # tqdm's default lock is a multiprocessing semaphore: a worker killed holding one would make
+    # Python's resource tracker warn about a leak when the grid ends. A worker needs a thread lock.
+    tqdm.set_lock(threading.RLock())
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        conn.send(run_task(task))
+
+
+def death(exitcode: int | None) -> str:
+    """Why a worker process ended, in words."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory, or kill -9?)" if name == "SIGKILL" else ""
+        return f"the worker process running it was killed by {name}{hint}"
+    return f"the worker process running it exited with code {exitcode} before returning a result"
+
+
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(child, os.getpid()), name="benchkit-worker")
+        self.process.start()
+        child.close()
+        self.task: Task | None = None
+
+    def stop(self, now: bool) -> None:
+        if self.process.is_alive() and not now and self.task is None:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
 
 
 class ProcessExecutor(Executor):
@@ -21,32 +85,65 @@ class ProcessExecutor(Executor):
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]
-        self._pool: ProcessPoolExecutor | None = None
-        self._pending: dict[Future[Outcome], str] = {}
+        self._ctx = mp.get_context("spawn")
+        self._queue: list[Task] = []
+        self._workers: list[_Worker] = []
 
     def threads_per_run(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.jobs)
 
     def submit(self, task: Task) -> None:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.jobs,
-                mp_context=mp.get_context("spawn"),
-                initializer=exit_with_parent,
-                initargs=(os.getpid(),),
-            )
-        self._pending[self._pool.submit(run_task, task)] = task.key
+        self._queue.append(task)
+
+    def _dispatch(self) -> None:
+        """Hand queued tasks to idle workers, starting workers (up to ``jobs``) as needed."""
+        for worker in list(self._workers):
+            if worker.task is None and not worker.process.is_alive():
+                worker.stop(now=True)
+                self._workers.remove(worker)
+        idle = [w for w in self._workers if w.task is None]
+        while self._queue and (idle or len(self._workers) < self.jobs):
+            if idle:
+                worker = idle.pop()
+            else:
+                worker = _Worker(self._ctx)
+                self._workers.append(worker)
+            worker.task = self._queue.pop(0)
+            try:
+                worker.conn.send(worker.task)
+            except OSError:  # it died while idle: give the task to another
+                self._queue.insert(0, worker.task)
+                worker.task = None
+                worker.stop(now=True)
+                self._workers.remove(worker)
 
     def collect(self) -> Iterator[Outcome]:
-        while self._pending:
-            done, _ = wait(list(self._pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                self._pending.pop(fut)
-                yield fut.result()
+        while True:
+            self._dispatch()
+            busy = [w for w in self._workers if w.task is not None]
+            if not busy:
+                return
+            ready = set(wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+            for worker in busy:
+                if worker.conn not in ready and worker.process.sentinel not in ready:
+                    continue
+                task, worker.task = worker.task, None
+                assert task is not None
+                outcome = None
+                try:
+                    if worker.conn.poll():
+                        outcome = worker.conn.recv()
+                except (EOFError, OSError):
+                    outcome = None
+                if outcome is None:  # the worker died holding the task: fail it, replace it
+                    worker.process.join(timeout=10)
+                    worker.stop(now=True)
+                    self._workers.remove(worker)
+                    outcome = Outcome(task.key, None, None, 0.0, death(worker.process.exitcode))
+                yield outcome
 
     def close(self) -> None:
-        if self._pool is not None:
-            for fut in self._pending:
-                fut.cancel()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for worker in self._workers:
+            worker.stop(now=worker.task is not None)
+        self._workers.clear()
+        self._queue.clear()

@@ -35,6 +35,35 @@ def _loopback_only() -> None:
         setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 (a module of Ray's)
 
 
+CONNECT_TIMEOUT = 10.0  # seconds; BENCHKIT_RAY_TIMEOUT changes it
+
+
+def reachable(address: str) -> None:
+    """Fail in one line, within ``BENCHKIT_RAY_TIMEOUT`` seconds (10 by default), when nothing
+    answers at ``address`` — Ray itself would retry forever. ``auto`` is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--address {address!r}: give the Ray cluster's HOST:PORT")
+    try:
+        timeout = float(os.environ.get("BENCHKIT_RAY_TIMEOUT", CONNECT_TIMEOUT))
+    except ValueError:
+        timeout = CONNECT_TIMEOUT
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({why}, within {timeout:g} s): check "
+            f"--address, start a cluster there (ray start --head), or leave --address out to run "
+            f"a local one"
+        ) from None
+
+
 class RayExecutor(Executor):
     name = "ray"
     description = "Ray tasks on a cluster (--address) or a local one bound to 127.0.0.1"
@@ -60,6 +89,7 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             quiet = {"logging_level": logging.ERROR, "log_to_driver": False} if self.quiet else {}
             if self.address:
+                reachable(self.address)
                 ray.init(address=self.address, **quiet)
             else:
                 _loopback_only()
@@ -84,8 +114,16 @@ class RayExecutor(Executor):
         while self._pending:
             ready, _ = ray.wait(list(self._pending), num_returns=1)
             for ref in ready:
-                self._pending.pop(ref)
-                yield ray.get(ref)
+                key = self._pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the worker died (after Ray's retries)
+                    text = str(exc).strip().splitlines()
+                    why = text[0] if text else type(exc).__name__
+                    outcome = Outcome(
+                        key, None, None, 0.0, f"the Ray worker running it failed: {why}"
+                    )
+                yield outcome
 
     def close(self) -> None:
         for ref in self._pending:

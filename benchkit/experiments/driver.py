@@ -24,6 +24,7 @@ from benchkit.executors import Executor, Task
 from benchkit.experiments.grid import BASE_SEED, REPORT_WORLD_SEED, Grid
 from benchkit.experiments.stats import Summary, summarise
 from benchkit.experiments.store import Store
+from benchkit.faults import debug, resumable
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.spec import RunSpec
 
@@ -173,6 +174,7 @@ def _distinct_replicates(grid: Grid, planned: list[Any], tests: list[str]) -> No
             )
 
 
+@resumable
 def run_grid(
     grid: Grid,
     base: RunSpec | None = None,
@@ -191,7 +193,8 @@ def run_grid(
     ``base`` holds the shared options (data source, training recipe); each job's own fields go
     on top. When ``base.threads`` is unset, the executor decides each run's threads; ``auto``
     chooses the executor (:func:`choose_executor`). ``only_stored``: run nothing, summarise what
-    the store already holds (the keys are those the executor's runs would have).
+    the store already holds (the keys are those the executor's runs would have). Ctrl-C stops it
+    with one :class:`benchkit.faults.Interrupted`: the runs stored so far stay, and a rerun resumes.
     """
     base = base or RunSpec()
     executor, jobs = choose_executor(executor, jobs, base.device, own_plugins=plugins is not None)
@@ -271,6 +274,8 @@ def run_grid(
                         f"{grid.name}: {job.row} {'/'.join(job.column)} seed {job.seed} "
                         f"failed: {outcome.error}"
                     )
+                    if debug() and outcome.trace:
+                        log(outcome.trace.rstrip())
                 else:
                     assert outcome.record is not None and outcome.ranks is not None
                     store.put(outcome.key, grid.name, job, outcome.record, outcome.ranks)

@@ -10,11 +10,15 @@ ranks are kept (compressed) for paired significance tests. Read it with pandas v
 :meth:`Store.frame`.
 
 A store is checked when opened — an empty, truncated, foreign or damaged file is refused in one line,
-never reset — and a store in a read-only place can still be read.
+never reset; an older layout is upgraded (:mod:`benchkit.experiments.layout`) — and a store in a
+read-only place can still be read, its write-ahead log included. A record damaged inside an intact
+file is skipped, counted and listed with the failures (a rerun of its grid runs it again); a write
+that fails (a full disk) is one line, and the store keeps every run it held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchkit.errors import DataError
+from benchkit.experiments.layout import LAYOUT, has_log, inspect, private_copy, upgrade
 from benchkit.interfaces import RankInfo
 
 SCHEMA = """
@@ -100,6 +105,8 @@ class Store:
         self.folder = Path(folder)
         self.path = self.folder / "results.sqlite"
         self.read_only = read_only
+        self._private: Path | None = None  # an upgraded copy a read-only store is read through
+        self.damaged: dict[str, str] = {}  # run key → why its record cannot be read
         if self.folder.exists() and not self.folder.is_dir():
             raise DataError(f"--out {self.folder} is a file, not a folder; name a folder")
         if read_only:
@@ -120,56 +127,75 @@ class Store:
     # -- opening ---------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self._private is not None:
+            return sqlite3.connect(self._private, timeout=60)
         if self.read_only:
             flag = "mode=ro" if os.access(self.folder, os.W_OK) else "immutable=1"
             return sqlite3.connect(f"file:{self.path}?{flag}", uri=True, timeout=60)
         return sqlite3.connect(self.path, timeout=60)
 
     def _check(self) -> None:
-        """Refuse an empty, foreign or damaged file in one line; create or upgrade the schema."""
+        """Refuse an empty, foreign, newer or damaged file in one line; create the schema, or
+        upgrade an older layout (read-only: in a private copy) — before anything trains."""
         if self.path.exists() and self.path.stat().st_size == 0:
             raise DataError(
                 f"{self.path} is an empty file, not a results store; move it away (nothing "
                 f"is reset silently)"
             )
         try:
-            with self._connect() as con:
+            if self.read_only and not os.access(self.folder, os.W_OK) and has_log(self.path):
+                self._private = private_copy(self.path)  # SQLite cannot replay the log here
+            con = self._connect()
+            try:
                 status = con.execute("PRAGMA quick_check").fetchone()
                 if status is None or status[0] != "ok":
                     raise DataError(f"{self.path} is damaged ({status[0] if status else '?'})")
-                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
-                if "runs" in tables:
-                    cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-                    if not cols >= REQUIRED_COLUMNS:
-                        raise DataError(
-                            f"{self.path} is not a benchkit results store (its table 'runs' "
-                            f"lacks {', '.join(sorted(REQUIRED_COLUMNS - cols))})"
-                        )
-                elif tables and not tables & {"grid_runs", "failures"}:
-                    raise DataError(
-                        f"{self.path} is an SQLite file of something else (tables "
-                        f"{', '.join(sorted(tables))}), not a benchkit results store"
-                    )
+                found = inspect(con, self.path, SCHEMA, REQUIRED_COLUMNS)
+                if self.read_only and not found.current and self._private is None:
+                    con.close()
+                    self._private = private_copy(self.path)
+                    con = self._connect()
                 if not self.read_only:
                     con.execute("PRAGMA journal_mode=WAL")
-                    con.executescript(SCHEMA)
-                    self._upgrade(con)
+                if not found.current or (not self.read_only and found.version != LAYOUT):
+                    upgrade(con, found, SCHEMA)
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            raise DataError(f"cannot open the results store {self.path} ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} is not a readable results store ({exc})") from None
 
-    @staticmethod
-    def _upgrade(con: sqlite3.Connection) -> None:
-        """Stores written by benchkit 0.1 kept one grid per run in ``runs``: move it across."""
-        cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-        if {"grid", "row_label", "column_key"} <= cols:
-            con.execute(
-                "INSERT OR IGNORE INTO grid_runs (grid, key, row_label, column_key) "
-                "SELECT grid, key, row_label, column_key FROM runs WHERE grid IS NOT NULL"
-            )
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reading, closed when the block ends: one left to the garbage
+        collector would checkpoint the write-ahead log whenever it happened to be collected."""
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. A write that fails — a full disk, a folder gone — is one line;
+        SQLite rolls the transaction back, so the store keeps every run it held."""
+        try:
+            con = self._connect()
+            try:
+                with con:
+                    yield con
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise DataError(
+                f"cannot write the results store {self.path} ({exc}); it keeps every run stored "
+                f"before: free space (or fix the folder) and run the same command again to resume"
+            ) from None
 
     def _select(self, columns: str, keys: list[str]) -> Iterator[tuple[Any, ...]]:
         """``SELECT columns`` for the rows of ``keys`` (in chunks: SQLite caps bound parameters)."""
-        with self._connect() as con:
+        with self._reading() as con:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = f"SELECT {columns} FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
@@ -178,11 +204,12 @@ class Store:
     # -- writing ---------------------------------------------------------------------------------
 
     def done(self, keys: list[str]) -> set[str]:
-        return {row[0] for row in self._select("key", keys)}
+        """The keys whose run is stored intact (a damaged record is run again)."""
+        return set(self.get(keys))
 
     def link(self, grid: str, keys_jobs: list[tuple[str, Any]]) -> None:
         """Record that ``grid`` uses these (already stored) runs at these places."""
-        with self._connect() as con:
+        with self._writing() as con:
             con.executemany(
                 "INSERT OR IGNORE INTO grid_runs (grid, key, row_label, column_key) "
                 "VALUES (?, ?, ?, ?)",
@@ -191,7 +218,7 @@ class Store:
 
     def put(self, key: str, grid: str, job: Any, record: dict[str, Any], ranks: RankInfo) -> None:
         """Store one finished run and its place in ``grid`` — in one transaction."""
-        with self._connect() as con:
+        with self._writing() as con:
             con.execute(
                 "INSERT OR REPLACE INTO runs (key, backbone, debias, setting, test_set, seed, "
                 "protocol, protocol_hash, dataset_fingerprint, metrics, record, ranks) "
@@ -220,7 +247,7 @@ class Store:
 
     def fail(self, key: str, grid: str, job: Any, error: str) -> None:
         """Record that a run of ``grid`` failed, and why (a rerun tries it again)."""
-        with self._connect() as con:
+        with self._writing() as con:
             con.execute(
                 "INSERT OR REPLACE INTO failures (key, grid, row_label, column_key, error) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -230,20 +257,24 @@ class Store:
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored runs of ``keys``; a damaged one is left out and noted in :attr:`damaged`."""
         out: dict[str, dict[str, Any]] = {}
         for key, metrics, record, ranks in self._select("key, metrics, record, ranks", keys):
-            rec = json.loads(record)
-            out[key] = {
-                "metrics": json.loads(metrics),
-                "record": rec,
-                "ranks": unpack_ranks(ranks, rec["protocol"]["params"]["tie"]),
-            }
+            try:
+                rec = json.loads(record)
+                out[key] = {
+                    "metrics": _metrics(metrics),
+                    "record": rec,
+                    "ranks": unpack_ranks(ranks, rec["protocol"]["params"]["tie"]),
+                }
+            except Exception as exc:  # any way a record can be damaged: JSON, zip, keys, types
+                self.damaged[key] = damage(exc)
         return out
 
     def failures(self, keys: list[str]) -> dict[str, str]:
         """The error of each of ``keys`` that failed (and has not succeeded since)."""
         out: dict[str, str] = {}
-        with self._connect() as con:
+        with self._reading() as con:
             for i in range(0, len(keys), 500):
                 chunk = keys[i : i + 500]
                 q = f"SELECT key, error FROM failures WHERE key IN ({','.join('?' * len(chunk))})"
@@ -255,7 +286,7 @@ class Store:
     ) -> list[tuple[str, list[dict[str, float]]]]:
         """(label, per-epoch history) of each run (of one grid; of the rows labelled exactly
         ``rows``, when given): the learning curves."""
-        with self._connect() as con:
+        with self._reading() as con:
             q = (
                 "SELECT g.grid, g.row_label, g.column_key, r.seed, r.record FROM runs r "
                 "LEFT JOIN grid_runs g ON g.key = r.key"
@@ -267,22 +298,43 @@ class Store:
             found = con.execute(q + (" WHERE " + " AND ".join(where) if where else ""), params)
             out = []
             for g, row, column, seed, record in found.fetchall():
-                history = json.loads(record).get("history", [])
-                place = "/".join(json.loads(column)) if column else ""
+                try:
+                    history = json.loads(record).get("history", [])
+                except (TypeError, ValueError, AttributeError):
+                    continue  # a damaged record (listed by failed_runs)
+                place = _place(column)
                 out.append((f"{row or g} {place} s{seed}".strip(), history))
             return out
 
     def failed_runs(self, grid: str | None = None) -> list[tuple[str, str, str, str]]:
-        """(grid, row, column, error) of every recorded failure (of one grid)."""
-        with self._connect() as con:
+        """(grid, row, column, error) of every recorded failure (of one grid), and of every
+        damaged record."""
+        with self._reading() as con:
             q = "SELECT grid, row_label, column_key, error FROM failures"
             rows = con.execute(q + (" WHERE grid = ?" if grid else ""), (grid,) if grid else ())
-            return [(g, r, "/".join(json.loads(c)), e) for g, r, c, e in rows.fetchall()]
+            failed = [(g, r, _place(c), e) for g, r, c, e in rows.fetchall()]
+            q = (
+                "SELECT g.grid, g.row_label, g.column_key, r.key FROM runs r "
+                "LEFT JOIN grid_runs g ON g.key = r.key"
+            )
+            where = (" WHERE g.grid = ?" if grid else ""), ((grid,) if grid else ())
+            places = con.execute(q + where[0], where[1]).fetchall()
+        self.get([p[3] for p in places])
+        return failed + [
+            (
+                g or "",
+                r or "",
+                _place(c),
+                f"damaged record ({self.damaged[k]}); a rerun of the grid runs it again",
+            )
+            for g, r, c, k in places
+            if k in self.damaged
+        ]
 
     def frame(self, grid: str | None = None) -> pd.DataFrame:
         """All runs (of one grid) as a table: one row per run and place in a grid, one column per
         metric, and the run's record flattened (``hp.*``, ``training.*``, ``spec.*``, …)."""
-        with self._connect() as con:
+        with self._reading() as con:
             q = (
                 "SELECT g.grid, g.row_label, g.column_key, r.key, r.backbone, r.debias, r.setting, "
                 "r.test_set, r.seed, r.protocol, r.protocol_hash, r.dataset_fingerprint, "
@@ -293,14 +345,47 @@ class Store:
             )
         if df.empty:
             return df
-        metrics = pd.DataFrame([json.loads(m) for m in df.pop("metrics")])
-        records = [_flat_record(json.loads(r)) for r in df.pop("record")]
+        readable = []
+        for i, (key, m, r) in enumerate(zip(df["key"], df["metrics"], df["record"], strict=True)):
+            try:
+                readable.append((i, _metrics(m), _flat_record(json.loads(r))))
+            except Exception as exc:  # a damaged record: skipped, counted (self.damaged)
+                self.damaged[key] = damage(exc)
+        df = df.iloc[[i for i, _, _ in readable]].drop(columns=["metrics", "record"])
+        df = df.reset_index(drop=True)
+        if df.empty:
+            return df
+        metrics = pd.DataFrame([m for _, m, _ in readable])
+        records = [r for _, _, r in readable]
         flat = pd.DataFrame(records)
         df["created"] = pd.to_datetime(df["created"])
         df["column_key"] = df["column_key"].map(
             lambda c: "/".join(json.loads(c)) if isinstance(c, str) else c
         )
         return pd.concat([df, metrics, flat], axis=1)
+
+
+def _metrics(text: str) -> dict[str, float]:
+    """A run's metrics, which must be a JSON object of numbers."""
+    metrics = json.loads(text)
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        raise ValueError("its metrics are not a JSON object of numbers")
+    return metrics
+
+
+def damage(exc: BaseException) -> str:
+    """How a record is damaged, in a few words."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}" + (f": {text[:120]}" if text else "")
+
+
+def _place(column: str | None) -> str:
+    try:
+        return "/".join(json.loads(column)) if column else ""
+    except (TypeError, ValueError):
+        return str(column)
 
 
 def _flat_record(record: dict[str, Any]) -> dict[str, Any]:
