@@ -252,6 +252,7 @@ class NoDebias(Strategy):
 
     name = "none"
     description = "no debiasing: the backbone alone, trained on the observed choices"
+    no_op_reason = "no debiasing is the baseline every strategy is measured against"
 
 
 @hookimpl

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from test_reliability import write_dist  # a distribution as pip leaves it
 
-from benchkit.experiments.grid import MAX_SEEDS
-
 HEAVY = ("torch", "pandas", "matplotlib", "numpy", "benchkit_plugins", "benchkit.interfaces")
 PROBE = """
 import sys
@@ -119,9 +117,6 @@ def test_python_dash_m_benchkit(tmp_path):
 
 def test_the_shortcuts_stay_true(plugins):
     """What --help and the catalogue assume of benchkit itself."""
-    from benchkit.cli import MAX_SEEDS as CLI_MAX_SEEDS
-
-    assert CLI_MAX_SEEDS == MAX_SEEDS
     own = [
         name
         for name, info in plugins.info.items()
