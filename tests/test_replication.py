@@ -290,6 +290,14 @@ def test_claim_verdicts_and_their_controls():
     assert c.verdict(None) == "inconclusive"
     with pytest.raises(ConfigError, match=r"need fig3.*benchkit fig3 --out o"):
         c.claim_debcm_beats_decrs(ev, c.TRUTH)
+    # From a store with Table 3 only, claims 1–4 are answered and 5–6 (Figs. 3–4) "not run":
+    found = c.answer(ev, metrics=(c.TRUTH,))
+    assert c.overall(found, 1, c.TRUTH) == "holds"
+    assert {c.overall(found, n, c.TRUTH) for n in (5, 6)} == {c.NOT_RUN}
+    text = c.report(found, truth=True)
+    assert "not run: the claims need fig3" in text and "benchkit fig3 --out o" in text
+    with pytest.raises(ConfigError, match="holds no run of Table 3"):
+        c.answer(c.Evidence(out="o"))
     del ev.summaries["table3"][("DebCM", ("diverse", "ugc"), c.TRUTH)]
     with pytest.raises(ConfigError, match="DebCM × diverse/ugc × cf-Recall@25 of table3"):
         c.claim_debcm_best(ev, c.TRUTH)

@@ -8,7 +8,9 @@ picked without their taste), where the world has one. A verdict:
 
 - ``holds``: the effect's 95% interval lies on the claimed side;
 - ``fails``: it lies on the other side (for a "does not help" claim: the thing helps);
-- ``inconclusive``: neither — or there is no test (one run per cell).
+- ``inconclusive``: neither — or there is no test (one run per cell);
+- ``not run``: the store lacks the claim's cells (only with ``--no-run``); the note says how to
+  run them.
 
 Beside each, the **control**: the positive control's gain over the baseline (CMVAE trained on the
 counterfactual choices minus CMVAE) in the same cells — how large an effect the instrument can
@@ -37,6 +39,7 @@ DEBIASED = ("DebCM", "DebCM-IPS", "DebCM-DU", "DebCM-Calibration", "DebCM-DecRS"
 TEST_SETS = {"diverse": "T_diverse", "matching": "T_matching"}
 SETTINGS = {"ugc": "D_s", "ugc+pgc": "D_s ∪ D_t"}
 NEEDED = {"table3": "table3", "fig3": "fig3", "fig4": "fig4"}  # grid → the command that runs it
+NOT_RUN = "not run"  # the verdict of a claim whose cells the store lacks (``--no-run``)
 
 
 @dataclass
@@ -386,13 +389,27 @@ CLAIMS: list[tuple[int, str, Callable[[Evidence, str], list[Finding]]]] = [
 
 
 def answer(ev: Evidence, metrics: tuple[str, ...] = (OBSERVED, TRUTH)) -> list[Finding]:
-    """Every claim on every metric the evidence holds (the truth only where the data has it)."""
+    """Every claim on every metric the evidence holds (the truth only where the data has it).
+    A claim whose cells the store lacks is answered ``not run``, its note naming the cells and
+    the command that runs them; the others are still answered. A store with none of the
+    cells is an error."""
     findings: list[Finding] = []
+    if not any(ev.has_metric(m) for m in metrics):
+        raise ConfigError(
+            f"{ev.out} holds no run of Table 3, Fig. 3 or Fig. 4 with these options; "
+            f"run `benchkit claims` without --no-run (same options) to run them"
+        )
     for metric in metrics:
         if not ev.has_metric(metric):
             continue
-        for _, _, judge in CLAIMS:
-            findings += judge(ev, metric)
+        for number, statement, judge in CLAIMS:
+            try:
+                findings += judge(ev, metric)
+            except ConfigError as missing:
+                key = f"{number}.{metric}"
+                findings.append(
+                    Finding(key, number, statement, "–", metric, NOT_RUN, note=str(missing))
+                )
     return findings
 
 
@@ -402,6 +419,8 @@ def overall(findings: list[Finding], claim: int, metric: str) -> str:
     verdicts = [f.verdict for f in findings if f.claim == claim and f.metric == metric]
     if not verdicts:
         return "–"
+    if NOT_RUN in verdicts:
+        return NOT_RUN
     if "fails" in verdicts:
         return "fails"
     return "holds" if all(v == "holds" for v in verdicts) else "inconclusive"
@@ -418,6 +437,9 @@ def report(findings: list[Finding], truth: bool) -> str:
         verdicts = ", ".join(f"{metric_label(m)}: {overall(findings, number, m)}" for m in metrics)
         lines.append(f"Claim {number}. {statement}\n  verdict — {verdicts}")
         for f in mine:
+            if f.verdict == NOT_RUN:
+                lines.append(f"  · {metric_label(f.metric)} | not run: {f.note}")
+                continue
             effect = "–" if f.effect is None else f"{f.effect:+.4f}"
             ci = "" if f.ci_low is None else f" [{f.ci_low:+.4f}, {f.ci_high:+.4f}]"
             lines.append(f"  · {metric_label(f.metric)} | {f.cells}")
