@@ -15,7 +15,9 @@ from dataclasses import dataclass
 class MetricInfo:
     """``needs``: ``ranks`` (any data), ``uploaders`` (genres and uploader histories) or
     ``truth`` (a world that records its choice model). ``aggregation``: ``weighted`` (Σ w·m over
-    the protocol's rows, weights summing to 1) or ``rows`` (the plain mean over rows)."""
+    the protocol's rows, weights summing to 1) or ``rows`` (the plain mean over rows).
+    ``bounds``: the values the metric can take (an interval is clipped to them), ``None`` where
+    it has none."""
 
     family: str
     label: str
@@ -23,6 +25,7 @@ class MetricInfo:
     needs: str = "ranks"
     aggregation: str = "weighted"
     description: str = ""
+    bounds: tuple[float, float] | None = (0.0, 1.0)
 
     @property
     def truth(self) -> bool:
@@ -66,6 +69,7 @@ FAMILIES = {
             needs="uploaders",
             aggregation="rows",
             description="over-recommendation of the uploader's majority genre",
+            bounds=None,
         ),
     )
 }
@@ -74,7 +78,7 @@ FAMILIES = {
 def metric_info(metric: str) -> MetricInfo:
     """The declaration of ``metric`` (``family@K`` or a family)."""
     family = metric.partition("@")[0]
-    return FAMILIES.get(family) or MetricInfo(family, family)
+    return FAMILIES.get(family) or MetricInfo(family, family, bounds=None)
 
 
 def higher_is_better(metric: str) -> bool:

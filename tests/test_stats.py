@@ -67,6 +67,18 @@ def test_the_interval_is_the_t_interval_over_replicates_when_replicates_hold_all
     assert cell.ci[1] == pytest.approx(ref.high, abs=0.1 * width)
 
 
+def test_an_interval_stays_within_the_values_its_metric_can_take():
+    """Recall near 1 over few, scattered worlds: the t-interval reaches past 1 unless clipped; a
+    metric without bounds (BiasAmp, a plugin's) keeps its symmetric interval."""
+    means = [0.99, 0.80, 0.97, 0.70, 0.95]
+    for metric, bounded in (("recall@25", True), ("bias_amp@25", False), ("mine@25", False)):
+        cell = _cell({r: np.full(20, m) for r, m in enumerate(means)})
+        bootstrap({"a": cell}, metric)
+        assert cell.ci is not None
+        assert (cell.ci[1] == 1.0) if bounded else (cell.ci[1] > 1.0)
+        assert cell.ci[0] < cell.mean < cell.ci[1]
+
+
 def test_one_world_with_clustered_videos_gets_an_interval_as_wide_as_its_clusters():
     """Videos of one uploader that all hit or all miss are one piece of evidence, not nine: the
     clustered interval is about √9 = 3 times the one that treats the videos as independent."""

@@ -40,7 +40,7 @@ import numpy as np
 from scipy import stats as sps
 
 from benchkit.interfaces import RankInfo
-from benchkit.metricinfo import higher_is_better
+from benchkit.metricinfo import higher_is_better, metric_info
 from benchkit.metrics import expected_gain, hit_probability
 
 ALPHA = 0.05
@@ -354,7 +354,15 @@ def bootstrap(cells: dict[str, Cell], metric: str, resamples: int = RESAMPLES) -
                 picks[chosen] = series[(idx[chosen] + slot * stride) % resamples]
             draws += picks
         cell.draws = draws / m
-        cell.ci = interval(cell.mean, cell.draws, m)
+        cell.ci = clipped(interval(cell.mean, cell.draws, m), metric_info(metric).bounds)
+
+
+def clipped(ci: tuple[float, float], bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """A metric's interval within the values it can take (a t-interval of a recall near 1 would
+    reach past 1: no world has such a recall)."""
+    if bounds is None:
+        return ci
+    return max(ci[0], bounds[0]), min(ci[1], bounds[1])
 
 
 def interval(

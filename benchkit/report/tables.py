@@ -292,6 +292,12 @@ def footer(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None) ->
             f"*: differs from {against}: paired t-test over the {n_units} {unit} (the same "
             f"{'worlds' if unit == 'replicates' else 'world'} and test videos), Holm-corrected "
             f"across the rows of a column, p < {ALPHA}"
+            + (
+                f" (on {against}'s own row: {grid.controls['positive']} differs from it, "
+                f"i.e. there is headroom)"
+                if grid.controls.get("positive")
+                else ""
+            )
         )
     else:
         parts.append(
