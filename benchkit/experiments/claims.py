@@ -85,6 +85,15 @@ class Evidence:
             )
         return cell
 
+    def grid(self, name: str) -> Any:
+        if name not in self.grids:
+            raise ConfigError(
+                f"the claims need {name}, which {self.out} does not hold; run `benchkit "
+                f"{NEEDED.get(name, 'experiment ' + name)} --out {self.out}` (or `benchkit claims` "
+                f"without --no-run)"
+            )
+        return self.grids[name]
+
     def has_metric(self, metric: str) -> bool:
         return any(
             c.n for s in self.summaries.values() for (_, _, m), c in s.items() if m == metric
@@ -302,12 +311,7 @@ def claim_debcm_best(ev: Evidence, metric: str) -> list[Finding]:
 
 
 def claim_debcm_beats_decrs(ev: Evidence, metric: str) -> list[Finding]:
-    grid = ev.grids.get("fig3")
-    if grid is None:
-        raise ConfigError(
-            f"the claims need fig3, which {ev.out} does not hold; run `benchkit fig3 --out "
-            f"{ev.out}` (or `benchkit claims` without --no-run)"
-        )
+    grid = ev.grid("fig3")
     out = []
     for x, column in reversed(grid.points()):
         out.append(
@@ -329,12 +333,7 @@ def claim_debcm_beats_decrs(ev: Evidence, metric: str) -> list[Finding]:
 
 
 def claim_interior_optimum(ev: Evidence, metric: str) -> list[Finding]:
-    grid = ev.grids.get("fig4")
-    if grid is None:
-        raise ConfigError(
-            f"the claims need fig4, which {ev.out} does not hold; run `benchkit fig4 --out "
-            f"{ev.out}` (or `benchkit claims` without --no-run)"
-        )
+    grid = ev.grid("fig4")
     sign = 1 if higher_is_better(metric) else -1
     row = "DebCM (D_s ∪ D_t)"
     out = []
