@@ -4,6 +4,7 @@ textbook backdoor, replicates (of worlds and of splits), `benchkit compare` and 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -302,6 +303,9 @@ def test_claim_verdicts_and_their_controls():
     assert "not run: the claims need fig3" in text and "benchkit fig3 --out o" in text
     with pytest.raises(ConfigError, match="holds no run of Table 3"):
         c.answer(c.Evidence(out="o"))
+    with pytest.raises(ConfigError, match="holds no results store"):
+        c.gather(None, "no-such-folder", run=False)
+    assert not os.path.exists("no-such-folder")
     del ev.summaries["table3"][("DebCM", ("diverse", "ugc"), c.TRUTH)]
     with pytest.raises(ConfigError, match="DebCM × diverse/ugc × cf-Recall@25 of table3"):
         c.claim_debcm_best(ev, c.TRUTH)

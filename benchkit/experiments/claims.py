@@ -524,8 +524,12 @@ def gather(
     """Run (or, with ``run=False``, only read from the store at ``out``) the grids the claims
     read — Table 3, Fig. 3, Fig. 4 — with ``replicates`` each (default 3), writing their tables
     and figures beside the store."""
+    from pathlib import Path
+
     from benchkit.experiments.report import run_and_write
 
+    if not run and not (Path(out) / "results.sqlite").is_file():  # --no-run writes nothing
+        raise ConfigError(f"{out} holds no results store; run `benchkit claims` without --no-run")
     ev = Evidence(out=out)
     for name in CLAIM_GRIDS:
         done, _ = run_and_write(

@@ -236,9 +236,13 @@ def run_grid(
             {} if only_stored else {k: s for k, s in zip(keys, specs, strict=True) if k not in done}
         )
         log(
-            f"{grid.name}: {len(planned)} runs, {len(done)} already in {store.path}, "
-            f"{len(todo)} to run on the {executor} executor ({base.threads} "
-            f"thread{'s' if base.threads != 1 else ''} per run)"
+            f"{grid.name}: {len(planned)} runs, {len(done)} already in {store.path}"
+            + (
+                ", reading only what is stored"
+                if only_stored
+                else f", {len(todo)} to run on the {executor} executor ({base.threads} "
+                f"thread{'s' if base.threads != 1 else ''} per run)"
+            )
         )
         job_of = {k: j for k, j in zip(keys, planned, strict=True)}
         places: dict[str, list[Any]] = {}  # a run may sit at several places (a fixed series)
@@ -261,7 +265,7 @@ def run_grid(
             total=len(todo),
             desc=grid.name,
             unit="run",
-            disable=quiet,
+            disable=quiet or not todo,
             file=sys.stderr,
             dynamic_ncols=True,
         )
