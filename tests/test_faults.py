@@ -6,6 +6,7 @@ moment is one line and leaves the store consistent (issue 30, items 1, 2 and 6).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -285,6 +286,12 @@ def test_a_killed_worker_fails_its_row_and_a_new_worker_goes_on(tmp_path, hostil
     assert "the worker process running it was killed by SIGKILL" in error
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and so
+    would its children: give them a terminal's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def benchkit_process(args: list[str], tmp_path: Path, **popen: object) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen(
@@ -294,6 +301,7 @@ def benchkit_process(args: list[str], tmp_path: Path, **popen: object) -> subpro
         text=True,
         env=env,
         cwd=tmp_path,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
         **popen,  # type: ignore[arg-type]
     )
 
@@ -314,7 +322,13 @@ def test_ctrl_c_while_the_plugins_load_is_one_line(tmp_path):
         main()
         """
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
     assert res.returncode == 130, res.stderr
     assert res.stderr == "Error: interrupted\n" and res.stdout == ""
 
