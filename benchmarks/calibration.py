@@ -18,7 +18,7 @@ resumes). Ends with one JSON line: ``fpr_new``, ``fpr_old``, ``coverage`` and th
 comparisons, with the rest of the figures beside them. ``--quick`` runs a small version in a few
 minutes on 2 cores (the slow test suite runs it).
 
-    python benchmarks/calibration.py            # ≥ 20 worlds per part (the full figures)
+    python benchmarks/calibration.py            # 40 A/A worlds × 8 seeds, 100 planted worlds
     python benchmarks/calibration.py --quick
 """
 
@@ -197,7 +197,8 @@ def main() -> None:
         "--planted-worlds",
         type=int,
         default=None,
-        help="Worlds of the planted part (default: --worlds); its runs are cheap (no training).",
+        help="Worlds of the planted part (default 100; --quick: --worlds); its runs train "
+        "nothing, so they are cheap.",
     )
     ap.add_argument("--out", default=None, help="Results store (resumable); default: temporary.")
     ap.add_argument("--preset", default="tiny")
@@ -205,7 +206,7 @@ def main() -> None:
     args = ap.parse_args()
     worlds = args.worlds or (10 if args.quick else 40)
     seeds = args.seeds or (4 if args.quick else 8)
-    planted_worlds = args.planted_worlds or worlds
+    planted_worlds = args.planted_worlds or (worlds if args.quick else 100)
     if worlds % GROUP or worlds < GROUP or planted_worlds % GROUP or planted_worlds < GROUP:
         raise SystemExit(f"--worlds and --planted-worlds must be multiples of {GROUP}")
     if seeds < 2:
