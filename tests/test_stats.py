@@ -14,6 +14,7 @@ from benchkit.experiments.stats import (
     Cell,
     Replicate,
     bootstrap,
+    holm,
     multiplicities,
     paired_test,
     summarise,
@@ -183,3 +184,30 @@ def test_controls_are_never_ranked_and_headroom_is_printed_only_where_there_is_h
     grid, keys, results = _grid_results(spec)
     summary = summarise(grid, keys, results)
     assert all(summary[(r, ("c",), "cf_recall@25")].headroom is None for r in spec)
+
+
+def test_holm_counts_the_methods_only_and_the_baseline_is_marked_by_its_headroom():
+    """The Holm family of a column is its compared methods against the baseline: the controls'
+    tests (a far-off oracle, the positive control) do not widen it, and no test is counted twice.
+    The baseline's own mark says whether the positive control beats it."""
+    spec = {
+        "oracle": [0.9, 0.91, 0.92, 0.9, 0.91],
+        "pos": [0.40, 0.41, 0.42, 0.40, 0.41],
+        "base": [0.30, 0.31, 0.30, 0.29, 0.31],
+        "half": [0.35, 0.36, 0.36, 0.34, 0.36],
+        "same": [0.30, 0.31, 0.30, 0.29, 0.31],
+    }
+    grid, keys, results = _grid_results(spec)
+    summary = summarise(grid, keys, results)
+    cells = {r: summary[(r, ("c",), "cf_recall@25")] for r in spec}
+    methods = [cells["half"], cells["same"]]
+    assert [c.p_value for c in methods] == pytest.approx(holm([c.p_raw for c in methods]))
+    controls = [cells["oracle"], cells["pos"]]
+    assert [c.p_value for c in controls] == pytest.approx(holm([c.p_raw for c in controls]))
+    assert cells["base"].compared_with == "pos" and cells["base"].p_value is not None
+    assert cells["base"].p_value < 0.05  # there is headroom: the baseline's row is starred
+    spec["pos"] = [0.28, 0.29, 0.28, 0.27, 0.29]  # a control worse than the baseline
+    grid, keys, results = _grid_results(spec)
+    summary = summarise(grid, keys, results)
+    base = summary[("base", ("c",), "cf_recall@25")]
+    assert base.p_raw is not None and base.p_raw < 0.05 and base.p_value is None  # no star

@@ -102,7 +102,9 @@ class Evidence:
 
 def verdict(test: Contrast | None, direction: int = 1, margin: float | None = None) -> str:
     """``direction`` +1: the claim is that the effect is positive (−1: negative). ``margin``: a
-    claim that something does *not* help holds when the interval stays below the margin."""
+    claim that something does *not* help fails when it helps significantly (the interval above
+    0, however small the help), holds when the interval stays below the margin, and is
+    inconclusive otherwise."""
     if test is None:
         return "inconclusive"
     low, high = test.ci
@@ -149,10 +151,12 @@ def _finding(
     control: tuple[str, tuple[str, ...]] | None,
     direction: int = 1,
     margin_share: float | None = None,
+    alpha: float = ALPHA,
 ) -> Finding:
-    """Contrast Σ coef · cell and judge it (``direction`` in the metric's better direction)."""
+    """Contrast Σ coef · cell and judge it (``direction`` in the metric's better direction) by
+    its interval at level 1 − ``alpha``."""
     sign = 1 if higher_is_better(metric) else -1
-    test = paired_test(terms)
+    test = paired_test(terms, alpha)
     ctrl = None if control is None else _control(ev, control[0], control[1], metric)
     margin = None
     if margin_share is not None:
@@ -350,19 +354,26 @@ def claim_interior_optimum(ev: Evidence, metric: str) -> list[Finding]:
         best_in = max(inner, key=lambda p: sign * cells[p[0]].mean)[0]
         best_end = max(ends, key=lambda p: sign * cells[p[0]].mean)[0]
         name = TEST_SETS.get(panel[0], panel[0]) if panel else "test"
-        out.append(
-            _finding(
-                ev,
-                6,
-                f"6.{name}.{metric}",
-                "the teacher weight has an interior optimum",
-                f"{row} on {name}: the best interior weight ({best_in:g}) − the better end "
-                f"({best_end:g}, of {points[0][0]:g} and {points[-1][0]:g})",
-                metric,
-                [(cells[best_in], 1.0), (cells[best_end], -1.0)],
-                ("fig4", dict(points)[best_in]) if grid.controls else None,
-            )
+        found = _finding(
+            ev,
+            6,
+            f"6.{name}.{metric}",
+            "the teacher weight has an interior optimum",
+            f"{row} on {name}: the best interior weight ({best_in:g}) − the better end "
+            f"({best_end:g}, of {points[0][0]:g} and {points[-1][0]:g})",
+            metric,
+            [(cells[best_in], 1.0), (cells[best_end], -1.0)],
+            ("fig4", dict(points)[best_in]) if grid.controls else None,
+            # the best of the interior weights was picked on these same runs: its interval is
+            # widened to 1 − α/k (Bonferroni over the k it was picked from)
+            alpha=ALPHA / max(1, len(inner)),
         )
+        widened = (
+            f"interval at {100 * (1 - ALPHA / max(1, len(inner))):.1f}% (Bonferroni over the "
+            f"{len(inner)} interior weights the best was picked from)"
+        )
+        found.note = "; ".join(part for part in (found.note, widened) if part)
+        out.append(found)
     return out
 
 

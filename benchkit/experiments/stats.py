@@ -219,10 +219,11 @@ class Cell:
 Summary = dict[tuple[str, tuple[str, ...], str], Cell]
 
 
-def paired_test(terms: Iterable[tuple[Cell, float]]) -> Contrast | None:
+def paired_test(terms: Iterable[tuple[Cell, float]], alpha: float = ALPHA) -> Contrast | None:
     """The paired t-test of Σ coef · cell over the units every cell shares on the same test rows
     (``None`` with fewer than two such units, or when the differences do not vary: a deterministic
-    pair of rows on one world, whose seeds change nothing, has no noise to test against)."""
+    pair of rows on one world, whose seeds change nothing, has no noise to test against). Its
+    interval is at level 1 − ``alpha``."""
     terms = list(terms)
     unit_maps = [cell.units() for cell, _ in terms]
     if not unit_maps:
@@ -246,7 +247,7 @@ def paired_test(terms: Iterable[tuple[Cell, float]]) -> Contrast | None:
             return None
         return Contrast(0.0, (0.0, 0.0), 1.0, d.size, unit)
     res = sps.ttest_1samp(d, 0.0)
-    low, high = res.confidence_interval(1 - ALPHA)
+    low, high = res.confidence_interval(1 - alpha)
     return Contrast(float(d.mean()), (float(low), float(high)), float(res.pvalue), d.size, unit)
 
 
@@ -449,26 +450,50 @@ def _column(grid: Any, cells: dict[str, Cell], metric: str, resamples: int) -> N
                 if row != best and ci is not None and ci[0] <= bci[1] and bci[0] <= ci[1]:
                     cells[row].tied = True
     base = grid.controls.get("baseline")
+    if base is not None and base not in cells:
+        return  # nothing to compare with (its runs failed or are missing): no marks, no headroom
     ranked = sorted(cells, key=lambda r: cells[r].mean, reverse=higher)
-    family: list[Cell] = []
+    methods_family: list[Cell] = []
+    controls_family: list[Cell] = []
     for row in ranked:
-        if base in cells:  # with controls: does the row differ from the baseline?
-            other = grid.controls["positive"] if row == base else base
+        if row == base:
+            continue  # the baseline's own mark is the headroom test's (below)
+        if base is not None:  # with controls: does the row differ from the baseline?
+            other = base
         else:
-            others = [r for r in ranked if r != row]
+            others = [r for r in ranked if r != row and not cells[r].control]
             other = others[0] if others else row
-        if other == row or other not in cells:
+        if other == row:
             continue
         test = paired_test([(cells[row], 1.0), (cells[other], -1.0)])
         if test is None:
             continue
         cell = cells[row]
         cell.p_raw, cell.compared_with, cell.difference = test.p, other, test
-        family.append(cell)
-    for cell, adjusted in zip(family, holm([c.p_raw or 1.0 for c in family]), strict=True):
-        cell.p_value = adjusted
+        (controls_family if cell.control else methods_family).append(cell)
+    # Holm across the compared methods of the column; the controls are a family of their own
+    # (their tests say whether the instrument can see anything, not which method wins).
+    for family in (methods_family, controls_family):
+        adjusted = holm([1.0 if c.p_raw is None else c.p_raw for c in family])
+        for cell, p in zip(family, adjusted, strict=True):
+            cell.p_value = p
     if grid.controls:
+        _baseline_mark(grid, cells, metric)
         _headroom(grid, cells, metric)
+
+
+def _baseline_mark(grid: Any, cells: dict[str, Cell], metric: str) -> None:
+    """The baseline's row is compared with the positive control: marked (p_value set) exactly
+    when the control beats it significantly, i.e. when there is headroom."""
+    base, pos = cells.get(grid.controls["baseline"]), cells.get(grid.controls["positive"])
+    if base is None or pos is None:
+        return
+    test = paired_test([(base, 1.0), (pos, -1.0)])
+    if test is None:
+        return
+    base.p_raw, base.compared_with, base.difference = test.p, grid.controls["positive"], test
+    ok, _ = headroom_test(base, pos, metric)
+    base.p_value = test.p if ok else None
 
 
 def headroom_test(base: Cell, pos: Cell, metric: str) -> tuple[bool, str]:

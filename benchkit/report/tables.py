@@ -272,9 +272,9 @@ def footer(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None) ->
     parts = [f"n: {describe_design(grid, summary)}"]
     if n_units > 1:
         parts.append(
-            f"[a, b]: 95% interval, mean ± t({n_units - 1}) × SE, SE from a hierarchical "
-            f"bootstrap ({RESAMPLES:,} resamples of the {unit}, then of the {levels} within each "
-            f"test set)"
+            f"[a, b]: 95% interval, mean ± t({n_units - 1}) × SE × √({n_units}/{n_units - 1}), "
+            f"SE from a hierarchical bootstrap ({RESAMPLES:,} resamples of the {unit}, then of "
+            f"the {levels} within each test set), within the metric's range"
         )
     else:
         parts.append(
@@ -286,15 +286,15 @@ def footer(grid: Grid, summary: Summary, paper: dict[str, Any] | None = None) ->
         "bold: the best method of its column; italics: tied with it (95% intervals overlap); "
         "controls and oracles are never ranked"
     )
-    against = grid.controls.get("baseline") or "the best other row of its column"
+    against = grid.controls.get("baseline") or "the best other method of its column"
     if n_units > 1:
         parts.append(
             f"*: differs from {against}: paired t-test over the {n_units} {unit} (the same "
             f"{'worlds' if unit == 'replicates' else 'world'} and test videos), Holm-corrected "
-            f"across the rows of a column, p < {ALPHA}"
+            f"across the methods of a column (the controls apart), p < {ALPHA}"
             + (
-                f" (on {against}'s own row: {grid.controls['positive']} differs from it, "
-                f"i.e. there is headroom)"
+                f"; on {against}'s own row: {grid.controls['positive']} beats it (p < {ALPHA}), "
+                f"i.e. there is headroom"
                 if grid.controls.get("positive")
                 else ""
             )
