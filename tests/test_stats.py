@@ -162,6 +162,13 @@ def _grid_results(spec: dict[str, list[float]], n_rows: int = 30, noise: float =
     return grid, keys, results
 
 
+def _summarised(spec: dict[str, list[float]]) -> dict[str, Cell]:
+    """The cells of :func:`_grid_results`'s column, summarised, by row."""
+    grid, keys, results = _grid_results(spec)
+    summary = summarise(grid, keys, results)
+    return {r: summary[(r, ("c",), "cf_recall@25")] for r in spec}
+
+
 def test_controls_are_never_ranked_and_headroom_is_printed_only_where_there_is_headroom():
     spec = {
         "oracle": [0.9, 0.91, 0.92, 0.9, 0.91],
@@ -170,9 +177,7 @@ def test_controls_are_never_ranked_and_headroom_is_printed_only_where_there_is_h
         "half": [0.35, 0.36, 0.36, 0.34, 0.36],
         "also": [0.349, 0.361, 0.359, 0.341, 0.361],
     }
-    grid, keys, results = _grid_results(spec)
-    summary = summarise(grid, keys, results)
-    cells = {r: summary[(r, ("c",), "cf_recall@25")] for r in spec}
+    cells = _summarised(spec)
     assert not cells["oracle"].best and not cells["pos"].best  # the highest, but controls
     assert cells["half"].best and cells["also"].tied and not cells["base"].tied
     assert cells["half"].headroom == pytest.approx(0.5, abs=0.06)
@@ -181,9 +186,7 @@ def test_controls_are_never_ranked_and_headroom_is_printed_only_where_there_is_h
     assert cells["pos"].headroom is None and cells["base"].headroom is None
     # A positive control no better than the baseline: no headroom anywhere, whatever the ratio.
     spec["pos"] = [0.301, 0.309, 0.301, 0.292, 0.309]
-    grid, keys, results = _grid_results(spec)
-    summary = summarise(grid, keys, results)
-    assert all(summary[(r, ("c",), "cf_recall@25")].headroom is None for r in spec)
+    assert all(cell.headroom is None for cell in _summarised(spec).values())
 
 
 def test_holm_counts_the_methods_only_and_the_baseline_is_marked_by_its_headroom():
@@ -197,9 +200,7 @@ def test_holm_counts_the_methods_only_and_the_baseline_is_marked_by_its_headroom
         "half": [0.35, 0.36, 0.36, 0.34, 0.36],
         "same": [0.30, 0.31, 0.30, 0.29, 0.31],
     }
-    grid, keys, results = _grid_results(spec)
-    summary = summarise(grid, keys, results)
-    cells = {r: summary[(r, ("c",), "cf_recall@25")] for r in spec}
+    cells = _summarised(spec)
     methods = [cells["half"], cells["same"]]
     assert [c.p_value for c in methods] == pytest.approx(holm([c.p_raw for c in methods]))
     controls = [cells["oracle"], cells["pos"]]
@@ -207,7 +208,5 @@ def test_holm_counts_the_methods_only_and_the_baseline_is_marked_by_its_headroom
     assert cells["base"].compared_with == "pos" and cells["base"].p_value is not None
     assert cells["base"].p_value < 0.05  # there is headroom: the baseline's row is starred
     spec["pos"] = [0.28, 0.29, 0.28, 0.27, 0.29]  # a control worse than the baseline
-    grid, keys, results = _grid_results(spec)
-    summary = summarise(grid, keys, results)
-    base = summary[("base", ("c",), "cf_recall@25")]
+    base = _summarised(spec)["base"]
     assert base.p_raw is not None and base.p_raw < 0.05 and base.p_value is None  # no star
