@@ -85,6 +85,11 @@ def higher_is_better(metric: str) -> bool:
     return metric_info(metric).higher_is_better
 
 
+def better_sign(metric: str) -> int:
+    """+1 where higher is better, −1 where lower is: ``better_sign(m) * value`` ranks best first."""
+    return 1 if higher_is_better(metric) else -1
+
+
 def needs_truth(metric: str) -> bool:
     return metric_info(metric).truth
 

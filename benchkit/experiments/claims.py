@@ -29,7 +29,7 @@ import numpy as np
 
 from benchkit.errors import ConfigError
 from benchkit.experiments.stats import ALPHA, Cell, Contrast, Summary, headroom_test, paired_test
-from benchkit.metricinfo import higher_is_better, metric_label
+from benchkit.metricinfo import better_sign, metric_label
 
 OBSERVED, TRUTH = "recall@25", "cf_recall@25"
 GENERATIVE = ("Dual-VAE", "CMVAE")
@@ -129,7 +129,7 @@ def _control(ev: Evidence, grid: str, column: tuple[str, ...], metric: str) -> d
     if base is None or pos is None or not base.n or not pos.n:
         return {"note": "no control: the data has no truth (no counterfactual choices)"}
     test = paired_test([(pos, 1.0), (base, -1.0)])
-    ok, why = headroom_test(base, pos, metric)
+    ok, why = headroom_test(test, metric)
     out: dict[str, Any] = {"what": f"{pos_row} − {base_row}", "cells": "/".join(column)}
     if test is None:
         out.update(effect=pos.mean - base.mean, note="no test (one run per cell)")
@@ -155,7 +155,7 @@ def _finding(
 ) -> Finding:
     """Contrast Σ coef · cell and judge it (``direction`` in the metric's better direction) by
     its interval at level 1 − ``alpha``."""
-    sign = 1 if higher_is_better(metric) else -1
+    sign = better_sign(metric)
     test = paired_test(terms, alpha)
     ctrl = None if control is None else _control(ev, control[0], control[1], metric)
     margin = None
@@ -271,7 +271,7 @@ def claim_pooling_pgc_does_not_help(ev: Evidence, metric: str) -> list[Finding]:
 
 def _best_other(ev: Evidence, column: tuple[str, ...], metric: str, me: str) -> str:
     grid, summary = ev.grids["table3"], ev.summaries["table3"]
-    sign = 1 if higher_is_better(metric) else -1
+    sign = better_sign(metric)
     others = [
         r
         for r in grid.rows
@@ -344,7 +344,7 @@ def claim_debcm_beats_decrs(ev: Evidence, metric: str) -> list[Finding]:
 
 def claim_interior_optimum(ev: Evidence, metric: str) -> list[Finding]:
     grid = ev.grid("fig4")
-    sign = 1 if higher_is_better(metric) else -1
+    sign = better_sign(metric)
     row = "DebCM (D_s ∪ D_t)"
     out = []
     for panel in grid.panels():

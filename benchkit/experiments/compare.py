@@ -86,10 +86,11 @@ def compare(
             f"rows {row_a!r} and {row_b!r} were evaluated under different protocols "
             f"({', '.join(sorted(hashes))}); a comparison needs one"
         )
-    if out_b is not None and _design(a) != _design(b):
+    design_a, design_b = _design(a), _design(b)
+    if out_b is not None and design_a != design_b:
         raise ConfigError(
-            f"the two stores hold different replicate designs ({_design(a)[0]} replicates "
-            f"{list(_design(a)[1])} against {_design(b)[0]} {list(_design(b)[1])}); rows can "
+            f"the two stores hold different replicate designs ({design_a[0]} replicates "
+            f"{list(design_a[1])} against {design_b[0]} {list(design_b[1])}); rows can "
             f"only be paired on the same worlds or splits"
         )
     known = {c for c in set(a.columns) & set(b.columns) if "@" in c}

@@ -478,48 +478,42 @@ def _column(grid: Any, cells: dict[str, Cell], metric: str, resamples: int) -> N
         for cell, p in zip(family, adjusted, strict=True):
             cell.p_value = p
     if grid.controls:
-        _baseline_mark(grid, cells, metric)
         _headroom(grid, cells, metric)
 
 
-def _baseline_mark(grid: Any, cells: dict[str, Cell], metric: str) -> None:
-    """The baseline's row is compared with the positive control: marked (p_value set) exactly
-    when the control beats it significantly, i.e. when there is headroom."""
-    base, pos = cells.get(grid.controls["baseline"]), cells.get(grid.controls["positive"])
-    if base is None or pos is None:
-        return
-    test = paired_test([(base, 1.0), (pos, -1.0)])
-    if test is None:
-        return
-    base.p_raw, base.compared_with, base.difference = test.p, grid.controls["positive"], test
-    ok, _ = headroom_test(base, pos, metric)
-    base.p_value = test.p if ok else None
-
-
-def headroom_test(base: Cell, pos: Cell, metric: str) -> tuple[bool, str]:
-    """Whether the positive control beats the baseline significantly in a cell, and why not."""
-    test = paired_test([(pos, 1.0), (base, -1.0)])
-    if test is None:
+def headroom_test(gap: Contrast | None, metric: str) -> tuple[bool, str]:
+    """Whether ``gap`` — the paired test of the positive control minus the baseline in a cell —
+    says the control beats the baseline significantly, and why not."""
+    if gap is None:
         return False, "no test"
-    better = test.effect > 0 if higher_is_better(metric) else test.effect < 0
-    if test.p >= ALPHA or not better:
+    better = gap.effect > 0 if higher_is_better(metric) else gap.effect < 0
+    if gap.p >= ALPHA or not better:
         return False, "no headroom"
     return True, ""
 
 
 def _headroom(grid: Any, cells: dict[str, Cell], metric: str) -> None:
+    """The baseline's own mark (it is compared with the positive control: marked exactly when
+    the control beats it significantly) and, where there is headroom, the share of it each row
+    closes."""
     base_row, pos_row = grid.controls["baseline"], grid.controls["positive"]
     base, pos = cells.get(base_row), cells.get(pos_row)
     if base is None or pos is None:
         return
-    ok, _ = headroom_test(base, pos, metric)
+    gap = paired_test([(pos, 1.0), (base, -1.0)])
+    ok, _ = headroom_test(gap, metric)
+    if gap is not None:
+        low, high = gap.ci
+        base.p_raw, base.compared_with = gap.p, pos_row
+        base.difference = Contrast(-gap.effect, (-high, -low), gap.p, gap.units, gap.unit)
+        base.p_value = gap.p if ok else None
     if not ok:
         return
-    gap = pos.mean - base.mean
+    span = pos.mean - base.mean
     for row, cell in cells.items():
         if cell.control or row == base_row:
             continue
-        cell.headroom = (cell.mean - base.mean) / gap
+        cell.headroom = (cell.mean - base.mean) / span
         if cell.draws is not None and base.draws is not None and pos.draws is not None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = (cell.draws - base.draws) / (pos.draws - base.draws)

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from benchkit.experiments.grid import Grid
 from benchkit.experiments.stats import Cell, Summary
 from benchkit.files import atomic_file, write_text
-from benchkit.metricinfo import higher_is_better, metric_label, needs_truth
+from benchkit.metricinfo import better_sign, metric_label, needs_truth
 from benchkit.report.tables import describe_design, shown_metrics, test_set_name
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
@@ -104,7 +104,7 @@ def optimum(
     ]
     if len(points) < 2:
         return None
-    sign = 1 if higher_is_better(metric) else -1
+    sign = better_sign(metric)
     best = max(points, key=lambda p: sign * p[1])[0]
     xs = sorted(x for x, _ in points)
     return best, xs[0] < best < xs[-1]
