@@ -8,8 +8,7 @@ package written by ``benchkit run --save DIR`` (:mod:`benchkit.model`).
 from typing import Any
 
 from benchkit.hookspecs import hookimpl
-
-__version__ = "0.3.0"
+from benchkit.version import __version__
 
 __all__ = ["__version__", "hookimpl", "load"]
 

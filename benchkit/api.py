@@ -7,12 +7,9 @@
 Every keyword is a field of :class:`benchkit.spec.RunSpec` (the same options as the CLI). A run is
 *planned* (names resolved, hyperparameters set, data loaded and split, the result key computed) and
 then *executed* (trained and evaluated, with the machine-dependent values — device, precision —
-resolved there and recorded).
-
-Data settings (Table 3): ``ugc`` trains on the UGC pairs only (D_s; PGC dropped). ``ugc+pgc``
-(D_s ∪ D_t) hands the PGC to the strategies that consume it (``kl_distill``, ``label_distill``);
-with no strategy (``none``) the PGC pairs are pooled with the UGC pairs instead. ``auto`` picks
-``ugc+pgc`` when the data has PGC and the stack consumes it, else ``ugc``.
+resolved once, :mod:`benchkit.options`, and recorded). What a run composes is resolved in
+:mod:`benchkit.stack` (the debias stack, the overrides, the data setting); its data comes from
+:mod:`benchkit.sources`; ``load_dataset`` gives the same data to a notebook.
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,250 +25,45 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchkit import __version__
 from benchkit.data.dataset import Dataset
-from benchkit.data.io import open_dataset, read_pgc_any
+from benchkit.data.eval_rows import with_training_labels
+from benchkit.data.features import with_feature_dtype, with_normalised_features
 from benchkit.data.shared import changed, checksums, share
 from benchkit.data.splits import apply_test_set
-from benchkit.device import select_device
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
 from benchkit.faults import PluginFault, contains_plugin_faults
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import (
-    TRAINING_HOOKS,
     Backbone,
     Protocol,
     RankInfo,
     RunContext,
-    StackAlias,
     Strategy,
 )
 from benchkit.method import Method
+from benchkit.options import RunOptions, resolve
 from benchkit.pairs import Pairs, PooledPairs, pgc_pairs, ugc_pairs
 from benchkit.plugins import Plugins, get_plugins
-from benchkit.spec import SETTINGS, RunSpec
-from benchkit.train import Trainer, resolve_precision
+from benchkit.sources import DATASETS, load_dataset
+from benchkit.spec import RunSpec
+from benchkit.stack import (
+    check_compatible,
+    incompatibility,
+    parse_stack,
+    resolve_setting,
+    split_overrides,
+)
+from benchkit.train import Trainer
+from benchkit.version import __version__
 
 Log = Callable[[str], None]
+
+__all__ = ["RunPlan", "RunResult", "execute", "load_dataset", "plan_run", "run"]
 
 
 def _quiet(_message: str) -> None:
     return None
-
-
-def parse_stack(debias: str, plugins: Plugins) -> list[tuple[type[Strategy], bool]]:
-    """``a+b`` → (strategy class, optional) pairs, stack aliases expanded; ``none`` stands alone.
-
-    Alias members written ``name?`` are optional (dropped when the data cannot support them).
-    """
-    names = [n.strip() for n in debias.split("+")]
-    if not debias.strip() or any(not n for n in names):
-        raise ConfigError(
-            f"empty strategy name in --debias {debias!r}; write e.g. 'ips' or 'decrs+label_distill'"
-        )
-    expanded: list[tuple[type[Strategy], bool]] = []
-    for n in names:
-        obj = plugins.strategies.get(n)
-        if isinstance(obj, StackAlias):
-            for member in obj.members:
-                optional = member.endswith("?")
-                expanded.append((plugins.strategies.get(member.rstrip("?")), optional))
-        else:
-            expanded.append((obj, False))
-    seen: set[str] = set()
-    for cls, _ in expanded:
-        if cls.name in seen:
-            raise ConfigError(f"strategy {cls.name!r} appears twice in --debias {debias!r}")
-        seen.add(cls.name)
-    if len(expanded) > 1 and "none" in seen:
-        raise ConfigError("'none' means no debiasing and cannot be stacked with other strategies")
-    return expanded
-
-
-@dataclass
-class Overrides:
-    """``--set`` values sorted by owner: the backbone, each strategy, the protocol."""
-
-    backbone: dict[str, Any] = field(default_factory=dict)
-    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
-    protocol: dict[str, Any] = field(default_factory=dict)
-
-
-def split_overrides(overrides: Mapping[str, Any], strategy_names: list[str]) -> Overrides:
-    """``{"margin": .1, "ips.clip": .2, "protocol.tie": "pessimistic"}`` → per owner."""
-    out = Overrides()
-    for key, value in overrides.items():
-        head, dot, rest = key.partition(".")
-        if dot and head == "backbone":
-            out.backbone[rest] = value
-        elif dot and head == "protocol":
-            out.protocol[rest] = value
-        elif dot:
-            if head not in strategy_names:
-                raise ConfigError(
-                    f"--set {key}: {head!r} is not a strategy of this run "
-                    f"({', '.join(strategy_names)}); use backbone.KEY, protocol.KEY or "
-                    f"STRATEGY.KEY"
-                )
-            out.strategies.setdefault(head, {})[rest] = value
-        else:
-            out.backbone[key] = value
-    return out
-
-
-def incompatibility(backbone: Backbone, strategy: Strategy, dataset: Dataset) -> str | None:
-    """Why ``strategy`` cannot run with this backbone and data, in one line (``None`` if it can)."""
-    training = sorted(strategy.hook_points() & TRAINING_HOOKS)
-    if backbone.closed_form and training:
-        return (
-            f"backbone {backbone.name!r} is fitted in closed form, but strategy "
-            f"{strategy.name!r} acts during training ({', '.join(training)})"
-        )
-    missing = sorted(r for r in strategy.requirements() if not dataset.has(r))
-    if missing:
-        return (
-            f"strategy {strategy.name!r} needs {', '.join(missing)}, which dataset "
-            f"{dataset.name!r} does not have"
-        )
-    if strategy.requires_cells and backbone.loss_granularity != "cell":
-        return (
-            f"strategy {strategy.name!r} weights in-batch cells, but backbone "
-            f"{backbone.name!r} exposes only {backbone.loss_granularity}-level loss terms"
-        )
-    return strategy.check_backbone(backbone)
-
-
-def check_compatible(backbone: Backbone, strategies: list[Strategy], dataset: Dataset) -> None:
-    """Fail before training, in one line, when a strategy cannot work with this backbone or data."""
-    missing = sorted(r for r in backbone.requirements() if not dataset.has(r))
-    if missing:
-        raise ConfigError(
-            f"backbone {backbone.name!r} needs {', '.join(missing)}, which dataset "
-            f"{dataset.name!r} does not have"
-        )
-    for s in strategies:
-        problem = incompatibility(backbone, s, dataset)
-        if problem:
-            raise ConfigError(problem)
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-class DatasetCache:
-    """Datasets by what decides them (:meth:`RunSpec.data_key`), a few at a time: a grid's runs
-    and a worker's successive jobs share one load of each world and each test-set split."""
-
-    def __init__(self, size: int = 6) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple[Any, ...], Dataset] = OrderedDict()
-
-    def normalised(self, spec: RunSpec, plugins: Plugins, log: Log | None = None) -> Dataset:
-        """:meth:`get`, with the features preprocessed as ``spec.features_norm`` says (kept too:
-        every row of a grid's column shares one normalisation of its data)."""
-        stamp = (_stamp(spec.data), _stamp(spec.pgc))
-        key = (*spec.data_key(), stamp, "norm", spec.features_norm)
-        if key not in self._items:
-            ds = self.get(spec, plugins, log).with_normalised_features(spec.features_norm)
-            self._put(key, ds)
-        self._items.move_to_end(key)
-        return self._items[key]
-
-    def get(self, spec: RunSpec, plugins: Plugins, log: Log | None = None) -> Dataset:
-        stamp = (_stamp(spec.data), _stamp(spec.pgc))  # files changed on disk: load them again
-        key = (*spec.data_key(), stamp)
-        if key not in self._items:
-            base_spec = spec.replace(test_set="given", features="float32")
-            base_key = (*base_spec.data_key(), stamp)
-            if base_key not in self._items:
-                self._put(base_key, _load_source(base_spec, plugins, log))
-            ds = apply_test_set(self._items[base_key], spec.test_set, seed=spec.world_seed)
-            self._put(key, ds.with_feature_dtype(spec.features))
-        self._items.move_to_end(key)
-        return self._items[key]
-
-    def _put(self, key: tuple[Any, ...], ds: Dataset) -> None:
-        self._items[key] = ds
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-
-DATASETS = DatasetCache()
-
-
-def _stamp(path: str | None) -> tuple[tuple[str, int, int], ...]:
-    """(name, size, mtime) of every file under ``path``: changes when the data on disk change."""
-    if path is None:
-        return ()
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    out = []
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        out.append((str(f), st.st_size, st.st_mtime_ns))
-    return tuple(out)
-
-
-def _load_source(spec: RunSpec, plugins: Plugins, log: Log | None) -> Dataset:
-    if spec.data is not None:
-        if spec.world:
-            raise ConfigError("--world changes the synthetic world; it cannot apply to --data")
-        return open_dataset(
-            plugins, spec.data, pgc=spec.pgc, normalise_weights=spec.normalise_weights
-        )
-    data = plugins.datasets.get("synth").load(
-        preset=spec.preset, seed=spec.world_seed, log=log, **dict(spec.world)
-    )
-    if spec.pgc is not None:
-        data = replace(data, pgc=read_pgc_any(spec.pgc))
-    return data
-
-
-def load_dataset(
-    spec: RunSpec | None = None,
-    *,
-    plugins: Plugins | None = None,
-    log: Log | None = None,
-    **options: Any,
-) -> Dataset:
-    """The data a run of ``spec`` (or of these RunSpec ``options``) sees: the dataset at ``data``
-    (any layout a dataset plugin detects) or the synthetic world at ``preset``, re-split by
-    ``test_set``, features stored as ``features``."""
-    spec = (spec or RunSpec()).replace(**options)
-    return DATASETS.get(spec, plugins or get_plugins(), log)
-
-
-def resolve_setting(
-    setting: str, stack: list[Strategy], debias: str, ds: Dataset
-) -> tuple[str, Dataset, bool]:
-    """(resolved setting, the data as the method will see it, whether PGC pairs are pooled)."""
-    if setting not in SETTINGS:
-        raise ConfigError(f"unknown data setting {setting!r}; choose {', '.join(SETTINGS)}")
-    consumes = any("pgc" in s.requirements() for s in stack)
-    plain = [s.name for s in stack] == ["none"]
-    if setting == "auto":
-        setting = "ugc+pgc" if ds.pgc is not None and consumes else "ugc"
-    if setting == "ugc":
-        return setting, (replace(ds, pgc=None) if ds.pgc is not None else ds), False
-    if ds.pgc is None:
-        raise ConfigError(
-            f"setting ugc+pgc needs PGC data, which dataset {ds.name!r} does not "
-            f"have (give --pgc PATH)"
-        )
-    if not consumes and not plain:
-        raise ConfigError(
-            f"setting ugc+pgc: no strategy of {debias!r} uses the PGC data; add label_distill "
-            f"(Table 3's protocol for debias baselines) or use --setting ugc"
-        )
-    return setting, ds, plain
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +118,11 @@ class RunPlan:
     setting: str
     pooled: bool
     protocol: Protocol
-    threads: int
+    options: RunOptions
+
+    @property
+    def threads(self) -> int:
+        return self.options.threads
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -352,6 +147,22 @@ class RunPlan:
 
 
 @contains_plugin_faults
+def check_metrics(protocol: Protocol, plugins: Plugins) -> None:
+    """Every metric the protocol lists is an installed metric of the protocol's candidates (a
+    ``pool`` metric is reported beside them by itself, where the data allows)."""
+    for name in protocol.metrics:
+        metric = plugins.metrics.get(name)  # an unknown name: one line naming the installed ones
+        if metric.scope != "candidates":
+            ranked = [
+                n for n in plugins.metrics.names() if plugins.metrics.get(n).scope == "candidates"
+            ]
+            raise ConfigError(
+                f"protocol.metrics: {name!r} is computed over the whole pool and is reported by "
+                f"itself where the data allows; the protocol lists metrics of its candidates: "
+                f"{', '.join(ranked)}"
+            )
+
+
 def plan_run(
     spec: RunSpec,
     *,
@@ -367,13 +178,14 @@ def plan_run(
     protocol_cls = plugins.protocols.get(spec.protocol)
     over = split_overrides(dict(spec.overrides), [c.name for c, _ in stack])
     protocol_obj: Protocol = protocol_cls(**over.protocol)
+    check_metrics(protocol_obj, plugins)
     if spec.epochs is not None:
         over.backbone["epochs"] = spec.epochs
     bb: Backbone = backbone_cls(**over.backbone)
     candidates = [(cls(**over.strategies.get(cls.name, {})), opt) for cls, opt in stack]
     if dataset is not None:
         ds = apply_test_set(dataset, spec.test_set, seed=spec.world_seed)
-        ds = ds.with_feature_dtype(spec.features).with_normalised_features(spec.features_norm)
+        ds = with_normalised_features(with_feature_dtype(ds, spec.features), spec.features_norm)
     else:
         ds = DATASETS.normalised(spec, plugins, log)
     ds = ds.with_priors(spec.priors)
@@ -386,7 +198,7 @@ def plan_run(
         # observed validation choices (what a real method sees) — or, as a labelled upper bound
         # that reads labels no method could, on counterfactual validation choices too.
         splits = ("train",) if spec.labels == "counterfactual" else ("train", "val")
-        ds = ds.with_training_labels(ds.truth.counterfactual, "cf-" + "-".join(splits), splits)
+        ds = with_training_labels(ds, ds.truth.counterfactual, "cf-" + "-".join(splits), splits)
     if spec.split not in ds.splits:
         raise ConfigError(
             f"dataset {ds.name!r} has no split {spec.split!r}; splits: "
@@ -398,8 +210,7 @@ def plan_run(
     # Optional alias members the data cannot support are dropped (DebCM without PGC = D_s).
     strategies = [s for s, optional in candidates if not (optional and incompatibility(bb, s, ds))]
     check_compatible(bb, strategies, ds)
-    threads = spec.threads or torch.get_num_threads()
-    return RunPlan(spec, bb, strategies, ds, resolved, pooled, protocol_obj, threads)
+    return RunPlan(spec, bb, strategies, ds, resolved, pooled, protocol_obj, resolve(spec))
 
 
 @contextlib.contextmanager
@@ -472,24 +283,13 @@ def _execute(
 ) -> RunResult:
     started = time.perf_counter()
     spec = plan.spec
-    torch_device = select_device(spec.device)
-    precision = resolve_precision(spec.precision, torch_device)
+    options = plan.options
+    torch_device = options.device
     ds, bb, strategies = plan.dataset, plan.backbone, plan.strategies
-    torch.manual_seed(spec.seed)
-    np.random.seed(spec.seed % 2**32)
-    data_spec = ds.spec()
-    bb.build(data_spec)
-    for s in strategies:
-        s.build(data_spec, bb)
-    method = Method(bb, strategies).to(torch_device)
-    trainer = Trainer(
-        plugins,
-        torch_device,
-        spec.seed,
-        patience=spec.patience,
-        progress=not quiet,
-        precision=precision,
-    )
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed % 2**32)
+    method = Method.assemble(bb, strategies, ds.spec(), torch_device)
+    trainer = Trainer.from_options(plugins, options, progress=not quiet)
     ctx = RunContext(
         device=torch_device,
         seed=spec.seed,
@@ -557,7 +357,7 @@ def _execute(
             **fitted.to_dict(),
             "wall_seconds": time.perf_counter() - started,
             "train_pairs": len(pairs),
-            "precision": precision,
+            "precision": options.precision,
             "threads": plan.threads,
             "strategies": {s.name: r for s in strategies if (r := s.report())},
         },

@@ -23,7 +23,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchkit import __version__
 from benchkit.files import cache_root, write_text
 from benchkit.plugins import (
     BUILTIN_MODULES,
@@ -32,6 +31,7 @@ from benchkit.plugins import (
     OWN_DISTRIBUTION,
     _entry_points,
 )
+from benchkit.version import __version__
 
 
 def entry_points() -> list[metadata.EntryPoint]:

@@ -16,10 +16,12 @@ from typing import Any
 
 import click
 
-from benchkit import __version__, catalogue
+from benchkit import catalogue
+from benchkit.contracts.kinds import KIND_NAMES
 from benchkit.errors import BenchkitError
 from benchkit.experiments.grid import MAX_REPLICATES, MAX_SEEDS, REPORT_WORLD_SEED
 from benchkit.spec import RunSpec, click_options, spec_from_options
+from benchkit.version import __version__
 
 
 def tabulate(*args: Any, **kwargs: Any) -> str:
@@ -46,7 +48,7 @@ class BenchkitGroup(click.Group):
     plugin_commands: tuple[str, ...] = ()
 
     def invoke(self, ctx: click.Context) -> Any:
-        from benchkit.faults import debug, watch_interrupts
+        from benchkit.interrupts import debug, watch_interrupts
 
         try:
             with watch_interrupts():  # a plugin's KeyboardInterrupt is told from a Ctrl-C
@@ -185,51 +187,6 @@ def run(save: str | None, as_json: bool, quiet: bool, **options: Any) -> None:
     click.echo(run_report(result, f"{spec.backbone} + {spec.debias}"))
 
 
-def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
-    """(features, ids) from a .npy matrix (ids from a text file, one per line, else row numbers)
-    or a .parquet table (an ``id`` / ``video_id`` / ``music_id`` column, the rest numeric
-    features)."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from benchkit.data.npyio import load_npy, read_text
-    from benchkit.errors import DataError
-
-    p = Path(path)
-    if p.suffix == ".npy":
-        features = load_npy(p, what)
-    elif p.suffix == ".parquet":
-        import pandas as pd
-
-        try:
-            frame = pd.read_parquet(p)
-        except ImportError:
-            from benchkit.extras import missing
-
-            raise missing("parquet", f"reading {p}") from None
-        except Exception as exc:
-            raise DataError(f"{p} ({what}): cannot read it as Parquet ({exc})") from None
-        id_col = next((c for c in ("id", "video_id", "music_id") if c in frame), None)
-        if id_col is not None and ids is None:
-            row_ids = frame.pop(id_col).to_numpy()
-        else:
-            row_ids = None
-        features = frame.to_numpy()
-        if row_ids is not None:
-            return features, row_ids
-    else:
-        raise DataError(f"{p} ({what}): give a .npy matrix or a .parquet table")
-    if ids is not None:
-        row_ids = np.array(
-            [x.strip() for x in read_text(Path(ids), "ids").splitlines() if x.strip()]
-        )
-        if row_ids.size != len(features):
-            raise DataError(f"{ids}: {row_ids.size} ids for {len(features)} rows of {p}")
-        return features, row_ids
-    return features, np.arange(len(features))
-
-
 @cli.command(short_help="Tune hyperparameters on validation; score once on test.")
 @click_options("method", "source", "split", "training", "evaluation", exclude=("split",))
 @click.option(
@@ -250,7 +207,10 @@ def _read_rows(path: str, what: str, ids: str | None = None) -> tuple[Any, Any]:
     help="A TOML search space (default: the plugins' own).",
 )
 @click.option(
-    "--metric", default="recall@25", show_default=True, help="The validation metric to maximise."
+    "--metric",
+    default="recall@25",
+    show_default=True,
+    help="The validation metric to optimise (in its declared direction).",
 )
 @click.option(
     "--timeout",
@@ -395,10 +355,12 @@ def recommend(
     from benchkit.model import load
 
     rec = load(model, device=device)
-    features, row_ids = _read_rows(videos, "videos", video_ids)
+    from benchkit.frames import read_rows, write_frame
+
+    features, row_ids = read_rows(videos, "videos", video_ids)
     pool = None
     if music_pool is not None:
-        pool_features, pool_ids = _read_rows(music_pool, "music pool", music_ids)
+        pool_features, pool_ids = read_rows(music_pool, "music pool", music_ids)
         genre = None if music_genres is None else load_npy(music_genres, "music genres").reshape(-1)
         pool = rec.music_pool(pool_features, genre, pool_ids, what=music_pool)
     upl = None
@@ -469,26 +431,17 @@ def embed(
     model: str, videos: str | None, music: str | None, ids: str | None, out: str, device: str
 ) -> None:
     """Write the latent codes of videos or music (one row each) with a saved model."""
-    import numpy as np
 
-    from benchkit.files import atomic_file
+    from benchkit.frames import read_rows, write_codes
     from benchkit.model import load
 
     if (videos is None) == (music is None):
         raise click.UsageError("give exactly one of --videos and --music")
     source, what = (videos, "videos") if videos else (music, "music")
     rec = load(model, device=device)
-    features, row_ids = _read_rows(source, what, ids)  # type: ignore[arg-type]
+    features, row_ids = read_rows(source, what, ids)  # type: ignore[arg-type]
     codes = rec.embed_videos(features) if videos else rec.embed_music(features)
-    if out.endswith(".npy"):
-        with atomic_file(out) as tmp, open(tmp, "wb") as f:
-            np.save(f, codes)
-    else:
-        import pandas as pd
-
-        frame = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
-        frame.insert(0, "video_id" if videos else "music_id", row_ids)
-        write_frame(frame, out, ".npy, .csv, .parquet or .jsonl")
+    write_codes(codes, row_ids, "video_id" if videos else "music_id", out)
     click.echo(f"wrote {codes.shape[0]:,} codes of {codes.shape[1]} dimensions to {out}", err=True)
 
 
@@ -534,7 +487,9 @@ def _dataset(options: dict[str, Any], quiet: bool = True) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def describe(as_json: bool, **options: Any) -> None:
     """Table 2's statistics of a dataset (the synthetic world unless --data is given)."""
-    d = _dataset(options).describe()
+    from benchkit.data.describe import describe
+
+    d = describe(_dataset(options))
     if as_json:
         click.echo(json.dumps(d, sort_keys=True))
         return
@@ -774,7 +729,7 @@ def experiment(grid_file: str | None, list_grids: bool, copy_name: str | None, *
 
     Start your own from a built-in one: benchkit experiment --copy headroom writes headroom.toml.
     """
-    from benchkit.experiments.grid import builtin_grids, builtin_text
+    from benchkit.experiments.grid import builtin_grids
 
     if list_grids:
         click.echo(tabulate(builtin_grids(), headers=["grid", "title"], tablefmt="plain"))
@@ -783,13 +738,9 @@ def experiment(grid_file: str | None, list_grids: bool, copy_name: str | None, *
     if copy_name is not None:
         from pathlib import Path
 
-        from benchkit.files import write_text
+        from benchkit.experiments.grid import copy_builtin
 
-        target = Path(f"{copy_name}.toml")
-        text = builtin_text(copy_name)
-        if target.exists():
-            raise click.BadParameter(f"{target} exists; move it away first", param_hint="--copy")
-        write_text(target, text)
+        target = copy_builtin(copy_name, Path.cwd())
         click.echo(f"wrote {target}; edit it, then: benchkit experiment {target}")
         return
     if grid_file is None:
@@ -950,6 +901,8 @@ def results(
         return
     frame = store.frame(grid)
     if export:
+        from benchkit.frames import write_frame
+
         write_frame(frame, export)
         click.echo(f"wrote {len(frame)} runs to {export}")
         return
@@ -978,30 +931,6 @@ def results(
     click.echo(
         tabulate(frame[cols].values.tolist(), headers=cols, tablefmt="github", floatfmt=".4f")
     )
-
-
-def write_frame(frame: Any, path: str, kinds: str = ".csv, .parquet or .jsonl") -> None:
-    """A table to .csv, .parquet or .jsonl, atomically, creating the folder if it is missing
-    (``kinds``: what the caller accepts, for the error message)."""
-    from pathlib import Path
-
-    from benchkit.files import atomic_file
-
-    target = Path(path)
-    if target.suffix not in (".csv", ".parquet", ".jsonl"):
-        raise click.BadParameter(f"{path}: write a {kinds} file")
-    try:
-        with atomic_file(target) as tmp:
-            if target.suffix == ".parquet":
-                frame.to_parquet(tmp, index=False)
-            elif target.suffix == ".jsonl":
-                frame.to_json(tmp, orient="records", lines=True)
-            else:
-                frame.to_csv(tmp, index=False)
-    except ImportError:
-        from benchkit.extras import missing
-
-        raise missing("parquet", f"writing {path}") from None
 
 
 @cli.group()
@@ -1034,7 +963,7 @@ def init_plugin(name: str, out: str | None) -> None:
 @cli.command(name="list", short_help="List installed backbones, strategies, and the rest.")
 @click.argument(
     "kind",
-    type=click.Choice(["backbones", "strategies", "datasets", "protocols", "metrics", "executors"]),
+    type=click.Choice(KIND_NAMES),
 )
 def list_(kind: str) -> None:
     """List the installed backbones, strategies, datasets, protocols, metrics or executors; the
@@ -1087,7 +1016,7 @@ def main() -> None:
     added when needed (:class:`BenchkitGroup`); a Ctrl-C at any moment is one line (exit 130)."""
     import sys
 
-    from benchkit.faults import watch_interrupts
+    from benchkit.interrupts import watch_interrupts
 
     try:
         with watch_interrupts():

@@ -21,12 +21,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchkit import hookimpl
 from benchkit.data.dataset import Dataset
 from benchkit.data.eval_rows import row_weights, sample_negatives
 from benchkit.device import as_tensor
 from benchkit.errors import DataError
-from benchkit.interfaces import AT_LEAST_ONE, NON_NEGATIVE, EvalTask, Protocol, Query, RankInfo
+from benchkit.hookspecs import hookimpl
+from benchkit.interfaces import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    EvalTask,
+    Param,
+    Protocol,
+    Query,
+    RankInfo,
+)
 from benchkit.method import Method
 from benchkit.metrics import TIE_POLICIES
 from benchkit.oracle import OracleAccumulator
@@ -34,30 +42,24 @@ from benchkit.registry import Registry
 
 KS = (10, 15, 20, 25)
 _COMMON = {
-    "ks": KS,
-    "metrics": ("recall", "ndcg"),
-    "tie": "expected",
-    "weighting": "inverse_popularity",
+    "ks": Param(KS, AT_LEAST_ONE),
+    "metrics": Param(("recall", "ndcg")),
+    "tie": Param("expected", TIE_POLICIES),
+    "weighting": Param("inverse_popularity", ("inverse_popularity", "uniform")),
 }
 
 
-class _ProtocolBase(Protocol):
-    ranges = {
-        "ks": AT_LEAST_ONE,
-        "tie": TIE_POLICIES,
-        "weighting": ("inverse_popularity", "uniform"),
-        "n_negatives": AT_LEAST_ONE,
-        "seed": NON_NEGATIVE,
-    }
-
-
-class PaperProtocol(_ProtocolBase):
+class PaperProtocol(Protocol):
     name = "paper"
     description = (
         "DebCM's protocol: positive among 100 sampled negatives, inverse-popularity "
         "weights, Recall/NDCG@10,15,20,25"
     )
-    defaults = {"n_negatives": 100, "seed": 0, **_COMMON}
+    params = {
+        "n_negatives": Param(100, AT_LEAST_ONE),
+        "seed": Param(0, NON_NEGATIVE),
+        **_COMMON,
+    }
 
     def task(self, dataset: Dataset, split: str) -> EvalTask:
         rows = dataset.splits[split]
@@ -75,12 +77,12 @@ class PaperProtocol(_ProtocolBase):
         )
 
 
-class FullProtocol(_ProtocolBase):
+class FullProtocol(Protocol):
     name = "full"
     description = (
         "positive ranked against the whole music pool (sampled metrics can reorder methods)"
     )
-    defaults = dict(_COMMON)
+    params = dict(_COMMON)
 
     def task(self, dataset: Dataset, split: str) -> EvalTask:
         rows = dataset.splits[split]
@@ -199,7 +201,8 @@ def evaluate(
     if device is None:
         device = next(iter(method.parameters()), torch.zeros(0)).device
     task = protocol.task(dataset, split)
-    acc = OracleAccumulator(dataset, protocol.ks) if oracle else None
+    pool = [metrics.get(name) for name in metrics.names()]
+    acc = OracleAccumulator(dataset, protocol.ks, pool) if oracle else None
     ranks = rank_positives(method, dataset, task, device, protocol.tie_policy, oracle=acc)
     values: dict[str, float] = {}
     for name in protocol.metrics:

@@ -3,9 +3,8 @@
 and the hook, so that a grid records the row as failed and goes on, and ``benchkit run`` prints one
 line. ``BENCHKIT_DEBUG=1`` (or ``benchkit --debug``) keeps the traceback.
 
-A real Ctrl-C is told apart from a plugin's ``raise KeyboardInterrupt`` by a SIGINT handler that
-notes the signal before raising (:func:`watch_interrupts`); where benchkit cannot tell — its handler
-is not installed, as in a notebook — a ``KeyboardInterrupt`` is always taken as the user's.
+A real Ctrl-C is told apart from a plugin's ``raise KeyboardInterrupt`` by
+:func:`benchkit.interrupts.users_interrupt`.
 """
 
 from __future__ import annotations
@@ -13,20 +12,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
-import threading
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import ModuleType
+from typing import Any, TypeVar
 
+from benchkit.contracts.kinds import BY_NAME
 from benchkit.errors import BenchkitError
+from benchkit.interrupts import Interrupted, users_interrupt, watch_interrupts
+from benchkit.plugins import KINDS, Plugins, get_plugins
 
-if TYPE_CHECKING:
-    from benchkit.plugins import Plugins
-
-DEBUG_ENV = "BENCHKIT_DEBUG"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -37,64 +33,6 @@ class PluginFault(BenchkitError):
     def __init__(self, message: str, trace: str = "") -> None:
         super().__init__(message)
         self.trace = trace
-
-
-class Interrupted(BenchkitError):
-    """The user pressed Ctrl-C (exit code 130, as a shell reports SIGINT)."""
-
-    exit_code = 130
-
-
-def debug() -> bool:
-    """Whether tracebacks are wanted (``BENCHKIT_DEBUG=1`` or ``benchkit --debug``)."""
-    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
-
-
-# -- Ctrl-C -------------------------------------------------------------------------------------
-
-_sigint = {"seen": False}
-
-
-def _on_sigint(_signum: int, _frame: FrameType | None) -> None:
-    _sigint["seen"] = True
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def watch_interrupts() -> Iterator[None]:
-    """Note every SIGINT before it becomes a ``KeyboardInterrupt`` (main thread only), so that a
-    plugin's own ``KeyboardInterrupt`` can be told from the user's Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.getsignal(signal.SIGINT)
-    if before is not signal.default_int_handler and before is not _on_sigint:
-        yield  # someone else's handler (or SIGINT ignored): leave it
-        return
-    if before is not _on_sigint:
-        _sigint["seen"] = False
-    signal.signal(signal.SIGINT, _on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
-def ignore_interrupts() -> None:
-    """In a worker process: Ctrl-C is the driver's to handle (it stops the workers itself); a
-    worker that took it too would print its own traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def users_interrupt() -> bool:
-    """Whether a ``KeyboardInterrupt`` being handled now came from the user (or cannot be told
-    from one): not when SIGINT is ignored here, or watched and not seen."""
-    handler = signal.getsignal(signal.SIGINT)
-    if handler is signal.SIG_IGN:
-        return False
-    if handler is _on_sigint:
-        return _sigint["seen"]
-    return True
 
 
 # -- whose code failed --------------------------------------------------------------------------
@@ -120,23 +58,11 @@ def _harness(module: str) -> bool:
     return module == "benchkit" or module.startswith("benchkit.")
 
 
-_KIND_NAMES = {
-    "backbones": "backbone",
-    "strategies": "strategy",
-    "datasets": "dataset provider",
-    "protocols": "protocol",
-    "metrics": "metric",
-    "executors": "executor",
-}
-
-
 def _index(plugins: Plugins) -> tuple[dict[str, str], dict[type, tuple[str, str]]]:
     """(module → plugin, class → (component, plugin)) for every loaded plugin, built once."""
     cached = getattr(plugins, "_fault_index", None)
     if cached is not None:
         return cached
-    from benchkit.plugins import KINDS
-
     modules: dict[str, str] = {}
     classes: dict[type, tuple[str, str]] = {}
     for name, obj in plugins.pm.list_name_plugin():
@@ -147,7 +73,7 @@ def _index(plugins: Plugins) -> tuple[dict[str, str], dict[type, tuple[str, str]
             cls = entry.obj if isinstance(entry.obj, type) else type(entry.obj)
             if _harness(cls.__module__):
                 continue
-            classes[cls] = (f"{_KIND_NAMES[kind]} {entry.name!r}", entry.plugin)
+            classes[cls] = (f"{BY_NAME[kind].singular} {entry.name!r}", entry.plugin)
             modules.setdefault(cls.__module__, entry.plugin)
     found = (modules, classes)
     plugins._fault_index = found  # type: ignore[attr-defined]
@@ -158,8 +84,6 @@ def culprit(exc: BaseException, plugins: Plugins | None = None) -> Culprit | Non
     """The plugin whose code ``exc`` came out of (its innermost frame of plugin code), or
     ``None`` when the traceback holds no plugin code (a fault of the harness)."""
     if plugins is None:
-        from benchkit.plugins import get_plugins
-
         plugins = get_plugins()
     modules, classes = _index(plugins)
     frames = [f for f, _ in traceback.walk_tb(exc.__traceback__)]
@@ -288,8 +212,6 @@ def resumable(fn: F) -> F:
 def component(obj: Any) -> str:
     """``obj`` (a backbone, strategy, … instance) as the user knows it: ``strategy 'ips' of
     plugin 'ips'``."""
-    from benchkit.plugins import get_plugins
-
     _, classes = _index(get_plugins())
     for cls in type(obj).__mro__:
         if cls in classes:

@@ -83,8 +83,8 @@ def register_metrics(register: Register) -> None:
 def register_executors(register: Register) -> None:
     """Register grid executors: subclasses of ``benchkit.executors.Executor`` implementing
     ``submit(task)`` and ``collect()`` (yield an ``Outcome`` per task as it finishes; run each
-    task with ``benchkit.executors.run_task`` wherever it executes). ``--executor NAME`` selects
-    one; it is constructed with ``jobs``, ``address`` and ``quiet``.
+    task with ``benchkit.executors.worker.run_task`` wherever it executes). ``--executor NAME``
+    selects one; it is constructed with ``jobs``, ``address`` and ``quiet``.
 
     When: once, when the plugins are loaded; the executor is built when a grid runs.
     """

@@ -13,18 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchkit import hookimpl
+from benchkit.contracts.methods import Backbone, Strategy
+from benchkit.contracts.values import Batch, DataSpec, Latent, LossTerm, Output, Query, Weights
 from benchkit.faults import broke
-from benchkit.interfaces import (
-    Backbone,
-    Batch,
-    Latent,
-    LossTerm,
-    Output,
-    Query,
-    Strategy,
-    Weights,
-)
+from benchkit.hookspecs import hookimpl
 
 
 def reduce_term(term: LossTerm, weights: Weights | None) -> Tensor:
@@ -135,6 +127,24 @@ class Method(nn.Module):
         self.backbone = backbone
         self.strategies = nn.ModuleList(strategies)
 
+    @classmethod
+    def assemble(
+        cls,
+        backbone: Backbone,
+        strategies: list[Strategy] | tuple[Strategy, ...] = (),
+        spec: DataSpec | None = None,
+        device: torch.device | str | None = None,
+    ) -> Method:
+        """Build ``backbone``'s layers, then each strategy's, for data of shape ``spec``, and
+        compose them (on ``device``, where given): the one way a method is made (a run, a PGC teacher, a saved
+        model, DecRS's plain model, the conformance kit)."""
+        if spec is not None:
+            backbone.build(spec)
+            for s in strategies:
+                s.build(spec, backbone)
+        method = cls(backbone, strategies)
+        return method if device is None else method.to(device)
+
     @property
     def strategy_list(self) -> list[Strategy]:
         """The strategies, in stack order."""
@@ -208,22 +218,21 @@ class Method(nn.Module):
 
     # -- inference -----------------------------------------------------------------------------
 
-    @torch.no_grad()
     def music_codes(self, features: Tensor) -> Tensor:
         """The codes music are ranked by (encoder means, moved by the deconfounders)."""
-        n, bb = features.shape[0], self.backbone
-        code = latent(bb, "encode_music", bb.encode_music(features), n)
-        for s in self.strategy_list:
-            code = latent(s, "adjust_music", s.adjust_music(code, None), n)
-        return code.mu
+        return self._codes("music", features)
 
-    @torch.no_grad()
     def video_codes(self, features: Tensor) -> Tensor:
         """The codes videos are ranked with (encoder means, moved by the deconfounders)."""
+        return self._codes("video", features)
+
+    @torch.no_grad()
+    def _codes(self, modality: str, features: Tensor) -> Tensor:
         n, bb = features.shape[0], self.backbone
-        code = latent(bb, "encode_video", bb.encode_video(features), n)
+        encode, adjust = f"encode_{modality}", f"adjust_{modality}"
+        code = latent(bb, encode, getattr(bb, encode)(features), n)
         for s in self.strategy_list:
-            code = latent(s, "adjust_video", s.adjust_video(code, None), n)
+            code = latent(s, adjust, getattr(s, adjust)(code, None), n)
         return code.mu
 
     @torch.no_grad()

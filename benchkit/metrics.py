@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from benchkit import hookimpl
-from benchkit.interfaces import Metric, RankInfo
+from benchkit.contracts.metrics import DECLARED, Metric, MetricInfo, RankInfo
+from benchkit.hookspecs import hookimpl
 
 TIE_POLICIES = ("expected", "optimistic", "pessimistic")
 
@@ -53,19 +53,51 @@ def expected_gain(ranks: RankInfo, k: int) -> np.ndarray:
 
 
 class Recall(Metric):
-    name = "recall"
-    description = "weighted share of rows whose positive ranks in the top K"
+    name, label = "recall", "Recall"
+    description = "the observed choice in the top K (weighted share of rows)"
 
     def __call__(self, ranks: RankInfo, k: int) -> float:
         return float(np.dot(ranks.weights, hit_probability(ranks, k)))
 
 
 class NDCG(Metric):
-    name = "ndcg"
-    description = "weighted NDCG@K with one relevant item per row (ideal DCG = 1)"
+    name, label = "ndcg", "NDCG"
+    description = "the observed choice's discounted rank (weighted NDCG@K, ideal DCG = 1)"
 
     def __call__(self, ranks: RankInfo, k: int) -> float:
         return float(np.dot(ranks.weights, expected_gain(ranks, k)))
+
+
+def metric_info(metric: str) -> MetricInfo:
+    """The declaration of ``metric`` (``family@K`` or a family): the built-in ones and those of the
+    installed metric plugins (loaded on the first question about a family not yet declared). A
+    family nobody declares is read as a weighted, higher-is-better metric without bounds."""
+    family = metric.partition("@")[0]
+    if family not in DECLARED:
+        from benchkit.plugins import get_plugins
+
+        get_plugins()  # importing the plugins' metric modules declares their families
+    return DECLARED.get(family) or MetricInfo(family, family, bounds=None)
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric_info(metric).higher_is_better
+
+
+def better_sign(metric: str) -> int:
+    """+1 where higher is better, −1 where lower is: ``better_sign(m) * value`` ranks best first."""
+    return 1 if higher_is_better(metric) else -1
+
+
+def needs_truth(metric: str) -> bool:
+    return metric_info(metric).truth
+
+
+def metric_label(metric: str) -> str:
+    """``cf_recall@25`` → ``cf-Recall@25``."""
+    family, _, k = metric.partition("@")
+    label = metric_info(family).label
+    return f"{label}@{k}" if k else label
 
 
 @hookimpl

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchkit import __version__
-from benchkit.data.dataset import Dataset, apply_feature_norm
+from benchkit.data.dataset import Dataset
+from benchkit.data.features import apply_feature_norm
 from benchkit.device import select_device
 from benchkit.errors import DataError
 from benchkit.files import atomic_file, write_text
@@ -59,6 +59,7 @@ from benchkit.model_card import (
 )
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.topk import Pool, refuse_non_finite, score_all, top_k
+from benchkit.version import __version__
 
 __all__ = ["FORMAT", "Recommender", "check_target", "load", "save_model"]
 
@@ -333,13 +334,11 @@ def load(folder: Path | str, device: str = "auto", plugins: Plugins | None = Non
     def build() -> Method:
         spec = DataSpec(**spec_values)
         backbone = backbone_cls(**card["backbone"]["hparams"])
-        backbone.build(spec)
-        strategies = []
-        for cls, entry in zip(strategy_classes, card["strategies"], strict=True):
-            s = cls(**entry["hparams"])
-            s.build(spec, backbone)
-            strategies.append(s)
-        return Method(backbone, strategies)
+        strategies = [
+            cls(**entry["hparams"])
+            for cls, entry in zip(strategy_classes, card["strategies"], strict=True)
+        ]
+        return Method.assemble(backbone, strategies, spec)
 
     expected = _shapes_without_memory(build)
     if expected is None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchkit.interfaces import Latent, LossTerm
+from benchkit.contracts.values import Latent, LossTerm
 
 
 class Dropout(nn.Module):
@@ -102,6 +102,34 @@ class GaussianEncoder(nn.Module):
         else:
             logvar = F.normalize(self.logvar(h), dim=1)
         return Latent(mu=mu, logvar=logvar)
+
+
+class GaussianCodes:
+    """Backbone mixin: the codes are two :class:`GaussianEncoder` s, ``self.video_encoder`` and
+    ``self.music_encoder`` (CMVAE, Dual-VAE). List it before ``Backbone``."""
+
+    video_encoder: GaussianEncoder
+    music_encoder: GaussianEncoder
+
+    def encode_video(self, x: Tensor) -> Latent:
+        return self.video_encoder(x)
+
+    def encode_music(self, x: Tensor) -> Latent:
+        return self.music_encoder(x)
+
+
+class UnitCodes:
+    """Backbone mixin: the codes are ``self.video_net`` and ``self.music_net``'s outputs on the
+    unit sphere (CEVAR, CMVBR, UWML). List it before ``Backbone``."""
+
+    video_net: nn.Module
+    music_net: nn.Module
+
+    def encode_video(self, x: Tensor) -> Latent:
+        return Latent(F.normalize(self.video_net(x), dim=1))
+
+    def encode_music(self, x: Tensor) -> Latent:
+        return Latent(F.normalize(self.music_net(x), dim=1))
 
 
 class Decoder(nn.Module):

@@ -23,14 +23,16 @@ Recall@K = Σ_m P(m | v, do(·)) · P(rank(m) < K), NDCG@K = Σ_m P(m | v, do(·
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from benchkit.contracts.metrics import Metric, PoolView
 from benchkit.data.dataset import Dataset
-
-# metric prefix → the estimand of :meth:`benchkit.data.truth.Truth.probabilities`
-INTERVENTIONS = {"cf": "cf", "bd": "backdoor", "fit": "fit"}
+from benchkit.hookspecs import hookimpl
 
 
 class TieRanks:
@@ -109,56 +111,143 @@ def ideal_dcg(values: Tensor, k: int) -> Tensor:
     return (top * disc).sum(dim=1)
 
 
-class OracleAccumulator:
-    """Collects oracle/bias statistics chunk by chunk during one evaluation pass."""
+class _Intervention(Metric):
+    """Recall or NDCG in expectation under one interventional distribution of the choice."""
 
-    def __init__(self, dataset: Dataset, ks: tuple[int, ...]) -> None:
+    needs = "truth"
+    scope = "pool"
+    estimand: ClassVar[str] = ""
+    discounted: ClassVar[bool] = False
+
+    def applies(self, dataset: Any) -> bool:
+        return dataset.truth is not None and dataset.truth.choice is not None
+
+    def per_row(self, view: PoolView, k: int) -> Tensor:
+        p = view.memo(
+            self.estimand,
+            lambda: view.dataset.truth.probabilities(view.rows, self.estimand, view.scores.device),
+        )
+        return view.ranks.expected(p, k, self.discounted)
+
+
+def _intervention(name: str, label: str, estimand: str, description: str) -> type[Metric]:
+    """The metric ``name`` (a recall, or an NDCG when the name says so) under ``estimand``."""
+    attrs = {
+        "name": name,
+        "label": label,
+        "estimand": estimand,
+        "discounted": name.endswith("ndcg"),
+        "description": description,
+    }
+    return type(label.replace("-", ""), (_Intervention,), attrs)
+
+
+INTERVENTION_METRICS = tuple(
+    _intervention(*row)
+    for row in (
+        (
+            "cf_recall",
+            "cf-Recall",
+            "cf",
+            "expected recall of the choice without the uploader's taste",
+        ),
+        ("cf_ndcg", "cf-NDCG", "cf", "expected NDCG of the choice without the uploader's taste"),
+        (
+            "bd_recall",
+            "bd-Recall",
+            "backdoor",
+            "expected recall under the backdoor estimand Σ_u P(u) P(m | v, u)",
+        ),
+        ("bd_ndcg", "bd-NDCG", "backdoor", "expected NDCG under the backdoor estimand"),
+        (
+            "fit_recall",
+            "fit-Recall",
+            "fit",
+            "expected recall of the choice by content alone (taste off, popularity flat)",
+        ),
+        ("fit_ndcg", "fit-NDCG", "fit", "expected NDCG of the choice by content alone"),
+    )
+)
+
+
+class TrueNDCG(Metric):
+    name, label = "true_ndcg", "true-NDCG"
+    description = "NDCG with the true compatibility as graded relevance"
+    needs = "truth"
+    scope = "pool"
+
+    def per_row(self, view: PoolView, k: int) -> Tensor:
+        compat = view.memo(
+            "compatibility",
+            lambda: (
+                torch.from_numpy(view.dataset.truth.compatibility(view.rows))
+                .to(view.scores.device)
+                .clamp_min(0)
+            ),
+        )
+        ideal = ideal_dcg(compat, k)
+        dcg = view.ranks.expected(compat, k, discounted=True)
+        return torch.where(ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg))
+
+
+class BiasAmp(Metric):
+    name, label = "bias_amp", "BiasAmp"
+    description = "over-recommendation of the uploader's majority genre"
+    higher_is_better = False
+    needs = "uploaders"
+    scope = "pool"
+    bounds = None
+
+    def per_row(self, view: PoolView, k: int) -> Tensor:
+        in_major, share = view.memo("majority", lambda: _majority(view))
+        return view.ranks.expected(in_major, k, discounted=False) / k - share
+
+
+def _majority(view: PoolView) -> tuple[Tensor, Tensor]:
+    """Per row, which music are of the uploader's majority genre, and that genre's share."""
+    device = view.scores.device
+    genre = torch.from_numpy(view.dataset.music_genre).to(device)
+    prior = torch.from_numpy(view.dataset.video_prior[view.rows]).to(device)
+    major = prior.argmax(dim=1)
+    in_major = (genre[None, :] == major[:, None]).to(torch.float64)
+    return in_major, prior.gather(1, major[:, None]).squeeze(1).to(torch.float64)
+
+
+POOL_METRICS: tuple[Metric, ...] = (*(m() for m in INTERVENTION_METRICS), TrueNDCG(), BiasAmp())
+
+
+@hookimpl
+def register_metrics(register: Any) -> None:
+    for metric in POOL_METRICS:
+        register(metric)
+
+
+class OracleAccumulator:
+    """Collects the ``pool`` metrics chunk by chunk during one evaluation pass: those of
+    ``metrics`` (default: the built-in oracle and bias metrics) that the data allows."""
+
+    def __init__(
+        self, dataset: Dataset, ks: tuple[int, ...], metrics: Iterable[Metric] = POOL_METRICS
+    ) -> None:
         self.dataset = dataset
         self.ks = ks
-        self.truth = dataset.truth
-        self.bias = dataset.has("uploaders")
+        self.metrics = [m for m in metrics if m.scope == "pool" and m.applies(dataset)]
         self.values: dict[str, list[np.ndarray]] = {}
         self.rows = 0
-        self.genre: Tensor | None = None
 
     @property
     def active(self) -> bool:
-        return self.truth is not None or self.bias
+        return bool(self.metrics)
 
     def add(self, rows: np.ndarray, scores: Tensor) -> None:
         """``scores``: (len(rows), n_music) final scores of these test videos over the whole pool."""
-        device = scores.device
-        n = len(rows)
-        self.rows += n
-        stats: dict[str, Tensor] = {}
-        ranks = TieRanks(scores, max(self.ks))
-        if self.truth is not None:
-            if self.truth.choice is not None:
-                for prefix, estimand in INTERVENTIONS.items():
-                    p = self.truth.probabilities(rows, estimand, device)
-                    for k in self.ks:
-                        stats[f"{prefix}_recall@{k}"] = ranks.expected(p, k, False)
-                        stats[f"{prefix}_ndcg@{k}"] = ranks.expected(p, k, True)
-            compat = torch.from_numpy(self.truth.compatibility(rows)).to(device).clamp_min(0)
+        self.rows += len(rows)
+        view = PoolView(rows, scores, TieRanks(scores, max(self.ks)), self.dataset)
+        for metric in self.metrics:
             for k in self.ks:
-                ideal = ideal_dcg(compat, k)
-                dcg = ranks.expected(compat, k, discounted=True)
-                stats[f"true_ndcg@{k}"] = torch.where(
-                    ideal > 0, dcg / ideal.clamp_min(1e-12), torch.zeros_like(dcg)
-                )
-        if self.bias:
-            assert self.dataset.music_genre is not None
-            if self.genre is None:
-                self.genre = torch.from_numpy(self.dataset.music_genre).to(device)
-            prior = torch.from_numpy(self.dataset.video_prior[rows]).to(device)
-            major = prior.argmax(dim=1)
-            in_major = (self.genre[None, :] == major[:, None]).to(torch.float64)
-            share = prior.gather(1, major[:, None]).squeeze(1).to(torch.float64)
-            for k in self.ks:
-                top = ranks.expected(in_major, k, discounted=False) / k
-                stats[f"bias_amp@{k}"] = top - share
-        for key, value in stats.items():
-            self.values.setdefault(key, []).append(value.detach().cpu().numpy())
+                value = metric.per_row(view, k)
+                key = f"{metric.name}@{k}"
+                self.values.setdefault(key, []).append(value.detach().cpu().numpy())
 
     def per_row(self) -> dict[str, np.ndarray]:
         """Each metric's value per evaluation row (in the task's row order)."""

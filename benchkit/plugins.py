@@ -14,6 +14,7 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -26,9 +27,12 @@ from typing import Any
 
 import pluggy
 
-from benchkit import __version__, hookspecs
+from benchkit import hookspecs
+from benchkit.contracts.kinds import BY_NAME, KIND_NAMES, check
+from benchkit.contracts.kinds import KINDS as KIND_TABLE
 from benchkit.errors import PluginError
 from benchkit.registry import Entry, Registry
+from benchkit.version import __version__
 
 ENTRY_POINT_GROUP = "benchkit"
 ENV_ONLY = "BENCHKIT_PLUGINS"
@@ -40,20 +44,13 @@ BUILTIN_MODULES = (
     "benchkit.method",
     "benchkit.executors",
     "benchkit.metrics",
+    "benchkit.oracle",
     "benchkit.evaluate",
     "benchkit.data.synth",
     "benchkit.data.io",
 )
 
-KINDS = ("backbones", "strategies", "datasets", "protocols", "metrics", "executors")
-HOOK_TO_REGISTRY = {
-    "register_backbones": "backbones",
-    "register_strategies": "strategies",
-    "register_datasets": "datasets",
-    "register_protocols": "protocols",
-    "register_metrics": "metrics",
-    "register_executors": "executors",
-}
+KINDS = KIND_NAMES
 
 
 @dataclass
@@ -78,65 +75,21 @@ def _env_list(var: str) -> set[str]:
     return {x.strip() for x in os.environ.get(var, "").split(",") if x.strip()}
 
 
-def _check_subclass(base_path: str) -> Any:
-    def check(obj: Any) -> str | None:
-        from benchkit import interfaces
-
-        base = getattr(interfaces, base_path)
-        if not (isinstance(obj, type) and issubclass(obj, base)):
-            return f"expected a subclass of benchkit.interfaces.{base_path}, got {obj!r}"
-        abstract = getattr(obj, "__abstractmethods__", None)
-        if abstract:
-            missing = ", ".join(sorted(abstract))
-            return f"{obj.__name__} does not implement {missing}"
-        return None
-
-    return check
-
-
-def _check_instance(base_path: str) -> Any:
-    def check(obj: Any) -> str | None:
-        from benchkit import interfaces
-
-        base = getattr(interfaces, base_path)
-        if not isinstance(obj, base):
-            return f"expected an instance of benchkit.interfaces.{base_path}, got {obj!r}"
-        return None
-
-    return check
-
-
-def _check_executor(obj: Any) -> str | None:
-    from benchkit.executors import Executor
-
-    if not (isinstance(obj, type) and issubclass(obj, Executor)):
-        return f"expected a subclass of benchkit.executors.Executor, got {obj!r}"
-    abstract = getattr(obj, "__abstractmethods__", None)
-    if abstract:
-        return f"{obj.__name__} does not implement {', '.join(sorted(abstract))}"
-    return None
-
-
-def _check_strategy(obj: Any) -> str | None:
-    from benchkit.interfaces import StackAlias
-
-    if isinstance(obj, StackAlias):
-        return None if obj.members else "a stack alias needs at least one member"
-    return _check_subclass("Strategy")(obj)
-
-
 class Plugins:
     """The loaded plugins and their registries."""
+
+    backbones: Registry[Any]
+    strategies: Registry[Any]
+    datasets: Registry[Any]
+    protocols: Registry[Any]
+    metrics: Registry[Any]
+    executors: Registry[Any]
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.backbones: Registry[Any] = Registry("backbone", _check_subclass("Backbone"))
-        self.strategies: Registry[Any] = Registry("strategy", _check_strategy)
-        self.datasets: Registry[Any] = Registry("dataset", _check_instance("DatasetProvider"))
-        self.protocols: Registry[Any] = Registry("protocol", _check_subclass("Protocol"))
-        self.metrics: Registry[Any] = Registry("metric", _check_instance("Metric"))
-        self.executors: Registry[Any] = Registry("executor", _check_executor)
+        for kind in KIND_TABLE:
+            setattr(self, kind.name, Registry(kind.singular, functools.partial(check, kind)))
         self.info: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.skipped: dict[str, str] = {}  # entry point → why it was not loaded
@@ -183,8 +136,8 @@ class Plugins:
         """Run one plugin's register hooks, validating each registration as it is made."""
         plugin = self.pm.get_plugin(plugin_name)
         staged: list[tuple[Registry[Any], Entry[Any]]] = []
-        for hook_name, attr in HOOK_TO_REGISTRY.items():
-            registry: Registry[Any] = getattr(self, attr)
+        for kind in KIND_TABLE:
+            hook_name, registry = kind.hook, self.registry(kind.name)
 
             def register(
                 obj: Any,
@@ -205,15 +158,8 @@ class Plugins:
     # -- queries ------------------------------------------------------------------------------
 
     def registry(self, kind: str) -> Registry[Any]:
-        kinds = {
-            "backbones": self.backbones,
-            "strategies": self.strategies,
-            "datasets": self.datasets,
-            "protocols": self.protocols,
-            "metrics": self.metrics,
-            "executors": self.executors,
-        }
-        return kinds[kind]
+        registry: Registry[Any] = getattr(self, BY_NAME[kind].name)
+        return registry
 
     def observers(self, log: Any) -> Any:
         """A function ``emit(event, run, payload)`` that calls every ``on_run_event`` hook; an
@@ -265,8 +211,8 @@ def contained() -> Iterator[None]:
     """Run a plugin's code so that it cannot take the command line down with it: what it prints
     goes to stderr (stdout stays pure for ``--json``), and any exit it raises — ``SystemExit``,
     its own ``KeyboardInterrupt`` included — becomes a :class:`PluginError` the loader records.
-    The user's Ctrl-C passes through (:func:`benchkit.faults.users_interrupt`)."""
-    from benchkit.faults import users_interrupt
+    The user's Ctrl-C passes through (:func:`benchkit.interrupts.users_interrupt`)."""
+    from benchkit.interrupts import users_interrupt
 
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -319,11 +265,8 @@ def load_plugins(
     # Order decides who owns a name: the harness's own plugins, then benchkit's built-in methods,
     # then third parties — so a third party can never take over a built-in name.
     if builtins:
-        for modname in BUILTIN_MODULES:
+        for modname in BUILTIN_MODULES:  # the harness's own: never blocked
             short = "benchkit." + modname.rsplit(".", 1)[-1]
-            if short in block:
-                plugins.skipped[short] = f"blocked by {ENV_BLOCK}"
-                continue
             plugins.add_module(importlib.import_module(modname), short)
     if entry_points:
         for ep in sorted(_entry_points(), key=lambda e: (_dist(e) != OWN_DISTRIBUTION, e.name)):

@@ -72,7 +72,8 @@ def option(
     return field(default=default, metadata=meta)
 
 
-Pairs = tuple[tuple[str, Any], ...]
+# Named settings as sorted (name, value) items: overrides and world knobs, hashable in a spec.
+Items = tuple[tuple[str, Any], ...]
 
 
 def freeze(value: Any) -> Any:
@@ -82,7 +83,7 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def pairs(mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Pairs:
+def items_of(mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Items:
     """``{"a": 1}`` or ``[("a", 1)]`` → sorted ``(("a", 1),)`` with frozen values."""
     items = mapping.items() if isinstance(mapping, Mapping) else (mapping or ())
     out = {}
@@ -115,7 +116,7 @@ class RunSpec:
         help="Data setting: UGC only (ugc = D_s) or UGC with PGC (ugc+pgc = D_s ∪ D_t); "
         "auto = ugc+pgc when the stack consumes PGC and the data has it.",
     )
-    overrides: Pairs = option(
+    overrides: Items = option(
         (),
         group="method",
         flag="--set",
@@ -139,7 +140,7 @@ class RunSpec:
         keyed=False,
         help="Synthetic-world size: tiny, small or paper.",
     )
-    world: Pairs = option(
+    world: Items = option(
         (),
         group="source",
         metavar="KNOB=VALUE",
@@ -250,8 +251,8 @@ class RunSpec:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "overrides", pairs(self.overrides))
-        object.__setattr__(self, "world", pairs(self.world))
+        object.__setattr__(self, "overrides", items_of(self.overrides))
+        object.__setattr__(self, "world", items_of(self.world))
         for f in fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
@@ -353,9 +354,21 @@ def fields_in(*groups: str, exclude: Iterable[str] = ()) -> list[Any]:
 # Command-line options generated from the fields
 
 
-def parse_set(values: Iterable[str], flag: str = "--set") -> Pairs:
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        text = raw.strip()
+        if text.startswith("[") and text.endswith("]"):
+            inner = text[1:-1].strip()
+            return [_value(item.strip()) for item in inner.split(",")] if inner else []
+        return raw
+
+
+def parse_set(values: Iterable[str], flag: str = "--set") -> Items:
     """``KEY=VALUE`` strings; values are read as JSON when they parse (numbers, true, [..]) else
-    kept as text."""
+    kept as text; a bracketed list that is not JSON is a list of its comma-separated items, each
+    read the same way (``[recall,ndcg]``)."""
     import click
 
     out: dict[str, Any] = {}
@@ -363,12 +376,8 @@ def parse_set(values: Iterable[str], flag: str = "--set") -> Pairs:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=flag)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return pairs(out)
+        out[key.strip()] = _value(raw)
+    return items_of(out)
 
 
 def click_options(*groups: str, exclude: Iterable[str] = ()) -> Callable[[Any], Any]:

@@ -23,9 +23,11 @@ from benchkit.errors import ConfigError, DataError, UnknownNameError
 from benchkit.evaluate import FullProtocol, evaluate
 from benchkit.files import atomic_file, write_text
 from benchkit.hashing import stable_hash
-from benchkit.interfaces import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, RunContext
+from benchkit.interfaces import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, Param, RunContext
 from benchkit.method import Method
+from benchkit.options import resolve_precision
 from benchkit.pairs import pgc_pairs
+from benchkit.spec import RunSpec
 from benchkit.train import fit
 
 _MEMO: dict[str, tuple[Method, dict[str, Any]]] = {}
@@ -53,23 +55,17 @@ class TeacherRecipe:
             raise ConfigError(f"teacher recipe: lr must be positive, got {self.lr}")
 
 
-TEACHER_DEFAULTS = {
-    "teacher": "cmvae",
-    "teacher_lr": 1e-4,
-    "teacher_steps": 4000,
-    "teacher_batch_size": 256,
-}
-
-
-TEACHER_RANGES = {
-    "teacher_lr": POSITIVE,
-    "teacher_steps": AT_LEAST_ONE,
-    "teacher_batch_size": AT_LEAST_TWO,
+#: The ``teacher*`` hyperparameters of a strategy that distils from a PGC teacher.
+TEACHER_PARAMS = {
+    "teacher": Param("cmvae"),
+    "teacher_lr": Param(1e-4, POSITIVE),
+    "teacher_steps": Param(4000, AT_LEAST_ONE),
+    "teacher_batch_size": Param(256, AT_LEAST_TWO),
 }
 
 
 def recipe_from(hparams: dict[str, Any], **overrides: Any) -> TeacherRecipe:
-    """A strategy's ``teacher*`` hyperparameters (:data:`TEACHER_DEFAULTS`) as a recipe; the
+    """A strategy's ``teacher*`` hyperparameters (:data:`TEACHER_PARAMS`) as a recipe; the
     ``overrides`` set the teacher backbone's own hyperparameters (its latent size, say)."""
     return TeacherRecipe(
         backbone=hparams["teacher"],
@@ -130,7 +126,11 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     probe = cls(**{**recipe.overrides, "lr": recipe.lr})
     if probe.closed_form:
         raise ConfigError(f"the PGC teacher must be trained; {recipe.backbone!r} is closed-form")
-    precision = getattr(ctx.trainer, "precision", "fp32")
+    precision = (
+        ctx.trainer.precision
+        if ctx.trainer is not None
+        else resolve_precision(RunSpec().precision, ctx.device)
+    )
     key = teacher_key(ds, recipe, probe.hparams, ctx.seed, precision)
     if key in _MEMO:
         memo, memo_info = _MEMO[key]
@@ -139,8 +139,7 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     assert ds.pgc is not None  # pgc_dataset refused data without it
     pgc = ds.pgc
     torch.manual_seed(ctx.seed)
-    probe.build(pgc_ds.spec())
-    teacher = Method(probe).to(ctx.device)
+    teacher = Method.assemble(probe, (), pgc_ds.spec(), ctx.device)
     folder = Path(ctx.cache_dir) / "teachers"
     weights, record = folder / f"{key}.pt", folder / f"{key}.json"
     cached = _load(teacher, weights, record, ctx)

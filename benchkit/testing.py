@@ -23,9 +23,11 @@ from benchkit.data.dataset import Dataset
 from benchkit.evaluate import FullProtocol, evaluate
 from benchkit.interfaces import Backbone, LossTerm, Weights
 from benchkit.method import Method
+from benchkit.options import resolve
 from benchkit.pairs import Pairs, ugc_pairs
 from benchkit.plugins import load_plugins
 from benchkit.registry import SLUG
+from benchkit.spec import RunSpec
 from benchkit.train import fit
 
 GRANULARITIES = ("anchor", "cell", "none")
@@ -44,15 +46,22 @@ def _tiny() -> Dataset:
     return make_world("tiny", seed=0)
 
 
+def _declared(cls: type, fail: Any, report: Any) -> None:
+    """The hyperparameter declarations pass :func:`check_hparams` (else ``fail``'s one line)."""
+    try:
+        check_hparams(cls)
+    except AssertionError as exc:
+        raise fail(cls, str(exc)) from None
+    report.checks.append("attributes")
+
+
 def _fail(cls: type, what: str) -> AssertionError:
     return AssertionError(f"check_backbone({cls.__name__}): {what}")
 
 
 def _build(cls: type[Backbone], data: Dataset, seed: int, hparams: dict[str, Any]) -> Method:
     torch.manual_seed(seed)
-    bb = cls(**hparams)
-    bb.build(data.spec())
-    return Method(bb)
+    return Method.assemble(cls(**hparams), (), data.spec())
 
 
 def _check_term(cls: type, key: str, term: LossTerm, b: int) -> None:
@@ -121,11 +130,7 @@ def check_backbone(
     needed = {"batch_size", "epochs"} | (set() if cls.closed_form else {"lr"})
     if not needed <= set(cls.defaults):
         raise _fail(cls, f"defaults must include {sorted(needed - set(cls.defaults))}")
-    try:
-        check_hparams(cls)
-    except AssertionError as exc:
-        raise _fail(cls, str(exc)) from None
-    report.checks.append("attributes")
+    _declared(cls, _fail, report)
 
     device = torch.device("cpu")
     pairs = ugc_pairs(data, "train", device)
@@ -187,7 +192,14 @@ def check_backbone(
                     raise _fail(cls, "cell weights change no loss term")
         report.checks.append("weights")
 
-    result = fit(method, pairs, epochs=epochs, batch_size=cls.defaults["batch_size"], seed=0)
+    result = fit(
+        method,
+        pairs,
+        epochs=epochs,
+        batch_size=cls.defaults["batch_size"],
+        seed=0,
+        precision="fp32",
+    )
     buf = io.BytesIO()
     torch.save(method.state_dict(), buf)
     buf.seek(0)
@@ -220,7 +232,7 @@ def check_backbone(
 def check_hparams(cls: type) -> None:
     """Every numeric hyperparameter (a number, or a tuple of numbers) declares what it may be in
     ``ranges``, and every default lies within its range: a bad ``--set`` then fails in one line."""
-    from benchkit.interfaces import _out_of_range
+    from benchkit.contracts.params import _out_of_range
 
     for key, value in cls.defaults.items():  # type: ignore[attr-defined]
         values = value if isinstance(value, (tuple, list)) else (value,)
@@ -260,8 +272,8 @@ def check_strategy(
     which every parameter the strategy adds receives gradient, or a clear refusal (listed in
     ``report.figures`` as 1.0 / 0.0 per backbone).
     """
-    from benchkit.api import incompatibility
     from benchkit.interfaces import REQUIREMENTS, RunContext, Strategy
+    from benchkit.stack import incompatibility
     from benchkit.train import Trainer
 
     data = dataset if dataset is not None else _tiny()
@@ -274,11 +286,7 @@ def check_strategy(
         raise _fail_s(cls, "needs a slug `name` and a one-line `description`")
     if not set(cls.requires) <= REQUIREMENTS:
         raise _fail_s(cls, f"requires must be a subset of {sorted(REQUIREMENTS)}")
-    try:
-        check_hparams(cls)
-    except AssertionError as exc:
-        raise _fail_s(cls, str(exc)) from None
-    report.checks.append("attributes")
+    _declared(cls, _fail_s, report)
 
     device = torch.device("cpu")
     ctx_for = {}
@@ -290,10 +298,8 @@ def check_strategy(
         problem = incompatibility(bb, strategy, data)
         if problem:
             return Method(bb), problem
-        bb.build(data.spec())
-        strategy.build(data.spec(), bb)
-        method = Method(bb, [strategy]).to(device)
-        trainer = Trainer(plugins, device, seed)
+        method = Method.assemble(bb, [strategy], data.spec(), device)
+        trainer = Trainer.from_options(plugins, resolve(RunSpec(device=device.type, seed=seed)))
         ctx = RunContext(
             device=device, seed=seed, plugins=plugins, trainer=trainer, protocol=FullProtocol()
         )

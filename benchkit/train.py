@@ -22,34 +22,8 @@ from tqdm import tqdm
 from benchkit.device import keep_freed_memory
 from benchkit.errors import BenchkitError
 from benchkit.method import Method
+from benchkit.options import RESOLVED_PRECISIONS, RunOptions
 from benchkit.pairs import Pairs, PooledPairs
-from benchkit.spec import DEFAULT_PATIENCE, PRECISIONS
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bfloat16 autocast pays off on ``device``: on CPUs that multiply bfloat16 natively
-    (AVX512-BF16/AMX) it trains 1.3–2.9× faster; on a GPU these models are too small to gain (an
-    H200 trained CMVAE 8% *slower* in bf16), so ``auto`` keeps float32 there."""
-    if device.type != "cpu":
-        return False
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    if probe is not None and probe():
-        return True
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` → ``bf16`` on CPUs with native bfloat16, else ``fp32``."""
-    if precision not in PRECISIONS:
-        raise BenchkitError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    return precision
 
 
 class DivergedError(BenchkitError):
@@ -125,10 +99,10 @@ def fit(
     batch_size: int,
     seed: int,
     validate: Callable[[Method], float] | None = None,
-    patience: int = DEFAULT_PATIENCE,
+    patience: int | None = None,
     progress: bool = False,
     desc: str = "train",
-    precision: str = "fp32",
+    precision: str,
     steps_per_epoch: int | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
@@ -136,10 +110,12 @@ def fit(
 
     An epoch is one pass over the pairs in random order, or (``steps_per_epoch``) that many batches
     from a stream of random permutations — a budget in optimiser steps, whatever the data's size.
-    Without ``validate`` the last epoch is kept. Batches smaller than 2 are skipped: in-batch
-    negatives need at least two pairs. ``precision="bf16"`` runs the forward pass under bfloat16
-    autocast (matrix products in bfloat16, accumulation and the optimiser in float32); evaluation
-    always scores in float32, since bfloat16 scores would tie far more often.
+    Without ``validate`` the last epoch is kept; with it, training stops after ``patience`` epochs
+    without a better validation score (the run spec's ``patience``, resolved by the caller).
+    Batches smaller than 2 are skipped: in-batch negatives need at least two pairs.
+    ``precision="bf16"`` runs the forward pass under bfloat16 autocast (matrix products in
+    bfloat16, accumulation and the optimiser in float32); evaluation always scores in float32,
+    since bfloat16 scores would tie far more often.
 
     Each epoch's record holds the mean loss, every term's mean contribution (``term.<name>``,
     coefficient included) and its share of the summed absolute contributions (``share.<name>``):
@@ -154,7 +130,13 @@ def fit(
     device = pairs.device
     if device.type == "cpu":
         keep_freed_memory()
-    precision = resolve_precision(precision, device)
+    if validate is not None and (patience is None or patience < 1):
+        raise BenchkitError(f"fit: early stopping needs a patience of at least 1, not {patience}")
+    if precision not in RESOLVED_PRECISIONS:
+        raise BenchkitError(
+            f"fit: precision is resolved before training ({', '.join(RESOLVED_PRECISIONS)}), "
+            f"not {precision!r} (benchkit.options.resolve)"
+        )
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = method.backbone.configure_optimizer(params)
     generator = torch.Generator().manual_seed(seed)
@@ -216,7 +198,7 @@ def fit(
                 on_epoch(record)
             bar.update(1)
             bar.set_postfix(**_postfix(record, best_score))
-            if validate is not None and stale >= patience:
+            if validate is not None and patience is not None and stale >= patience:
                 break
     finally:
         bar.close()
@@ -274,9 +256,21 @@ class Trainer:
     plugins: Any
     device: torch.device
     seed: int
-    patience: int = 10
+    patience: int
+    precision: str  # resolved: fp32 or bf16
     progress: bool = False
-    precision: str = "fp32"
+
+    @classmethod
+    def from_options(cls, plugins: Any, options: RunOptions, progress: bool = False) -> Trainer:
+        """The recipe of a run with these resolved options."""
+        return cls(
+            plugins,
+            options.device,
+            options.seed,
+            patience=options.patience,
+            precision=options.precision,
+            progress=progress,
+        )
 
     def fit(
         self,

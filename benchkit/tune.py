@@ -28,13 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchkit.api import RunResult, execute, parse_stack, plan_run
+from benchkit.api import RunResult, execute, plan_run
 from benchkit.errors import BenchkitError, ConfigError, DataError
-from benchkit.executors import exit_with_parent
+from benchkit.executors.worker import exit_with_parent
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import Space
+from benchkit.metrics import higher_is_better
+from benchkit.options import threads_for
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.spec import RunSpec
+from benchkit.stack import parse_stack
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -250,7 +253,9 @@ def _objective(spec: RunSpec, space: dict[str, Space], metric: str, plugins: Plu
         plan = plan_run(trial_spec, plugins=plugins)
 
         def prune(record: dict[str, float]) -> None:
-            if "val" in record:
+            # The epochs report the selection metric (higher is better): a guide to pruning only
+            # for a study that maximises too.
+            if "val" in record and higher_is_better(metric):
                 trial.report(record["val"], int(record["epoch"]))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -281,7 +286,7 @@ def _worker(
 ) -> None:
     """One process of a parallel search (``--jobs``): the same study, a share of the trials
     (``say``: report each trial on stderr, as the single-process search logs it)."""
-    from benchkit.faults import ignore_interrupts
+    from benchkit.interrupts import ignore_interrupts
 
     ignore_interrupts()  # Ctrl-C is the parent's to handle
     exit_with_parent(parent)
@@ -348,7 +353,7 @@ def tune(
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        direction="maximize",
+        direction="maximize" if higher_is_better(metric) else "minimize",
         sampler=_sampler(optuna, sampler, space, spec.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
         load_if_exists=True,
@@ -368,8 +373,7 @@ def tune(
                 callbacks=[progress(log, trials, metric, space)],
             )
         else:
-            threads = max(1, (os.cpu_count() or 1) // jobs)
-            worker_spec = spec.replace(threads=spec.threads or threads)
+            worker_spec = spec.replace(threads=spec.threads or threads_for(jobs))
             shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
             ctx = mp.get_context("spawn")
             procs = [

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from benchkit.train import native_bf16
+from benchkit.options import native_bf16
 
 
 def matmul_peak(

@@ -44,10 +44,11 @@ from benchkit.device import select_device
 from benchkit.evaluate import FullProtocol, evaluate, rank_positives
 from benchkit.interfaces import Batch, RunContext
 from benchkit.method import Method
+from benchkit.options import resolve_precision
 from benchkit.pairs import ugc_pairs
 from benchkit.plugins import get_plugins
 from benchkit.spec import RunSpec
-from benchkit.train import Trainer, fit, resolve_precision
+from benchkit.train import Trainer, fit
 
 ALL = "cevar,cmvbr,dscmr,uwml,dual_vae,cmvae,cmvae+debcm"
 
@@ -76,7 +77,13 @@ def build(name: str, data: Dataset, device: torch.device, precision: str) -> Met
         device=device,
         seed=0,
         plugins=plugins,
-        trainer=Trainer(plugins, device, 0, precision=resolve_precision(precision, device)),
+        trainer=Trainer(
+            plugins,
+            device,
+            0,
+            patience=RunSpec().patience,
+            precision=resolve_precision(precision, device),
+        ),
     )
     for s in plan.strategies:
         s.prepare(data, ctx)

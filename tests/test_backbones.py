@@ -81,7 +81,7 @@ def test_closed_form_refuses_training_strategies(plugins, tiny):
             return Weights(anchor=torch.ones(batch.size))
 
     assert Reweight.hook_points() == frozenset({"weights"})
-    from benchkit.api import check_compatible
+    from benchkit.stack import check_compatible
 
     with pytest.raises(ConfigError, match="fitted in closed form"):
         check_compatible(plugins.backbones.get("cca")(), [Reweight()], tiny)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from benchkit.data.dataset import Dataset
+from benchkit.data.features import with_feature_dtype
 from benchkit.data.synth import (
     GENRE_COUNTS,
     PRESETS,
@@ -178,10 +179,10 @@ def test_validation_names_the_field(change, message):
 def test_float16_feature_storage(plugins, tiny):
     from benchkit.api import run
 
-    half = tiny.with_feature_dtype("float16")
+    half = with_feature_dtype(tiny, "float16")
     assert half.video_features.dtype == np.float16 and half.pgc.video_features.dtype == np.float16
     assert half.video_features.nbytes * 2 == tiny.video_features.nbytes
-    assert half.fingerprint != tiny.fingerprint and half.with_feature_dtype("float16") is half
+    assert half.fingerprint != tiny.fingerprint and with_feature_dtype(half, "float16") is half
     full = run("cmvae", "none", dataset=tiny, epochs=2, plugins=plugins, precision="fp32")
     small = run(
         "cmvae",
@@ -195,4 +196,4 @@ def test_float16_feature_storage(plugins, tiny):
     assert small.dataset["fingerprint"] != full.dataset["fingerprint"]
     assert abs(small.metrics["recall@25"] - full.metrics["recall@25"]) < 0.05
     with pytest.raises(DataError, match="feature storage must be one of"):
-        tiny.with_feature_dtype("int8")
+        with_feature_dtype(tiny, "int8")

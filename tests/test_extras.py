@@ -59,8 +59,8 @@ def test_parquet_without_pyarrow(monkeypatch, tmp_path, tiny):
     without(monkeypatch, "pyarrow")
     without(monkeypatch, "fastparquet")
     one_line(CliRunner().invoke(cli, ["data", "validate", str(data)]), "parquet")
-    from benchkit.cli import write_frame
     from benchkit.errors import ConfigError
+    from benchkit.frames import write_frame
 
     with pytest.raises(ConfigError, match=r"pip install 'benchkit\[parquet\]'"):
         write_frame(videos, str(tmp_path / "out.parquet"))

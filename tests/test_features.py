@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchkit.api import plan_run
-from benchkit.data.dataset import apply_feature_norm, fit_feature_norm
+from benchkit.data.features import apply_feature_norm, fit_feature_norm, with_normalised_features
 from benchkit.data.splits import apply_test_set
 from benchkit.data.synth import make_world
 from benchkit.errors import ConfigError
@@ -14,7 +14,7 @@ from benchkit.spec import RunSpec
 
 
 def test_zscore_is_fitted_on_training_rows_only(tiny):
-    out = tiny.with_normalised_features("zscore")
+    out = with_normalised_features(tiny, "zscore")
     train = tiny.splits["train"]
     np.testing.assert_allclose(out.video_features[train].mean(axis=0), 0.0, atol=1e-4)
     used = np.unique(tiny.video_music[train])
@@ -24,7 +24,7 @@ def test_zscore_is_fitted_on_training_rows_only(tiny):
     altered = tiny.with_splits(tiny.splits)
     altered.video_features = tiny.video_features.copy()
     altered.video_features[tiny.splits["test"]] *= 100.0
-    again = altered.with_normalised_features("zscore")
+    again = with_normalised_features(altered, "zscore")
     np.testing.assert_array_equal(
         again.meta["features_norm"]["video_mean"], out.meta["features_norm"]["video_mean"]
     )
@@ -40,7 +40,7 @@ def test_zscore_is_fitted_on_training_rows_only(tiny):
     np.testing.assert_allclose(
         out.pgc.video_features, apply_feature_norm(tiny.pgc.video_features, everything, "video")
     )
-    other = apply_test_set(tiny, "diverse").with_normalised_features("zscore")
+    other = with_normalised_features(apply_test_set(tiny, "diverse"), "zscore")
     assert other.pgc.fingerprint == out.pgc.fingerprint
     assert other.meta["features_norm"]["video_mean"].tolist() != stats_of(out)
     assert out.fingerprint != tiny.fingerprint
@@ -51,11 +51,11 @@ def stats_of(ds):
 
 
 def test_l2_and_none(tiny):
-    l2 = tiny.with_normalised_features("l2")
+    l2 = with_normalised_features(tiny, "l2")
     np.testing.assert_allclose(np.linalg.norm(l2.video_features, axis=1), 1.0, rtol=1e-5)
-    assert tiny.with_normalised_features("none") is tiny
+    assert with_normalised_features(tiny, "none") is tiny
     with pytest.raises(Exception, match="feature normalisation must be one of"):
-        tiny.with_normalised_features("minmax")
+        with_normalised_features(tiny, "minmax")
 
 
 def test_the_choice_is_part_of_the_run_and_its_key(tiny, plugins):

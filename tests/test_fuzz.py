@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from benchkit.cli import cli
+from benchkit.data.describe import describe
 from benchkit.errors import BenchkitError
 from benchkit.experiments.grid import load_grid
 
@@ -203,7 +204,7 @@ def _loads_cleanly_or_says_why(plugins, path) -> None:
     tracemalloc.start()
     try:
         ds = open_dataset(plugins, path)
-        ds.describe()
+        describe(ds)
         arrays = [ds.video_features, ds.music_features, ds.video_prior]
         arrays += [w for w in ds.eval_weights.values()]
         for a in arrays:  # never a silent NaN

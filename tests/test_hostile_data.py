@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchkit.cli import cli
+from benchkit.data.describe import describe
 from benchkit.data.io import open_dataset
 from benchkit.data.npyio import load_npy
 from benchkit.errors import DataError
@@ -46,7 +47,7 @@ def refused(plugins, path: Path, *messages: str) -> str:
     tracemalloc.start()
     try:
         with pytest.raises(DataError) as err:
-            open_dataset(plugins, path).describe()
+            describe(open_dataset(plugins, path))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -117,7 +118,7 @@ def test_genre_and_uploader_files_are_bounded(tmp_path, ref_dir, tiny, plugins):
     np.save(d / "data_matching" / "benchkit" / "video_uploader.npy", uploader)
     tracemalloc.start()
     ds = open_dataset(plugins, d)
-    ds.describe()
+    describe(ds)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < MEMORY_BOUND and ds.n_uploaders == np.unique(tiny.video_uploader).size

@@ -41,7 +41,8 @@ def test_manager_without_entry_points_has_only_builtins_and_extras():
     assert ps.strategies.names() == ["none"]  # the harness's own: it cannot be blocked
     assert ps.executors.names() == ["local", "process", "ray"]
     assert set(ps.protocols.names()) == {"paper", "full"}
-    assert set(ps.metrics.names()) == {"recall", "ndcg"}
+    oracle = {f"{p}_{m}" for p in ("cf", "bd", "fit") for m in ("recall", "ndcg")}
+    assert set(ps.metrics.names()) == {"recall", "ndcg", "true_ndcg", "bias_amp", *oracle}
     assert ps.datasets.names() == ["reference", "synth", "tables"]
     assert ps.info["toyplug"].registered == [("backbone", "toy")]
 

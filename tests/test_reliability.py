@@ -490,8 +490,9 @@ def test_matching_on_real_data_names_the_way_to_ask(tiny, plugins):
 
 
 def test_damaged_caches_are_rebuilt(tmp_path, monkeypatch, plugins):
-    from benchkit.api import DATASETS, run
+    from benchkit.api import run
     from benchkit.data.synth import make_world
+    from benchkit.sources import DATASETS
     from benchkit.teacher import _MEMO
 
     monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path))

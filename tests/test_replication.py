@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from benchkit.api import plan_run
 from benchkit.cli import cli
+from benchkit.data.describe import describe
 from benchkit.data.splits import apply_test_set
 from benchkit.data.synth import make_world, taste_at
 from benchkit.errors import ConfigError
@@ -107,7 +108,7 @@ def test_t_diverse_holds_more_diverse_uploaders_than_a_random_split():
             for name in ("diverse", "diverse:entropy")
         }
         assert margins["diverse"] > 0.05 and margins["diverse"] > margins["diverse:entropy"]
-    described = apply_test_set(world, "diverse", seed=1).describe()
+    described = describe(apply_test_set(world, "diverse", seed=1))
     assert described["test_true_taste_entropy"] > described["random_split_true_taste_entropy"]
 
 

@@ -87,7 +87,9 @@ def test_fit_keeps_the_best_epoch_and_stops_early(tiny):
         snapshots.append({k: v.clone() for k, v in method.state_dict().items()})
         return next(scores)
 
-    result = fit(m, pairs, epochs=7, batch_size=512, seed=0, validate=validate, patience=3)
+    result = fit(
+        m, pairs, epochs=7, batch_size=512, seed=0, validate=validate, patience=3, precision="fp32"
+    )
     assert result.best_epoch == 2 and result.best_score == 0.9
     assert result.epochs_run == 5 and result.stopped_early  # epochs 3, 4, 5 did not improve
     for key, value in m.state_dict().items():
@@ -101,7 +103,7 @@ def test_fit_is_deterministic_under_seed(tiny):
     for _ in range(2):
         m = cmvae(tiny)
         torch.manual_seed(1)
-        fit(m, pairs, epochs=2, batch_size=512, seed=7)
+        fit(m, pairs, epochs=2, batch_size=512, seed=7, precision="fp32")
         states.append(m.state_dict())
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key])
@@ -111,7 +113,7 @@ def test_divergence_is_reported(tiny):
     m = cmvae(tiny, lr=1e30, weight_decay=0.0)
     pairs = ugc_pairs(tiny, "train", torch.device("cpu"))
     with pytest.raises(DivergedError, match="lower the learning rate"):
-        fit(m, pairs, epochs=3, batch_size=512, seed=0)
+        fit(m, pairs, epochs=3, batch_size=512, seed=0, precision="fp32")
 
 
 @pytest.mark.skipif(

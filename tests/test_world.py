@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchkit.api import run
+from benchkit.data.describe import describe
 from benchkit.data.splits import apply_test_set
 from benchkit.data.synth import make_world, taste_at
 from benchkit.data.truth import ChoiceModel, Truth
@@ -226,7 +227,7 @@ def test_t_diverse_has_many_uploaders_and_respects_its_cap():
         mine = np.flatnonzero(ds.video_uploader == u)
         hist = [v for v in mine if v in train]
         assert len(hist) >= 4
-    described = ds.describe()
+    described = describe(ds)
     assert described["test_largest_uploader_share"] <= 0.05 + 1e-9
     # Diverse uploaders really are diverse in truth (eclectic ones were picked).
     assert described["test_true_taste_entropy"] > described["random_split_true_taste_entropy"]

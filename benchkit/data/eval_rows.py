@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from benchkit.data.checks import check_ids
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
 
@@ -72,3 +74,39 @@ def sample_negatives(dataset: Dataset, split: str, n_negatives: int, seed: int) 
     while len(_NEGATIVES) > 8:
         _NEGATIVES.popitem(last=False)
     return out
+
+
+def with_training_labels(
+    ds: Dataset, music: np.ndarray, tag: str, splits: tuple[str, ...] = ("train",)
+) -> Dataset:
+    """The same data with the music of the videos of ``splits`` replaced (a control: what a
+    method learns from other choices). By default only the training labels: early stopping
+    then reads the observed validation choices, as a real method's does. Everything a method
+    or a metric reads besides those labels stays as it was: the uploaders' histories d_u,
+    the test videos' music, their popularity weights and sampled negatives."""
+    music = np.asarray(music, dtype=np.int64)
+    check_ids(music, ds.n_music, f"{ds.name}: training labels", "music")
+    labels = ds.video_music.copy()
+    for split in splits:
+        rows = ds.splits[split]
+        labels[rows] = music[rows]
+    from benchkit.data.eval_rows import row_weights
+
+    weights = dict(ds.eval_weights)
+    kept = [name for name in ("val", "test") if name not in splits]
+    for name in kept:  # the evaluation weights of the observed choices, whatever the labels
+        if name not in weights:
+            weights[name] = row_weights(ds, ds.splits[name], "inverse_popularity")
+    return replace(
+        ds,
+        name=f"{ds.name}+{tag}-labels",
+        video_music=labels,
+        given_prior=ds.video_prior if ds.has("uploaders") else ds.given_prior,
+        negatives={k: v for k, v in ds.negatives.items() if k not in splits},
+        eval_weights={k: v for k, v in weights.items() if k in kept},
+        content_id=f"{ds.content_fingerprint}:{tag}-labels",
+        meta={
+            **ds.meta,
+            "eval_content": ds.meta.get("eval_content", ds.content_fingerprint),
+        },
+    )

@@ -6,42 +6,54 @@ built-in ones here, or a third party's) to load it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchkit import hookimpl
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.reference import is_reference, read_pgc, read_reference
 from benchkit.data.tables import _read_pgc, is_tables, read_tables
 from benchkit.errors import DataError
+from benchkit.hookspecs import hookimpl
 from benchkit.interfaces import DatasetProvider
 
 
-class ReferenceLayout(DatasetProvider):
-    name = "reference"
-    description = "the DebCM release layout (data_matching/, data_pgc/)"
+class DiskLayout(DatasetProvider):
+    """A dataset on disk in one layout: ``detect(path)`` recognises it, ``read(**options)`` loads
+    it (``path``; ``pgc``, ``normalise_weights`` and a run's ``seed`` where the layout reads them)."""
 
-    def detect(self, path: Path) -> bool:
-        return is_reference(path)
-
-    def load(self, **options: Any) -> Dataset:
-        return read_reference(
-            options["path"],
-            pgc=options.get("pgc"),
-            normalise_weights=options.get("normalise_weights", False),
-        )
-
-
-class Tables(DatasetProvider):
-    name = "tables"
-    description = "interaction table (CSV/Parquet) + feature arrays (.npy) + music genres"
-
-    def detect(self, path: Path) -> bool:
-        return is_tables(path)
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        detect: Callable[[Path], bool],
+        read: Callable[..., Dataset],
+    ) -> None:
+        self.name, self.description = name, description  # type: ignore[misc]
+        self.detect, self._read = detect, read
 
     def load(self, **options: Any) -> Dataset:
-        return read_tables(options["path"], seed=options.get("seed", 0))
+        return self._read(**options)
+
+
+LAYOUTS = (
+    DiskLayout(
+        "reference",
+        "the DebCM release layout (data_matching/, data_pgc/)",
+        is_reference,
+        lambda path, pgc=None, normalise_weights=False, **_: read_reference(
+            path, pgc=pgc, normalise_weights=normalise_weights
+        ),
+    ),
+    DiskLayout(
+        "tables",
+        "interaction table (CSV/Parquet) + feature arrays (.npy) + music genres",
+        is_tables,
+        # A run passes its world seed: the split of tables that bring none.
+        lambda path, seed=0, **_: read_tables(path, seed=seed),
+    ),
+)
 
 
 def read_pgc_any(path: Path | str) -> PGC:
@@ -79,5 +91,5 @@ def open_dataset(
 
 @hookimpl
 def register_datasets(register: Any) -> None:
-    register(ReferenceLayout())
-    register(Tables())
+    for layout in LAYOUTS:
+        register(layout)

@@ -1,6 +1,6 @@
 """The dataset a run hands to plugins: read-only, so that no plugin can change another run's data.
 
-A grid's runs share one load of each dataset (:class:`benchkit.api.DatasetCache`), so a strategy
+A grid's runs share one load of each dataset (:class:`benchkit.sources.DatasetCache`), so a strategy
 that wrote into the arrays it was given would change the numbers of every later run. Each run
 therefore sees :func:`share` of its dataset — every array a read-only view, every dict a read-only
 mapping, no attribute settable — and a plugin that writes fails at once, named. What a view cannot

@@ -60,7 +60,6 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from benchkit import hookimpl
 from benchkit.data.cache import load_npz, save_npz
 from benchkit.data.dataset import PGC, Dataset
 from benchkit.data.splits import random_splits
@@ -68,6 +67,7 @@ from benchkit.data.truth import ChoiceModel, Truth
 from benchkit.errors import ConfigError, DataError
 from benchkit.files import cache_root
 from benchkit.hashing import stable_hash
+from benchkit.hookspecs import hookimpl
 from benchkit.interfaces import DatasetProvider
 
 GENERATOR_VERSION = 3

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from benchkit.executors import Executor, Outcome, Task, run_task
+from benchkit.contracts.executor import Executor, Outcome, Task
+from benchkit.executors.worker import run_task
 
 
 class LocalExecutor(Executor):

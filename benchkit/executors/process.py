@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from benchkit.executors import Executor, Outcome, Task, exit_with_parent, run_task
+from benchkit.contracts.executor import Executor, Outcome, Task
+from benchkit.executors.worker import exit_with_parent, run_task
+from benchkit.options import threads_for
 
 
 def _serve(conn: Connection, parent: int) -> None:
@@ -28,7 +30,7 @@ def _serve(conn: Connection, parent: int) -> None:
 
     from tqdm import tqdm
 
-    from benchkit.faults import ignore_interrupts
+    from benchkit.interrupts import ignore_interrupts
 
     ignore_interrupts()
     exit_with_parent(parent)
@@ -90,7 +92,7 @@ class ProcessExecutor(Executor):
         self._workers: list[_Worker] = []
 
     def threads_per_run(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.jobs)
+        return threads_for(self.jobs)
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)

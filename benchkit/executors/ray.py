@@ -15,8 +15,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from benchkit.contracts.executor import Executor, Outcome, Task
 from benchkit.errors import ConfigError
-from benchkit.executors import Executor, Outcome, Task, run_task
+from benchkit.executors.worker import run_task
+from benchkit.options import cores, threads_for
 
 
 def _loopback_only() -> None:
@@ -82,7 +84,7 @@ class RayExecutor(Executor):
     def threads_per_run(self) -> int:
         if self.address:
             return 1
-        return max(1, (os.cpu_count() or 1) // self.jobs)
+        return threads_for(self.jobs)
 
     def _start(self, threads: int) -> None:
         ray = self._ray
@@ -93,7 +95,7 @@ class RayExecutor(Executor):
                 ray.init(address=self.address, **quiet)
             else:
                 _loopback_only()
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+                ray.init(num_cpus=cores(), include_dashboard=False, **quiet)
                 self._started = True
                 ip = ray.util.get_node_ip_address()
                 if ip not in ("127.0.0.1", "::1"):

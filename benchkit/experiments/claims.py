@@ -29,7 +29,7 @@ import numpy as np
 
 from benchkit.errors import ConfigError
 from benchkit.experiments.stats import ALPHA, Cell, Contrast, Summary, headroom_test, paired_test
-from benchkit.metricinfo import better_sign, metric_label
+from benchkit.metrics import better_sign, metric_label
 
 OBSERVED, TRUTH = "recall@25", "cf_recall@25"
 GENERATIVE = ("Dual-VAE", "CMVAE")

@@ -17,7 +17,7 @@ import pandas as pd
 from benchkit.errors import ConfigError
 from benchkit.experiments.stats import Cell, Replicate, paired_test
 from benchkit.experiments.store import Store
-from benchkit.metricinfo import metric_label
+from benchkit.metrics import metric_label
 
 
 def _runs(store: Store, row: str, grid: str | None) -> pd.DataFrame:

@@ -9,7 +9,6 @@ most the runs in flight and a rerun resumes.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,12 +18,14 @@ from typing import Any
 from tqdm import tqdm
 
 from benchkit.api import plan_run
+from benchkit.contracts.executor import Executor, Task
 from benchkit.errors import BenchkitError, ConfigError
-from benchkit.executors import Executor, Task
 from benchkit.experiments.grid import BASE_SEED, REPORT_WORLD_SEED, Grid
 from benchkit.experiments.stats import Summary, summarise
 from benchkit.experiments.store import Store
-from benchkit.faults import debug, resumable
+from benchkit.faults import resumable
+from benchkit.interrupts import debug
+from benchkit.options import cores
 from benchkit.plugins import Plugins, get_plugins
 from benchkit.spec import RunSpec
 
@@ -60,13 +61,13 @@ def choose_executor(
     default to one per core, at most four, as each holds its own copy of the data."""
     import torch
 
-    cores = os.cpu_count() or 1
+    n = cores()
     if executor == "auto":
         gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        executor = "local" if own_plugins or cores < 2 or gpu else "process"
+        executor = "local" if own_plugins or n < 2 or gpu else "process"
     if executor == "local":
         return executor, 1
-    return executor, jobs or min(cores, AUTO_MAX_JOBS)
+    return executor, jobs or min(n, AUTO_MAX_JOBS)
 
 
 def make_executor(
@@ -194,7 +195,7 @@ def run_grid(
     on top. When ``base.threads`` is unset, the executor decides each run's threads; ``auto``
     chooses the executor (:func:`choose_executor`). ``only_stored``: run nothing, summarise what
     the store already holds (the keys are those the executor's runs would have). Ctrl-C stops it
-    with one :class:`benchkit.faults.Interrupted`: the runs stored so far stay, and a rerun resumes.
+    with one :class:`benchkit.interrupts.Interrupted`: the runs stored so far stay, and a rerun resumes.
     """
     base = base or RunSpec()
     executor, jobs = choose_executor(executor, jobs, base.device, own_plugins=plugins is not None)

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from benchkit.errors import ConfigError
-from benchkit.spec import RunSpec, pairs
+from benchkit.files import write_text
+from benchkit.spec import RunSpec, items_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -115,7 +116,7 @@ def make_job(
     RunSpec().replace(**own)
     for key in ("overrides", "world"):
         if key in own:
-            own[key] = pairs(own[key])
+            own[key] = items_of(own[key])
     return Job(row, column, tuple(sorted(own.items())), x, optional, replicate)
 
 
@@ -182,6 +183,17 @@ def builtin_text(name: str) -> str:
     if name not in BUILTIN:
         raise ConfigError(f"no built-in grid {name!r}; built-in grids: {', '.join(BUILTIN)}")
     return resources.files("benchkit.experiments").joinpath(f"grids/{name}.toml").read_text()
+
+
+def copy_builtin(name: str, folder: Path) -> Path:
+    """Write the built-in grid ``name`` to ``folder/<name>.toml`` to be edited (``--copy``); an
+    existing file is never overwritten."""
+    target = folder / f"{name}.toml"
+    text = builtin_text(name)
+    if target.exists():
+        raise ConfigError(f"--copy: {target.name} exists; move it away first")
+    write_text(target, text)
+    return target
 
 
 def builtin_grids() -> list[tuple[str, str]]:

@@ -40,8 +40,7 @@ import numpy as np
 from scipy import stats as sps
 
 from benchkit.interfaces import RankInfo
-from benchkit.metricinfo import higher_is_better, metric_info
-from benchkit.metrics import expected_gain, hit_probability
+from benchkit.metrics import expected_gain, higher_is_better, hit_probability, metric_info
 
 ALPHA = 0.05
 RESAMPLES = 2000

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from benchkit.experiments.grid import Grid
 from benchkit.experiments.stats import Cell, Summary
 from benchkit.files import atomic_file, write_text
-from benchkit.metricinfo import better_sign, metric_label, needs_truth
+from benchkit.metrics import better_sign, metric_label, needs_truth
 from benchkit.report.tables import describe_design, shown_metrics, test_set_name
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")

@@ -28,7 +28,7 @@ from tabulate import tabulate
 
 from benchkit.experiments.grid import REPORT_WORLD_SEED, Grid
 from benchkit.experiments.stats import ALPHA, RESAMPLES, Cell, Summary, design
-from benchkit.metricinfo import metric_label, needs_truth
+from benchkit.metrics import metric_label, needs_truth
 
 FORMATS = ("md", "latex", "csv")
 SETTING_NAMES = {"ugc": "D_s", "ugc+pgc": "D_s ∪ D_t", "auto": "auto"}

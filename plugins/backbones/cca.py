@@ -20,17 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    AT_LEAST_TWO,
-    NON_NEGATIVE,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-)
+from benchkit import interfaces as bk
 
 
 def _inv_sqrt(cov: Tensor, ridge: float) -> Tensor:
@@ -40,18 +30,17 @@ def _inv_sqrt(cov: Tensor, ridge: float) -> Tensor:
     return (vecs * vals.clamp_min(1e-12).rsqrt()) @ vecs.T
 
 
-class CCA(Backbone):
+class CCA(bk.Backbone):
     name = "cca"
     description = "linear CCA between video and music features (closed form): a strong floor"
     loss_granularity = "none"
     closed_form = True
-    defaults = {"dim": 16, "ridge": 1e-3, "score": "cosine", "batch_size": 1024, "epochs": 1}
-    ranges = {
-        "dim": AT_LEAST_ONE,
-        "ridge": NON_NEGATIVE,
-        "score": ("cosine", "dot"),
-        "batch_size": AT_LEAST_TWO,
-        "epochs": AT_LEAST_ONE,
+    params = {
+        "dim": bk.Param(16, bk.AT_LEAST_ONE),
+        "ridge": bk.Param(1e-3, bk.NON_NEGATIVE),
+        "score": bk.Param("cosine", ("cosine", "dot")),
+        "batch_size": bk.Param(1024, bk.AT_LEAST_TWO),
+        "epochs": bk.Param(1, bk.AT_LEAST_ONE),
     }
 
     video_mean: Tensor
@@ -60,7 +49,7 @@ class CCA(Backbone):
     music_proj: Tensor
     correlations: Tensor
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         self.spec = spec
         k = min(self.hparams["dim"], spec.video_dim, spec.music_dim)
         self.register_buffer("video_mean", torch.zeros(spec.video_dim))
@@ -87,18 +76,18 @@ class CCA(Backbone):
         self.music_proj.copy_((wy @ vt.T[:, :k] * scale).float())
         self.correlations.copy_(s[:k].float())
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent((x - self.video_mean) @ self.video_proj)
+    def encode_video(self, x: Tensor) -> bk.Latent:
+        return bk.Latent((x - self.video_mean) @ self.video_proj)
 
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent((x - self.music_mean) @ self.music_proj)
+    def encode_music(self, x: Tensor) -> bk.Latent:
+        return bk.Latent((x - self.music_mean) @ self.music_proj)
 
     def score(self, video: Tensor, music: Tensor) -> Tensor:
         if self.hparams["score"] == "cosine":
             video, music = F.normalize(video, dim=1), F.normalize(music, dim=1)
         return video @ music.T
 
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         return {}
 
 

@@ -19,61 +19,31 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    TRAINING_RANGES,
-    UNIT,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Space,
-)
-from benchkit.nn import mlp
+from benchkit import interfaces as bk
+from benchkit.nn import UnitCodes, mlp
 
 
-class CEVAR(Backbone):
+class CEVAR(UnitCodes, bk.Backbone):
     name = "cevar"
     description = "CEVAR (Surís et al. 2018): two MLPs, cosine loss with swapped negatives"
     loss_granularity = "anchor"
-    defaults = {
-        "embed_dim": 128,
-        "music_hidden": (450, 250),
-        "video_hidden": (2000, 700),
-        "mu": 0.2,
-        "p_neg": 0.6,
-        "label_weight": 0.0,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "embed_dim": AT_LEAST_ONE,
-        "music_hidden": AT_LEAST_ONE,
-        "video_hidden": AT_LEAST_ONE,
-        "mu": PROBABILITY,
-        "p_neg": UNIT,
-        "label_weight": NON_NEGATIVE,
-    }
-    search_space = {
-        "lr": Space.log(1e-4, 1e-2),
-        "mu": Space.uniform(0.0, 0.6),
-        "p_neg": Space.uniform(0.3, 0.8),
+    params = {
+        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "music_hidden": bk.Param((450, 250), bk.AT_LEAST_ONE),
+        "video_hidden": bk.Param((2000, 700), bk.AT_LEAST_ONE),
+        "mu": bk.Param(0.2, bk.PROBABILITY, bk.Space.uniform(0.0, 0.6)),
+        "p_neg": bk.Param(0.6, bk.UNIT, bk.Space.uniform(0.3, 0.8)),
+        "label_weight": bk.Param(0.0, bk.NON_NEGATIVE),
+        **bk.training_params(1e-3, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
     }
 
     def requirements(self) -> frozenset[str]:
         return frozenset({"genres"}) if self.hparams["label_weight"] > 0 else frozenset()
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         hp, e = self.hparams, self.hparams["embed_dim"]
         self.spec = spec
         self.music_net = mlp([spec.music_dim, *hp["music_hidden"], e], last_activation=True)
@@ -81,13 +51,7 @@ class CEVAR(Backbone):
         if hp["label_weight"] > 0:
             self.classifier = nn.Linear(e, spec.n_genres)
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.video_net(x), dim=1))
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.music_net(x), dim=1))
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         hp = self.hparams
         b = batch.size
         rows = torch.arange(b, device=batch.video.device)
@@ -98,12 +62,12 @@ class CEVAR(Backbone):
         cos = out.scores.gather(1, cols[:, None]).squeeze(1)
         mu = hp["mu"]
         loss = (1 - negative) * (1 - cos) + negative * (cos - mu).clamp_min(0) / (1 - mu)
-        terms = {"match": LossTerm(loss)}
+        terms = {"match": bk.LossTerm(loss)}
         if hp["label_weight"] > 0:
             assert batch.genre is not None
             logits = torch.cat([self.classifier(out.video.code), self.classifier(out.music.code)])
             ce = F.cross_entropy(logits, batch.genre.repeat(2))
-            terms["label"] = LossTerm(ce.sqrt(), kind="scalar", coef=hp["label_weight"])
+            terms["label"] = bk.LossTerm(ce.sqrt(), kind="scalar", coef=hp["label_weight"])
         return terms
 
 

@@ -27,66 +27,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    TRAINING_RANGES,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Space,
+from benchkit import interfaces as bk
+from benchkit.nn import (
+    VARIANCES,
+    Decoder,
+    GaussianCodes,
+    GaussianEncoder,
+    hinge_pair,
+    kl_to_standard,
+    row_mse,
 )
-from benchkit.nn import VARIANCES, Decoder, GaussianEncoder, hinge_pair, kl_to_standard, row_mse
 
 VARIANTS = ("paper", "reference")
 
 
-class CMVAE(Backbone):
+# Where tuning looks for the optimiser's values.
+SEARCH = {"lr": bk.Space.log(1e-4, 1e-2), "weight_decay": bk.Space.log(1e-5, 1e-2)}
+
+
+class CMVAE(GaussianCodes, bk.Backbone):
     name = "cmvae"
     description = (
         "CMVAE (Yi et al. 2021): cross-generation VAE with a top-k hinge; DebCM's backbone"
     )
     loss_granularity = "cell"
     variational = True
-    defaults = {
-        "variant": "paper",
-        "variance": "fixed",
-        "latent_dim": 128,
-        "dropout": 0.2,
-        "margin": 0.05,
-        "hard_negatives": 40,
-        "music_loss_weight": 1.0,
-        "recon_weight": 1.0,
-        "kl_weight": 1.0,
-        "lr": 1e-3,
-        "weight_decay": 1e-3,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "variant": VARIANTS,
-        "variance": VARIANCES,
-        "latent_dim": AT_LEAST_ONE,
-        "dropout": PROBABILITY,
-        "margin": NON_NEGATIVE,
-        "hard_negatives": AT_LEAST_ONE,
-        "music_loss_weight": NON_NEGATIVE,
-        "recon_weight": NON_NEGATIVE,
-        "kl_weight": NON_NEGATIVE,
-    }
-    search_space = {
-        "lr": Space.log(1e-4, 1e-2),
-        "weight_decay": Space.log(1e-5, 1e-2),
-        "dropout": Space.uniform(0.0, 0.5),
-        "margin": Space.uniform(0.01, 0.3),
+    params = {
+        "variant": bk.Param("paper", VARIANTS),
+        "variance": bk.Param("fixed", VARIANCES),
+        "latent_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "dropout": bk.Param(0.2, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
+        "margin": bk.Param(0.05, bk.NON_NEGATIVE, bk.Space.uniform(0.01, 0.3)),
+        "hard_negatives": bk.Param(40, bk.AT_LEAST_ONE),
+        "music_loss_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        "recon_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        "kl_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        **bk.training_params(1e-3, 1e-3, 1024, 50, search=SEARCH),
     }
 
     @property
@@ -94,7 +71,7 @@ class CMVAE(Backbone):
         """The log-variance treatment in effect: the release's under ``variant=reference``."""
         return "normalised" if self.hparams["variant"] == "reference" else self.hparams["variance"]
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         d, p = self.hparams["latent_dim"], self.hparams["dropout"]
         self.spec = spec
         self.video_encoder = GaussianEncoder(spec.video_dim, d, p, self.variance)
@@ -102,13 +79,7 @@ class CMVAE(Backbone):
         self.video_decoder = Decoder(d, spec.video_dim, p)  # video from the music code
         self.music_decoder = Decoder(d, spec.music_dim, p)  # music from the video code
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return self.video_encoder(x)
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return self.music_encoder(x)
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         hp = self.hparams
         variant = hp["variant"]
         sign = 1.0 if variant == "paper" else -1.0
@@ -119,14 +90,14 @@ class CMVAE(Backbone):
         terms = {
             "match_video": match_video.scaled(sign),
             "match_music": match_music.scaled(sign * hp["music_loss_weight"]),
-            "recon_video": LossTerm(recon_video, coef=hp["recon_weight"]),
-            "recon_music": LossTerm(recon_music, coef=hp["recon_weight"]),
+            "recon_video": bk.LossTerm(recon_video, coef=hp["recon_weight"]),
+            "recon_music": bk.LossTerm(recon_music, coef=hp["recon_weight"]),
         }
         if self.variance != "fixed":
             # With a fixed σ² and an L2-normalised μ, KL(q ‖ N(0, I)) is the same constant for
             # every code: no gradient, only an offset that would hide the other terms' sizes.
-            terms["kl_video"] = LossTerm(kl_to_standard(out.video), coef=hp["kl_weight"])
-            terms["kl_music"] = LossTerm(kl_to_standard(out.music), coef=hp["kl_weight"])
+            terms["kl_video"] = bk.LossTerm(kl_to_standard(out.video), coef=hp["kl_weight"])
+            terms["kl_music"] = bk.LossTerm(kl_to_standard(out.music), coef=hp["kl_weight"])
         return terms
 
 

@@ -29,20 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    TRAINING_RANGES,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Space,
-)
-from benchkit.nn import hinge_pair, mlp
+from benchkit import interfaces as bk
+from benchkit.nn import UnitCodes, hinge_pair, mlp
 
 
 def structure_loss(raw: Tensor, emb: Tensor) -> Tensor:
@@ -57,45 +45,24 @@ def structure_loss(raw: Tensor, emb: Tensor) -> Tensor:
     return (coeff * step).mean(dim=1)
 
 
-class CMVBR(Backbone):
+class CMVBR(UnitCodes, bk.Backbone):
     name = "cmvbr"
     description = "CMVBR/CBVMR (Hong et al. 2018): triplet loss + soft intra-modal structure loss"
     loss_granularity = "cell"
-    defaults = {
-        "embed_dim": 128,
-        "music_hidden": (2048, 1024),
-        "video_hidden": (2048,),
-        "dropout": 0.1,
-        "margin": 0.1,
-        "hard_negatives": 100,
-        "music_anchor_weight": 3.0,
-        "video_anchor_weight": 1.0,
-        "structure_weight": 0.2,
-        "lr": 3e-4,
-        "weight_decay": 0.0,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "embed_dim": AT_LEAST_ONE,
-        "music_hidden": AT_LEAST_ONE,
-        "video_hidden": AT_LEAST_ONE,
-        "dropout": PROBABILITY,
-        "margin": NON_NEGATIVE,
-        "hard_negatives": AT_LEAST_ONE,
-        "music_anchor_weight": NON_NEGATIVE,
-        "video_anchor_weight": NON_NEGATIVE,
-        "structure_weight": NON_NEGATIVE,
-    }
-    search_space = {
-        "lr": Space.log(1e-4, 1e-2),
-        "dropout": Space.uniform(0.0, 0.5),
-        "margin": Space.uniform(0.01, 0.3),
-        "structure_weight": Space.uniform(0.0, 1.0),
+    params = {
+        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "music_hidden": bk.Param((2048, 1024), bk.AT_LEAST_ONE),
+        "video_hidden": bk.Param((2048,), bk.AT_LEAST_ONE),
+        "dropout": bk.Param(0.1, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
+        "margin": bk.Param(0.1, bk.NON_NEGATIVE, bk.Space.uniform(0.01, 0.3)),
+        "hard_negatives": bk.Param(100, bk.AT_LEAST_ONE),
+        "music_anchor_weight": bk.Param(3.0, bk.NON_NEGATIVE),
+        "video_anchor_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        "structure_weight": bk.Param(0.2, bk.NON_NEGATIVE, bk.Space.uniform(0.0, 1.0)),
+        **bk.training_params(3e-4, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
     }
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         hp, d = self.hparams, self.hparams["embed_dim"]
         self.spec = spec
         p = hp["dropout"]
@@ -106,13 +73,7 @@ class CMVBR(Backbone):
             mlp([spec.video_dim, *hp["video_hidden"], d], dropout=p), nn.BatchNorm1d(d)
         )
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.video_net(x), dim=1))
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.music_net(x), dim=1))
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         hp = self.hparams
         s, same = out.scores, batch.same_music
         video_anchor, music_anchor = hinge_pair(s, same, hp["margin"], hp["hard_negatives"])
@@ -120,8 +81,8 @@ class CMVBR(Backbone):
         return {
             "triplet_music": music_anchor.scaled(hp["music_anchor_weight"]),
             "triplet_video": video_anchor.scaled(hp["video_anchor_weight"]),
-            "structure_music": LossTerm(structure_loss(batch.music, out.music.code), coef=w),
-            "structure_video": LossTerm(structure_loss(batch.video, out.video.code), coef=w),
+            "structure_music": bk.LossTerm(structure_loss(batch.music, out.music.code), coef=w),
+            "structure_video": bk.LossTerm(structure_loss(batch.video, out.video.code), coef=w),
         }
 
 

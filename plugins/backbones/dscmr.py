@@ -25,19 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    TRAINING_RANGES,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Range,
-    Space,
-)
+from benchkit import interfaces as bk
 
 
 def _theta(a: Tensor, b: Tensor) -> Tensor:
@@ -49,37 +37,21 @@ def _pair_nll(theta: Tensor, same: Tensor) -> Tensor:
     return F.softplus(theta) - same * theta
 
 
-class DSCMR(Backbone):
+class DSCMR(bk.Backbone):
     name = "dscmr"
     description = "DSCMR (Zhen et al. 2019): weight-shared common space with label-space losses"
     loss_granularity = "cell"
     requires = frozenset({"genres"})
-    defaults = {
-        "embed_dim": 128,
-        "hidden": 2048,
-        "alpha": 1e-3,
-        "beta": 0.1,
-        "lr": 1e-4,
-        "betas": (0.5, 0.999),
-        "weight_decay": 0.0,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "embed_dim": AT_LEAST_ONE,
-        "hidden": AT_LEAST_ONE,
-        "alpha": NON_NEGATIVE,
-        "beta": NON_NEGATIVE,
-        "betas": Range(0.0, 1.0, high_open=True),
-    }
-    search_space = {
-        "lr": Space.log(1e-5, 1e-2),
-        "alpha": Space.log(1e-4, 1.0),
-        "beta": Space.log(1e-2, 1.0),
+    params = {
+        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "hidden": bk.Param(2048, bk.AT_LEAST_ONE),
+        "alpha": bk.Param(1e-3, bk.NON_NEGATIVE, bk.Space.log(1e-4, 1.0)),
+        "beta": bk.Param(0.1, bk.NON_NEGATIVE, bk.Space.log(1e-2, 1.0)),
+        **bk.training_params(1e-4, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-5, 1e-2)}),
+        "betas": bk.Param((0.5, 0.999), bk.Range(0.0, 1.0, high_open=True)),
     }
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         hp = self.hparams
         self.spec = spec
         self.video_in = nn.Sequential(nn.Linear(spec.video_dim, hp["hidden"]), nn.ReLU())
@@ -87,11 +59,11 @@ class DSCMR(Backbone):
         self.shared = nn.Linear(hp["hidden"], hp["embed_dim"])
         self.classifier = nn.Linear(hp["embed_dim"], max(1, spec.n_genres))
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(self.shared(self.video_in(x)))
+    def encode_video(self, x: Tensor) -> bk.Latent:
+        return bk.Latent(self.shared(self.video_in(x)))
 
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(self.shared(self.music_in(x)))
+    def encode_music(self, x: Tensor) -> bk.Latent:
+        return bk.Latent(self.shared(self.music_in(x)))
 
     def score(self, video: Tensor, music: Tensor) -> Tensor:
         return F.normalize(video, dim=1) @ F.normalize(music, dim=1).T
@@ -102,7 +74,7 @@ class DSCMR(Backbone):
             params, lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"]
         )
 
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         hp = self.hparams
         assert batch.genre is not None, "DSCMR needs genres (checked before training)"
         u, t = out.video.code, out.music_scored.code
@@ -123,11 +95,11 @@ class DSCMR(Backbone):
         )
         alpha = hp["alpha"]
         return {
-            "label": LossTerm(j1 * known),
-            "pair_ut": LossTerm(j2_ut, kind="cell", coef=alpha, valid=label_mask),
-            "pair_uu": LossTerm(rows_uu, coef=alpha),
-            "pair_tt": LossTerm(rows_tt, coef=alpha),
-            "invariance": LossTerm((u - t).norm(dim=1), coef=hp["beta"]),
+            "label": bk.LossTerm(j1 * known),
+            "pair_ut": bk.LossTerm(j2_ut, kind="cell", coef=alpha, valid=label_mask),
+            "pair_uu": bk.LossTerm(rows_uu, coef=alpha),
+            "pair_tt": bk.LossTerm(rows_tt, coef=alpha),
+            "invariance": bk.LossTerm((u - t).norm(dim=1), coef=hp["beta"]),
         }
 
 

@@ -17,26 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
-
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    TRAINING_RANGES,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Space,
-)
-from benchkit.nn import GaussianEncoder, hinge_pair, kl_to_standard, mlp, row_mse
+from benchkit import interfaces as bk
+from benchkit.nn import GaussianCodes, GaussianEncoder, hinge_pair, kl_to_standard, mlp, row_mse
+
+# Where tuning looks for the optimiser's values.
+SEARCH = {"lr": bk.Space.log(1e-4, 1e-2), "weight_decay": bk.Space.log(1e-5, 1e-2)}
 
 
-class DualVAE(Backbone):
+class DualVAE(GaussianCodes, bk.Backbone):
     name = "dual_vae"
     description = (
         "Dual-VAE (Shen et al. 2018): one VAE per modality, self-reconstruction, hinge on means"
@@ -44,36 +33,17 @@ class DualVAE(Backbone):
     loss_granularity = "cell"
     variational = True
     score_on_sample = False
-    defaults = {
-        "latent_dim": 128,
-        "decoder_hidden": 512,
-        "dropout": 0.2,
-        "margin": 0.05,
-        "hard_negatives": 40,
-        "beta": 1.0,
-        "lr": 1e-3,
-        "weight_decay": 1e-3,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "latent_dim": AT_LEAST_ONE,
-        "decoder_hidden": AT_LEAST_ONE,
-        "dropout": PROBABILITY,
-        "margin": NON_NEGATIVE,
-        "hard_negatives": AT_LEAST_ONE,
-        "beta": NON_NEGATIVE,
-    }
-    search_space = {
-        "lr": Space.log(1e-4, 1e-2),
-        "weight_decay": Space.log(1e-5, 1e-2),
-        "dropout": Space.uniform(0.0, 0.5),
-        "margin": Space.uniform(0.01, 0.3),
-        "beta": Space.log(1e-3, 1.0),
+    params = {
+        "latent_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "decoder_hidden": bk.Param(512, bk.AT_LEAST_ONE),
+        "dropout": bk.Param(0.2, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
+        "margin": bk.Param(0.05, bk.NON_NEGATIVE, bk.Space.uniform(0.01, 0.3)),
+        "hard_negatives": bk.Param(40, bk.AT_LEAST_ONE),
+        "beta": bk.Param(1.0, bk.NON_NEGATIVE, bk.Space.log(1e-3, 1.0)),
+        **bk.training_params(1e-3, 1e-3, 1024, 50, search=SEARCH),
     }
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         hp = self.hparams
         d, p, h = hp["latent_dim"], hp["dropout"], hp["decoder_hidden"]
         self.spec = spec
@@ -82,13 +52,7 @@ class DualVAE(Backbone):
         self.video_decoder = mlp([d, h, spec.video_dim], dropout=p)  # video from its own code
         self.music_decoder = mlp([d, h, spec.music_dim], dropout=p)  # music from its own code
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return self.video_encoder(x)
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return self.music_encoder(x)
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         hp = self.hparams
         s, same = out.scores, batch.same_music  # scores of the means (score_on_sample = False)
         match_video, match_music = hinge_pair(s, same, hp["margin"], hp["hard_negatives"])
@@ -98,10 +62,10 @@ class DualVAE(Backbone):
         return {
             "match_video": match_video,
             "match_music": match_music,
-            "recon_video": LossTerm(recon_video, coef=beta),
-            "recon_music": LossTerm(recon_music, coef=beta),
-            "kl_video": LossTerm(kl_to_standard(out.video), coef=beta),
-            "kl_music": LossTerm(kl_to_standard(out.music), coef=beta),
+            "recon_video": bk.LossTerm(recon_video, coef=beta),
+            "recon_music": bk.LossTerm(recon_music, coef=beta),
+            "kl_video": bk.LossTerm(kl_to_standard(out.video), coef=beta),
+            "kl_music": bk.LossTerm(kl_to_standard(out.music), coef=beta),
         }
 
 

@@ -25,52 +25,28 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.errors import ConfigError
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    AT_LEAST_TWO,
-    NON_NEGATIVE,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Query,
-)
 
 SCORES = {"cf": "cf", "backdoor": "backdoor", "biased": "observed", "fit": "fit", "compat": None}
 
 
-class Oracle(Backbone):
+class Oracle(bk.Scorer):
     name = "oracle"
     description = (
         "the world's Bayes-optimal rankers (score=cf|backdoor|biased|fit|compat); a control"
     )
-    loss_granularity = "none"
-    closed_form = True
     requires = frozenset({"truth"})
-    defaults = {"score": "cf", "noise": 0.0, "batch_size": 1024, "epochs": 1}
-    ranges = {
-        "score": tuple(SCORES),
-        "noise": NON_NEGATIVE,
-        "batch_size": AT_LEAST_TWO,
-        "epochs": AT_LEAST_ONE,
+    params = {
+        "score": bk.Param("cf", tuple(SCORES)),
+        "noise": bk.Param(0.0, bk.NON_NEGATIVE),
+        **bk.Scorer.params,
     }
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._truth: Any = None
         self._seed = 0
-
-    def build(self, spec: DataSpec) -> None:
-        self.spec = spec
-
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
 
     def fit_closed_form(self, pairs: Any) -> None:
         """Read the truth of the world the pairs come from (nothing is learned)."""
@@ -82,7 +58,7 @@ class Oracle(Backbone):
         self._truth = dataset.truth
         self._seed = torch.initial_seed()  # the run's seed: the noise is redrawn with it
 
-    def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
+    def score_rows(self, video: Tensor, music: Tensor, rows: bk.Query) -> Tensor:
         if self._truth is None:
             raise ConfigError("oracle: fit it on a world with truth before scoring")
         ids = rows.video_idx.cpu().numpy()
@@ -106,9 +82,6 @@ class Oracle(Backbone):
             np.random.default_rng([self._seed, int(v)]).standard_normal(n_music)[cols] for v in ids
         ]
         return torch.as_tensor(np.stack(rows) * self.hparams["noise"], dtype=torch.float32)
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        return {}
 
 
 @hookimpl

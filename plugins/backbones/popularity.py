@@ -14,30 +14,16 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    AT_LEAST_TWO,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Query,
-)
+from benchkit import interfaces as bk
 
 
-class Popularity(Backbone):
+class Popularity(bk.Scorer):
     name = "popularity"
     description = "the training data's most used music first, whatever the video: a floor"
-    loss_granularity = "none"
-    closed_form = True
-    defaults = {"batch_size": 1024, "epochs": 1}
-    ranges = {"batch_size": AT_LEAST_TWO, "epochs": AT_LEAST_ONE}
 
     counts: Tensor
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         self.spec = spec
         self.register_buffer("counts", torch.zeros(spec.n_music))
 
@@ -46,18 +32,9 @@ class Popularity(Backbone):
         ids = ids[ids < self.counts.numel()]  # UGC music only
         self.counts.copy_(torch.bincount(ids, minlength=self.counts.numel()).to(self.counts))
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(torch.zeros(x.shape[0], 1, device=x.device))
-
-    def score_rows(self, video: Tensor, music: Tensor, rows: Query) -> Tensor:
+    def score_rows(self, video: Tensor, music: Tensor, rows: bk.Query) -> Tensor:
         scores = torch.log1p(self.counts[rows.column_music_idx])
         return scores.expand(video.shape[0], -1).to(torch.float32)
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
-        return {}
 
 
 @hookimpl

@@ -17,27 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from benchkit import hookimpl
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    TRAINING_RANGES,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    LossTerm,
-    Output,
-    Space,
-)
-from benchkit.nn import mlp
+from benchkit import interfaces as bk
+from benchkit.nn import UnitCodes, mlp
 
 
-def poly_terms(scores: Tensor, same: Tensor, margin: float) -> tuple[LossTerm, LossTerm]:
+def poly_terms(scores: Tensor, same: Tensor, margin: float) -> tuple[bk.LossTerm, bk.LossTerm]:
     """The positive and the mined-negative polynomial terms for the anchors of the rows."""
     pos = scores.diagonal()
     informative = ~same & (scores + margin > pos[:, None])
@@ -47,54 +34,33 @@ def poly_terms(scores: Tensor, same: Tensor, margin: float) -> tuple[LossTerm, L
     neg = hardest.masked_fill(~has, 0.0)
     neg_loss = (0.9 * neg.pow(2) - 0.4 * neg + 0.03).clamp_min(0)
     return (
-        LossTerm(pos_loss),
-        LossTerm(
+        bk.LossTerm(pos_loss),
+        bk.LossTerm(
             neg_loss[:, None], kind="cell", cols=col[:, None], valid=has[:, None], row_reduce="sum"
         ),
     )
 
 
-class UWML(Backbone):
+class UWML(UnitCodes, bk.Backbone):
     name = "uwml"
     description = "UWML (Wei et al. 2020): polynomial weighting of informative negatives"
     loss_granularity = "cell"
-    defaults = {
-        "embed_dim": 128,
-        "hidden": 1024,
-        "dropout": 0.1,
-        "margin": 0.2,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "batch_size": 1024,
-        "epochs": 50,
-    }
-    ranges = {
-        **TRAINING_RANGES,
-        "embed_dim": AT_LEAST_ONE,
-        "hidden": AT_LEAST_ONE,
-        "dropout": PROBABILITY,
-        "margin": NON_NEGATIVE,
-    }
-    search_space = {
-        "lr": Space.log(1e-4, 1e-2),
-        "dropout": Space.uniform(0.0, 0.5),
-        "margin": Space.uniform(0.05, 0.4),
+    params = {
+        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        "hidden": bk.Param(1024, bk.AT_LEAST_ONE),
+        "dropout": bk.Param(0.1, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
+        "margin": bk.Param(0.2, bk.NON_NEGATIVE, bk.Space.uniform(0.05, 0.4)),
+        **bk.training_params(1e-3, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
     }
 
-    def build(self, spec: DataSpec) -> None:
+    def build(self, spec: bk.DataSpec) -> None:
         hp = self.hparams
         self.spec = spec
         dims = (hp["hidden"], hp["embed_dim"])
         self.video_net = mlp([spec.video_dim, *dims], dropout=hp["dropout"])
         self.music_net = mlp([spec.music_dim, *dims], dropout=hp["dropout"])
 
-    def encode_video(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.video_net(x), dim=1))
-
-    def encode_music(self, x: Tensor) -> Latent:
-        return Latent(F.normalize(self.music_net(x), dim=1))
-
-    def loss_terms(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def loss_terms(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         s, same, margin = out.scores, batch.same_music, self.hparams["margin"]
         pos_v, neg_v = poly_terms(s, same, margin)
         pos_m, neg_m = poly_terms(s.T, same, margin)

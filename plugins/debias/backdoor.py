@@ -28,24 +28,14 @@ import torch
 from torch import Tensor, nn
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.data.dataset import Dataset
-from benchkit.interfaces import (
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    Query,
-    RunContext,
-    Space,
-    StackAlias,
-    Strategy,
-)
 from benchkit.nn import CONFOUNDER_ESTIMATES, ConfounderEmbedding
 
 VARIANTS = ("interaction", "reference")
 
 
-def code_dim(backbone: Backbone, spec: DataSpec) -> int:
+def code_dim(backbone: bk.Backbone, spec: bk.DataSpec) -> int:
     """The size of a built backbone's codes (probed with two zero inputs in eval mode)."""
     was = backbone.training
     backbone.eval()
@@ -55,7 +45,7 @@ def code_dim(backbone: Backbone, spec: DataSpec) -> int:
     return dim
 
 
-def closed_form_refusal(strategy: Strategy, backbone: Backbone) -> str | None:
+def closed_form_refusal(strategy: bk.Strategy, backbone: bk.Backbone) -> str | None:
     if backbone.closed_form:
         return (
             f"strategy {strategy.name!r} learns a confounder embedding; {backbone.name!r} has none"
@@ -63,18 +53,21 @@ def closed_form_refusal(strategy: Strategy, backbone: Backbone) -> str | None:
     return None
 
 
-class Backdoor(Strategy):
+class Backdoor(bk.Strategy):
     name = "backdoor"
     description = "DebCM's backdoor adjustment: batch-mean confounder in training, d̄ at inference"
     requires = frozenset({"genres", "uploaders"})
-    defaults = {"variant": "interaction", "estimate": "batch"}
-    ranges = {"variant": VARIANTS, "estimate": CONFOUNDER_ESTIMATES}
-    search_space = {"estimate": Space.choice("batch", "global", "sample")}
+    params = {
+        "variant": bk.Param("interaction", VARIANTS),
+        "estimate": bk.Param(
+            "batch", CONFOUNDER_ESTIMATES, bk.Space.choice("batch", "global", "sample")
+        ),
+    }
 
-    def check_backbone(self, backbone: Backbone) -> str | None:
+    def check_backbone(self, backbone: bk.Backbone) -> str | None:
         return closed_form_refusal(self, backbone)
 
-    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+    def build(self, spec: bk.DataSpec, backbone: bk.Backbone) -> None:
         d = code_dim(backbone, spec)
         self.confounder = ConfounderEmbedding(spec.n_genres, d, self.hparams["estimate"])
         if self.hparams["variant"] == "reference":
@@ -82,14 +75,14 @@ class Backdoor(Strategy):
         else:
             self.interaction = nn.Parameter(torch.randn(d, d) * 0.01)
 
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+    def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         self.confounder.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
 
-    def z_u(self, rows: Batch | Query | None) -> Tensor:
-        training = self.training and isinstance(rows, Batch)
+    def z_u(self, rows: bk.Batch | bk.Query | None) -> Tensor:
+        training = self.training and isinstance(rows, bk.Batch)
         return self.confounder(None if rows is None else rows.prior, training)
 
-    def adjust_music(self, music: Latent, rows: Batch | None) -> Latent:
+    def adjust_music(self, music: bk.Latent, rows: bk.Batch | None) -> bk.Latent:
         if self.hparams["variant"] != "reference":
             return music
         z_u = self.z_u(rows)
@@ -99,7 +92,7 @@ class Backdoor(Strategy):
 
         return music.map(mix)
 
-    def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
+    def adjust_score(self, scores: Tensor, rows: bk.Batch | bk.Query, music: Tensor) -> Tensor:
         if self.hparams["variant"] != "interaction":
             return scores
         return scores + (self.z_u(rows) @ self.interaction) @ music.T
@@ -120,9 +113,10 @@ class TextbookBackdoor(Backdoor):
         "textbook backdoor adjustment: per-pair d_u in training, the population prior averaged "
         "at test (a baseline for DebCM's batch mean)"
     )
-    defaults = {"variant": "interaction", "estimate": "sample"}
-    ranges = {"variant": VARIANTS, "estimate": ("sample",)}
-    search_space = {}
+    params = {
+        "variant": bk.Param("interaction", VARIANTS),
+        "estimate": bk.Param("sample", ("sample",)),
+    }
 
 
 @hookimpl
@@ -130,7 +124,7 @@ def register_strategies(register: Any) -> None:
     register(Backdoor)
     register(TextbookBackdoor)
     register(
-        StackAlias(
+        bk.StackAlias(
             "debcm",
             ("backdoor", "kl_distill?"),
             "DebCM (Yi & Chen): batch-level backdoor adjustment + KL distillation from a PGC teacher "

@@ -18,16 +18,8 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.errors import ConfigError
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    PROBABILITY,
-    UNIT,
-    Query,
-    Space,
-    Strategy,
-)
 
 
 def calibrated_lists(
@@ -71,15 +63,18 @@ def calibrated_lists(
     return torch.stack(picks, dim=1)
 
 
-class Calibration(Strategy):
+class Calibration(bk.Strategy):
     name = "calibration"
     description = "Calibration (Steck 2018): greedy re-ranking towards the uploader's genre mix"
     requires = frozenset({"genres", "uploaders"})
-    defaults = {"lam": 0.5, "alpha": 0.01, "list_length": 25, "seed": 0}
-    ranges = {"lam": PROBABILITY, "alpha": UNIT, "list_length": AT_LEAST_ONE, "seed": NON_NEGATIVE}
-    search_space = {"lam": Space.uniform(0.0, 0.9)}
+    params = {
+        "lam": bk.Param(0.5, bk.PROBABILITY, bk.Space.uniform(0.0, 0.9)),
+        "alpha": bk.Param(0.01, bk.UNIT),
+        "list_length": bk.Param(25, bk.AT_LEAST_ONE),
+        "seed": bk.Param(0, bk.NON_NEGATIVE),
+    }
 
-    def rerank(self, scores: Tensor, items: Tensor, rows: Query) -> Tensor:
+    def rerank(self, scores: Tensor, items: Tensor, rows: bk.Query) -> Tensor:
         if rows.prior is None or rows.music_genre is None:
             raise ConfigError(
                 "calibration re-ranks by the uploader's genre mix: it needs the rows' priors and "

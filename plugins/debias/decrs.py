@@ -31,19 +31,9 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
-from benchkit.interfaces import (
-    POSITIVE,
-    Backbone,
-    Batch,
-    DataSpec,
-    Latent,
-    Query,
-    RunContext,
-    Space,
-    Strategy,
-)
 from benchkit.method import Method
 from benchkit.nn import CONFOUNDER_ESTIMATES, ConfounderEmbedding
 from benchkit_plugins.debias.backdoor import closed_form_refusal, code_dim
@@ -89,16 +79,19 @@ def fm_mediator(video: Tensor, d: Tensor, embedding: Tensor) -> Tensor:
     return video * z_u + among
 
 
-class DecRS(Strategy):
+class DecRS(bk.Strategy):
     name = "decrs"
     description = (
         "DecRS: global-mean backdoor on the video side (FM mediator) + drift-weighted mixing "
         "with a plain model"
     )
     requires = frozenset({"genres", "uploaders"})
-    defaults = {"estimate": "global", "a": 0.2, "smoothing": 0.01, "mix": True}
-    ranges = {"estimate": CONFOUNDER_ESTIMATES, "a": POSITIVE, "smoothing": POSITIVE}
-    search_space = {"a": Space.log(0.05, 2.0)}
+    params = {
+        "estimate": bk.Param("global", CONFOUNDER_ESTIMATES),
+        "a": bk.Param(0.2, bk.POSITIVE, bk.Space.log(0.05, 2.0)),
+        "smoothing": bk.Param(0.01, bk.POSITIVE),
+        "mix": bk.Param(True),
+    }
 
     uploader_eta: Tensor
 
@@ -106,10 +99,10 @@ class DecRS(Strategy):
         super().__init__(**hparams)
         self._order = "none"
 
-    def check_backbone(self, backbone: Backbone) -> str | None:
+    def check_backbone(self, backbone: bk.Backbone) -> str | None:
         return closed_form_refusal(self, backbone)
 
-    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+    def build(self, spec: bk.DataSpec, backbone: bk.Backbone) -> None:
         d = code_dim(backbone, spec)
         self.confounder = ConfounderEmbedding(spec.n_genres, d, self.hparams["estimate"])
         # η per uploader (saved: a new video of a known uploader gets theirs; unknown ones get 0).
@@ -120,7 +113,7 @@ class DecRS(Strategy):
             plain_bb.build(spec)  # weights come from training in prepare
             self.hold("plain", Method(plain_bb), persistent=True)  # saved with DecRS
 
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+    def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         self.confounder.prior_mean.copy_(torch.as_tensor(dataset.prior_mean))
         if not self.hparams["mix"]:
             return
@@ -142,20 +135,19 @@ class DecRS(Strategy):
         self._eta_mean = float(eta[dataset.video_uploader[dataset.splits["train"]]].mean())
         fresh = self.held("student").fresh()
         torch.manual_seed(ctx.seed)
-        fresh.build(dataset.spec())
-        plain = Method(fresh).to(ctx.device)
+        plain = Method.assemble(fresh, (), dataset.spec(), ctx.device)
         ctx.log("DecRS: training the plain model it mixes with")
         ctx.train(plain, dataset, desc="decrs plain")
         self.held("plain").load_state_dict(plain.state_dict())
 
-    def adjust_video(self, video: Latent, rows: Batch | None) -> Latent:
+    def adjust_video(self, video: bk.Latent, rows: bk.Batch | None) -> bk.Latent:
         training = self.training and rows is not None
         d = self.confounder.distribution(None if rows is None else rows.prior, training)
         e = self.confounder.embedding.weight
         return video.map(lambda z: z + fm_mediator(z, d, e))
 
-    def adjust_score(self, scores: Tensor, rows: Batch | Query, music: Tensor) -> Tensor:
-        if not isinstance(rows, Query) or "plain" not in self._held:
+    def adjust_score(self, scores: Tensor, rows: bk.Batch | bk.Query, music: Tensor) -> Tensor:
+        if not isinstance(rows, bk.Query) or "plain" not in self._held:
             return scores
         if rows.video_features is None or rows.music_features is None:
             raise ConfigError("decrs mixes with its plain model: the query must carry features")

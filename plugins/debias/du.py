@@ -18,19 +18,21 @@ from typing import Any
 import torch
 
 from benchkit import hookimpl
-from benchkit.interfaces import NON_NEGATIVE, Batch, Range, Space, Strategy, Weights
+from benchkit import interfaces as bk
 
 
-class DU(Strategy):
+class DU(bk.Strategy):
     name = "du"
     description = "DU: positive and negative in-batch cells weighted apart by genre propensities"
     requires = frozenset({"genres", "uploaders"})
     requires_cells = True
-    defaults = {"alpha": 0.5, "beta": 0.5, "clip": 0.1}
-    ranges = {"alpha": NON_NEGATIVE, "beta": NON_NEGATIVE, "clip": Range(0.0, 1.0, low_open=True)}
-    search_space = {"alpha": Space.uniform(0.0, 1.0), "beta": Space.uniform(0.0, 1.0)}
+    params = {
+        "alpha": bk.Param(0.5, bk.NON_NEGATIVE, bk.Space.uniform(0.0, 1.0)),
+        "beta": bk.Param(0.5, bk.NON_NEGATIVE, bk.Space.uniform(0.0, 1.0)),
+        "clip": bk.Param(0.1, bk.Range(0.0, 1.0, low_open=True)),
+    }
 
-    def weights(self, batch: Batch) -> Weights:
+    def weights(self, batch: bk.Batch) -> bk.Weights:
         assert batch.prior is not None and batch.genre is not None
         hp = self.hparams
         genre = batch.genre.clamp_min(0)
@@ -40,7 +42,7 @@ class DU(Strategy):
         theta_neg = (1.0 - others).clamp_min(0.0).pow(hp["beta"]).clamp(hp["clip"], 1.0)
         cell = 1.0 / theta_neg
         cell = torch.where(batch.same_music, torch.ones_like(cell), cell)
-        return Weights(anchor=1.0 / theta_pos, cell=cell)
+        return bk.Weights(anchor=1.0 / theta_pos, cell=cell)
 
 
 @hookimpl

@@ -22,19 +22,21 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.data.dataset import Dataset
 from benchkit.errors import ConfigError
-from benchkit.interfaces import NON_NEGATIVE, Batch, Range, RunContext, Space, Strategy, Weights
 
 MODES = ("auto", "genre", "popularity", "column")
 
 
-class IPS(Strategy):
+class IPS(bk.Strategy):
     name = "ips"
     description = "IPS: SNIPS weights 1/p per pair (p = the uploader's genre propensity by default)"
-    defaults = {"propensity": "auto", "clip": 0.1, "gamma": 2.0}
-    ranges = {"propensity": MODES, "clip": Range(0.0, 1.0, low_open=True), "gamma": NON_NEGATIVE}
-    search_space = {"clip": Space.uniform(0.02, 0.5)}
+    params = {
+        "propensity": bk.Param("auto", MODES),
+        "clip": bk.Param(0.1, bk.Range(0.0, 1.0, low_open=True), bk.Space.uniform(0.02, 0.5)),
+        "gamma": bk.Param(2.0, bk.NON_NEGATIVE),
+    }
 
     pop: Tensor
 
@@ -45,7 +47,7 @@ class IPS(Strategy):
     def requirements(self) -> frozenset[str]:
         return frozenset({"genres", "uploaders"}) if self.mode == "genre" else frozenset()
 
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+    def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         mode = self.hparams["propensity"]
         if mode == "auto":
             mode = "column" if dataset.propensity is not None else "genre"
@@ -62,7 +64,7 @@ class IPS(Strategy):
             self.register_buffer("pop", p.to(ctx.device), persistent=False)
         self.mode = mode
 
-    def propensity(self, batch: Batch) -> Tensor:
+    def propensity(self, batch: bk.Batch) -> Tensor:
         if self.mode == "column":
             if batch.propensity is None:
                 raise ConfigError("ips: this batch carries no propensity column")
@@ -74,8 +76,8 @@ class IPS(Strategy):
             p = batch.prior.gather(1, batch.genre.clamp_min(0)[:, None]).squeeze(1)
         return p.clamp(self.hparams["clip"], 1.0)
 
-    def weights(self, batch: Batch) -> Weights:
-        return Weights(anchor=1.0 / self.propensity(batch))
+    def weights(self, batch: bk.Batch) -> bk.Weights:
+        return bk.Weights(anchor=1.0 / self.propensity(batch))
 
 
 @hookimpl

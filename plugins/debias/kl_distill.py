@@ -23,21 +23,11 @@ import torch
 from torch import Tensor
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.data.dataset import Dataset
-from benchkit.interfaces import (
-    NON_NEGATIVE,
-    Backbone,
-    Batch,
-    LossTerm,
-    Output,
-    RunContext,
-    Space,
-    Strategy,
-)
 from benchkit.nn import gaussian_kl
 from benchkit.teacher import (
-    TEACHER_DEFAULTS,
-    TEACHER_RANGES,
+    TEACHER_PARAMS,
     recipe_from,
     teacher_report,
     train_teacher,
@@ -53,31 +43,23 @@ def release_kl(mu_s: Tensor, logvar_s: Tensor, mu_t: Tensor, logvar_t: Tensor) -
     return -0.5 * (1 - inner.sum(dim=1))
 
 
-class KLDistill(Strategy):
+class KLDistill(bk.Strategy):
     name = "kl_distill"
     description = "KL distillation (DebCM §4.4): student posteriors pulled to a PGC teacher's"
     requires = frozenset({"pgc"})
-    defaults = {
-        "weight": 5e-5,
-        "video_weight": 1.0,
-        "music_weight": 1.0,
-        "variant": "paper",
-        **TEACHER_DEFAULTS,
+    params = {
+        "weight": bk.Param(5e-5, bk.NON_NEGATIVE, bk.Space.log(5e-7, 5e2)),
+        "video_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        "music_weight": bk.Param(1.0, bk.NON_NEGATIVE),
+        "variant": bk.Param("paper", ("paper", "reference")),
+        **TEACHER_PARAMS,
     }
-    ranges = {
-        "weight": NON_NEGATIVE,
-        "video_weight": NON_NEGATIVE,
-        "music_weight": NON_NEGATIVE,
-        "variant": ("paper", "reference"),
-        **TEACHER_RANGES,
-    }
-    search_space = {"weight": Space.log(5e-7, 5e2)}
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._report: dict[str, Any] = {}
 
-    def check_backbone(self, backbone: Backbone) -> str | None:
+    def check_backbone(self, backbone: bk.Backbone) -> str | None:
         if not backbone.variational or "latent_dim" not in backbone.hparams:
             return (
                 f"strategy 'kl_distill' needs a backbone with Gaussian latents and a "
@@ -85,15 +67,15 @@ class KLDistill(Strategy):
             )
         return None
 
-    def build(self, spec: Any, backbone: Backbone) -> None:
+    def build(self, spec: Any, backbone: bk.Backbone) -> None:
         self.latent_dim = int(backbone.hparams["latent_dim"])
 
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+    def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         recipe = recipe_from(self.hparams, latent_dim=self.latent_dim)
         self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
 
-    def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def extra_loss(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         teacher = self.held("teacher").backbone
         with torch.no_grad():
             t_v, t_m = teacher.encode_video(batch.video), teacher.encode_music(batch.music)
@@ -102,11 +84,11 @@ class KLDistill(Strategy):
         assert t_v.logvar is not None and t_m.logvar is not None
         w = self.hparams["weight"]
         return {
-            "video": LossTerm(
+            "video": bk.LossTerm(
                 kl(out.video.mu, out.video.logvar, t_v.mu, t_v.logvar),
                 coef=w * self.hparams["video_weight"],
             ),
-            "music": LossTerm(
+            "music": bk.LossTerm(
                 kl(out.music.mu, out.music.logvar, t_m.mu, t_m.logvar),
                 coef=w * self.hparams["music_weight"],
             ),

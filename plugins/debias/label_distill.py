@@ -22,23 +22,11 @@ import torch
 from torch import nn
 
 from benchkit import hookimpl
+from benchkit import interfaces as bk
 from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
-from benchkit.interfaces import (
-    AT_LEAST_ONE,
-    NON_NEGATIVE,
-    Backbone,
-    Batch,
-    DataSpec,
-    LossTerm,
-    Output,
-    RunContext,
-    Space,
-    Strategy,
-)
 from benchkit.teacher import (
-    TEACHER_DEFAULTS,
-    TEACHER_RANGES,
+    TEACHER_PARAMS,
     recipe_from,
     teacher_report,
     teacher_scores,
@@ -53,42 +41,34 @@ def refined_labels(same_music: torch.Tensor, teacher: torch.Tensor, c: float) ->
     return same_music.to(teacher.dtype) + c * t_hat
 
 
-class LabelDistill(Strategy):
+class LabelDistill(bk.Strategy):
     name = "label_distill"
     description = "label distillation (KDCRec refine label): teacher-refined soft labels from PGC"
     requires = frozenset({"pgc"})
-    defaults = {
-        "c": 1.0,
-        "weight": 1.0,
-        "bridge": False,
-        "bridge_weight": 0.1,
-        "teacher_latent_dim": 128,
-        **TEACHER_DEFAULTS,
+    params = {
+        "c": bk.Param(1.0, bk.NON_NEGATIVE, bk.Space.log(0.1, 10.0)),
+        "weight": bk.Param(1.0, bk.NON_NEGATIVE, bk.Space.log(0.01, 10.0)),
+        "bridge": bk.Param(False),
+        "bridge_weight": bk.Param(0.1, bk.NON_NEGATIVE),
+        "teacher_latent_dim": bk.Param(128, bk.AT_LEAST_ONE),
+        **TEACHER_PARAMS,
     }
-    ranges = {
-        "c": NON_NEGATIVE,
-        "weight": NON_NEGATIVE,
-        "bridge_weight": NON_NEGATIVE,
-        "teacher_latent_dim": AT_LEAST_ONE,
-        **TEACHER_RANGES,
-    }
-    search_space = {"c": Space.log(0.1, 10.0), "weight": Space.log(0.01, 10.0)}
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._report: dict[str, Any] = {}
 
-    def check_backbone(self, backbone: Backbone) -> str | None:
+    def check_backbone(self, backbone: bk.Backbone) -> str | None:
         if backbone.closed_form:
             return f"strategy {self.name!r} adds a training loss; {backbone.name!r} has none"
         return None
 
-    def build(self, spec: DataSpec, backbone: Backbone) -> None:
+    def build(self, spec: bk.DataSpec, backbone: bk.Backbone) -> None:
         self.head_scale = nn.Parameter(torch.tensor(1.0))
         self.head_bias = nn.Parameter(torch.tensor(0.0))
         self.hold("student", backbone, freeze=False)  # the bridge scores with it
 
-    def prepare(self, dataset: Dataset, ctx: RunContext) -> None:
+    def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         recipe = recipe_from(self.hparams, latent_dim=self.hparams["teacher_latent_dim"])
         self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
@@ -97,28 +77,28 @@ class LabelDistill(Strategy):
             self.hold("pool_music", as_tensor(dataset.music_features, ctx.device))
             self.hold("pool_train", as_tensor(dataset.splits["train"], ctx.device))
 
-    def extra_loss(self, batch: Batch, out: Output) -> dict[str, LossTerm]:
+    def extra_loss(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
         t = teacher_scores(self.held("teacher"), batch.video, batch.music)
         target = refined_labels(batch.same_music, t, self.hparams["c"])
         pred = self.head_scale * out.mean_scores + self.head_bias
         terms = {
-            "refine": LossTerm((pred - target).pow(2), kind="cell", coef=self.hparams["weight"])
+            "refine": bk.LossTerm((pred - target).pow(2), kind="cell", coef=self.hparams["weight"])
         }
         if self.hparams["bridge"]:
             terms["bridge"] = self._bridge(batch.size)
         return terms
 
-    def _bridge(self, b: int) -> LossTerm:
+    def _bridge(self, b: int) -> bk.LossTerm:
         videos, music = self.held("pool_video"), self.held("pool_music")
         train = self.held("pool_train")
         v = videos[train[torch.randint(len(train), (b,), device=train.device)]].float()
         m = music[torch.randint(music.shape[0], (b,), device=train.device)].float()
-        student: Backbone = self.held("student")
+        student: bk.Backbone = self.held("student")
         s = student.score(student.encode_video(v).mu, student.encode_music(m).mu).diagonal()
         teacher = self.held("teacher")
         with torch.no_grad():
             t = teacher.backbone.score(teacher.video_codes(v), teacher.music_codes(m)).diagonal()
-        return LossTerm((s - t).pow(2), coef=self.hparams["bridge_weight"])
+        return bk.LossTerm((s - t).pow(2), coef=self.hparams["bridge_weight"])
 
     def report(self) -> dict[str, Any]:
         return self._report

@@ -1,0 +1,3 @@
+"""The version of benchkit (one place: the package root and the records read it here)."""
+
+__version__ = "0.3.0"
