@@ -33,6 +33,7 @@ from benchkit.data.splits import apply_test_set
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
 from benchkit.faults import PluginFault, contains_plugin_faults
+from benchkit.flops import counted, step_flops_per_pair
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import (
     Backbone,
@@ -326,7 +327,10 @@ def _execute(
         desc=f"{spec.backbone}+{spec.debias}",
         on_epoch=lambda record: _epoch_end(emit, identity, record, on_epoch),
     )
-    result = evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
+    result, test_flops = counted(
+        lambda: evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
+    )
+    per_pair = step_flops_per_pair(method, pairs)
     run_result = RunResult(
         method={
             "backbone": spec.backbone,
@@ -360,6 +364,8 @@ def _execute(
             "precision": options.precision,
             "threads": plan.threads,
             "strategies": {s.name: r for s in strategies if (r := s.report())},
+            "flops": run_flops(per_pair, len(pairs), fitted, test_flops),
+            "finished_at": time.time(),
         },
         spec=spec.to_dict(),
         environment={
@@ -380,6 +386,21 @@ def _execute(
         save_model(save, method, ds, run_result.to_dict(), plugins)
         log(f"saved the model package to {save}")
     return run_result
+
+
+def run_flops(per_pair: float, pairs: int, fitted: Any, test: float) -> dict[str, float]:
+    """A run's counted work: the training steps (FLOPs per pair × the pairs of every epoch run),
+    the validation passes and the final evaluation. A PGC teacher's training, shared by the runs
+    of a world and cached, is not in it."""
+    train = per_pair * pairs * fitted.epochs_run
+    total = train + fitted.validation_flops + test
+    return {
+        "per_pair": per_pair,
+        "train": train,
+        "validation": fitted.validation_flops,
+        "test": test,
+        "total": total,
+    }
 
 
 def _epoch_end(

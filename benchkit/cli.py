@@ -852,7 +852,8 @@ def claims(no_run: bool, as_json: bool, **opts: Any) -> None:
 @click.option(
     "--timing",
     is_flag=True,
-    help="Per row: runs, epochs to the best validation score, epochs run, seconds.",
+    help="Per row: runs, epochs to the best validation score, epochs run, seconds, GFLOP; per "
+    "grid: its share of the machine's peak.",
 )
 def results(
     out: str,
@@ -916,12 +917,21 @@ def results(
         click.echo("no runs")
         return
     if timing:
-        from benchkit.report.tables import training_time
+        from benchkit.flops import machine_peak
+        from benchkit.report.tables import training_time, utilisation
 
         summary = training_time(frame)
         click.echo(tabulate(summary, headers="keys", tablefmt="github", showindex=False))
         total = summary["wall min"].sum()
         click.echo(f"\n{int(summary['runs'].sum())} runs, {total:.1f} min of run time in all")
+        peak = machine_peak()
+        for line in utilisation(frame, peak):
+            click.echo(line)
+        click.echo(
+            f"(peak: {peak:,.1f} GFLOP/s, 2048² fp32 matmuls measured now on this machine; a "
+            f"resumed grid's wall includes the pause; runs from before FLOPs were counted are "
+            f"left out)"
+        )
         return
     cols = ["grid", "row_label", "column_key", "seed", "debias", "setting"]
     if "dataset.world_seed" in frame:  # the replicate's world (or, on data from disk, split)

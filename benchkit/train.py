@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from benchkit.device import keep_freed_memory
 from benchkit.errors import BenchkitError
+from benchkit.flops import counted
 from benchkit.method import Method
 from benchkit.options import RESOLVED_PRECISIONS, RunOptions
 from benchkit.pairs import Pairs, PooledPairs
@@ -40,6 +41,7 @@ class FitResult:
     pairs_per_second: float
     history: list[dict[str, float]] = field(default_factory=list)
     loss_shares: dict[str, float] = field(default_factory=dict)  # at the best epoch
+    validation_flops: float = 0.0  # all validation passes (the first counted, times the passes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -292,12 +294,22 @@ class Trainer:
         if pairs is None:
             pairs = ugc_pairs(dataset, "train", self.device)
 
+        passes: list[float] = []  # the first pass's FLOPs, then one entry per later pass
+
         def validate(m: Method) -> float:
-            ev = evaluate(m, dataset, proto, self.plugins.metrics, "val", self.device)
-            return ev.metrics[proto.selection_metric]
+            def run() -> Any:
+                return evaluate(m, dataset, proto, self.plugins.metrics, "val", self.device)
+
+            if passes:
+                ev = run()
+                passes.append(passes[0])
+            else:
+                ev, flops = counted(run)
+                passes.append(flops)
+            return float(ev.metrics[proto.selection_metric])
 
         hp = method.backbone.hparams
-        return fit(
+        result = fit(
             method,
             pairs,
             epochs=hp["epochs"],
@@ -310,3 +322,5 @@ class Trainer:
             precision=self.precision,
             on_epoch=on_epoch,
         )
+        result.validation_flops = sum(passes)
+        return result

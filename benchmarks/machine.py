@@ -6,32 +6,10 @@ emulated bfloat16 runs orders of magnitude slower and tells nothing about the ma
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from benchkit.flops import matmul_peak
 from benchkit.options import native_bf16
-
-
-def matmul_peak(
-    device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0
-) -> float:
-    """GFLOP/s of square ``n``×``n`` matmuls, repeated for about ``seconds`` after a warm-up."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync(device)
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        done += 1
-    sync(device)
-    return 2 * n**3 * done / (time.perf_counter() - t0) / 1e9
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def peaks(device: torch.device, precisions: list[str]) -> dict[str, float]:

@@ -32,16 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import matmul_peak
 from machine import peaks as machine_peaks
 from tabulate import tabulate
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchkit.api import load_dataset, plan_run
 from benchkit.data.dataset import Dataset
 from benchkit.data.splits import apply_test_set
 from benchkit.device import select_device
 from benchkit.evaluate import FullProtocol, evaluate, rank_positives
+from benchkit.flops import matmul_peak, step_flops_per_pair
 from benchkit.interfaces import Batch, RunContext
 from benchkit.method import Method
 from benchkit.options import resolve_precision
@@ -90,15 +89,6 @@ def build(name: str, data: Dataset, device: torch.device, precision: str) -> Met
     return method
 
 
-def flops_per_pair(method: Method, batch: Batch) -> float:
-    method.train()
-    with FlopCounterMode(display=False) as counter:
-        loss, _ = method.loss(batch)
-        loss.backward()
-    method.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / batch.size
-
-
 def peak_of(device: torch.device, precision: str) -> float:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     return matmul_peak(device, dtype)
@@ -121,7 +111,7 @@ def train_rows(
             for precision in precisions:
                 method = build(name, data, device, precision)
                 batch_size = method.backbone.hparams["batch_size"]
-                flops = flops_per_pair(method, pairs.batch(torch.arange(batch_size)))
+                flops = step_flops_per_pair(method, pairs)
                 fit(method, pairs, epochs=1, batch_size=batch_size, seed=0, precision=precision)
                 # The peak beside the row, before and after it: a shared machine's throughput
                 # drifts by a third from one minute to the next, so a peak measured once at the

@@ -45,9 +45,63 @@ class GridRun:
     summary: Summary = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)  # optional rows left out, and why
     failures: dict[str, str] = field(default_factory=dict)  # run key → its error
+    idle_tail: float = 0.0  # worker-seconds idle after each worker's last run, to the grid's end
 
 
 AUTO_MAX_JOBS = 4
+ORDERS = ("longest", "table")
+
+
+def static_cost(plan: Any) -> float:
+    """A run's FLOPs before anything ran: 6 per parameter of its backbone per training pair
+    (forward and backward of dense layers) over the epochs it may run; 1 for a closed-form one.
+    Built on the ``meta`` device: no memory, no arithmetic."""
+    backbone = plan.backbone
+    if backbone.closed_form:
+        return 1.0
+    import torch
+
+    pairs = plan.dataset.splits["train"].size * int(backbone.hparams["epochs"])
+    try:
+        with torch.device("meta"):
+            probe = backbone.fresh()
+            probe.build(plan.dataset.spec())
+        params = sum(p.numel() for p in probe.parameters())
+    except Exception:  # a plugin's build that cannot run on meta: order it by its pairs alone
+        return float(pairs)
+    return 6.0 * params * pairs
+
+
+def estimated_costs(
+    store: Store, grid: str, todo: dict[str, Any], job_of: dict[str, Any], plans: dict[str, Any]
+) -> dict[str, float]:
+    """Each run's expected FLOPs: the mean counted FLOPs of the stored runs of its row and column
+    in this grid (another replicate or seed: learned, early stopping included) where the store
+    has them, else :func:`static_cost`."""
+    import json
+
+    frame = store.frame(grid)
+    learned: dict[tuple[str, str], float] = {}
+    if not frame.empty and "training.flops" in frame:
+        for (row, column), runs in frame.groupby(["row_label", "column_key"]):
+            totals = [json.loads(t)["total"] for t in runs["training.flops"] if isinstance(t, str)]
+            if totals:
+                learned[(row, column)] = sum(totals) / len(totals)
+    out = {}
+    for key in todo:
+        job = job_of[key]
+        found = learned.get((job.row, "/".join(job.column)))
+        out[key] = found if found is not None else static_cost(plans[key])
+    return out
+
+
+def idle_tail(finished: list[float], jobs: int) -> float:
+    """Worker-seconds idle at the end of a grid: each worker's last run ends at one of the last
+    ``jobs`` finishing times, and waits from then to the grid's last one."""
+    if not finished:
+        return 0.0
+    last = sorted(finished)[-jobs:]
+    return sum(last[-1] - t for t in last)
 
 
 def choose_executor(
@@ -188,13 +242,16 @@ def run_grid(
     plugins: Plugins | None = None,
     log: Callable[[str], None] | None = None,
     only_stored: bool = False,
+    order: str = "longest",
 ) -> GridRun:
     """Run every job of ``grid`` not yet in the store at ``out``; return all its results.
 
     ``base`` holds the shared options (data source, training recipe); each job's own fields go
     on top. When ``base.threads`` is unset, the executor decides each run's threads; ``auto``
     chooses the executor (:func:`choose_executor`). ``only_stored``: run nothing, summarise what
-    the store already holds (the keys are those the executor's runs would have). Ctrl-C stops it
+    the store already holds (the keys are those the executor's runs would have). ``order``:
+    ``longest`` submits the runs longest first (:func:`estimated_costs`), so that no long run
+    starts last and leaves the other workers idle; ``table`` in the grid's order. Ctrl-C stops it
     with one :class:`benchkit.interrupts.Interrupted`: the runs stored so far stay, and a rerun resumes.
     """
     base = base or RunSpec()
@@ -212,6 +269,7 @@ def run_grid(
             grid = tuned_grid(grid, base, out, plugins, log, jobs=jobs)  # 1 on local
         planned, specs, keys, tests = [], [], [], []
         shared: dict[str, tuple[Any, ...] | None] = {}
+        plans: dict[str, Any] = {}
         dropped: dict[str, str] = {}
         for job in grid.jobs:
             spec = job_spec(job, base, grid.replicates)
@@ -227,6 +285,7 @@ def run_grid(
             keys.append(plan.key)
             tests.append(plan.dataset.eval_fingerprint(spec.split))
             shared[plan.key] = shared_work(plan)
+            plans[plan.key] = plan
         _distinct_replicates(grid, planned, tests)
         grid.replication = replication(grid, base)
         for row, why in dropped.items():
@@ -254,6 +313,11 @@ def run_grid(
         # other runs keep the workers busy.
         leaders: dict[tuple[Any, ...], str] = {}
         waiting: dict[tuple[Any, ...], list[str]] = {}
+        if order not in ORDERS:
+            raise ConfigError(f"order is one of {', '.join(ORDERS)}, not {order!r}")
+        if order == "longest":
+            cost = estimated_costs(store, grid.name, todo, job_of, plans)
+            todo = dict(sorted(todo.items(), key=lambda item: -cost[item[0]]))
         for key, spec in todo.items():
             group = shared.get(key)
             if group is not None and group in leaders:
@@ -270,8 +334,10 @@ def run_grid(
             file=sys.stderr,
             dynamic_ncols=True,
         )
+        submitted, finished = time.perf_counter(), []
         try:
             for outcome in ex.collect():
+                finished.append(time.perf_counter())
                 job = job_of[outcome.key]
                 if outcome.error is not None:  # recorded; the grid goes on
                     store.fail(outcome.key, grid.name, job, outcome.error)
@@ -295,6 +361,13 @@ def run_grid(
                 bar.update(1)
         finally:
             bar.close()
+    idle = idle_tail(finished, jobs)
+    if finished:
+        log(
+            f"{grid.name}: {len(finished)} runs in {finished[-1] - submitted:,.0f} s on {jobs} "
+            f"worker{'s' if jobs != 1 else ''}; idle at the end: {idle:,.0f} worker-seconds "
+            f"({100 * idle / (jobs * max(finished[-1] - submitted, 1e-9)):.1f}% of worker time)"
+        )
     results = store.get(keys)
     failures = store.failures([k for k in keys if k not in results])
     hashes = {r["record"]["protocol"]["hash"] for r in results.values()}
@@ -309,4 +382,5 @@ def run_grid(
     run.failures = {k: failures[k] for k in keys if k in failures}
     run.summary = summarise(grid, keys, results, planned, set(run.failures))
     run.dropped = dropped
+    run.idle_tail = idle
     return run

@@ -20,6 +20,7 @@ the test and headroom columns of each metric.
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any
 
@@ -482,26 +483,65 @@ def _tabular(width: int, head: list[str], body: list[str], labels: int = 2) -> l
     ]
 
 
+def _run_flops(frame: pd.DataFrame) -> pd.Series:
+    """Each run's counted FLOPs (``training.flops``; NaN for runs that predate the count)."""
+    if "training.flops" not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    return frame["training.flops"].map(
+        lambda text: json.loads(text)["total"] if isinstance(text, str) else float("nan")
+    )
+
+
 def training_time(frame: pd.DataFrame) -> pd.DataFrame:
     """Per grid row (and setting/test set): how many runs, the mean epoch of the best validation
     score against the mean epochs run (what early stopping spent after the best), seconds per
-    epoch, and the run time summed over the row's runs (training, validation and the final
-    evaluation: each run's wall time). Where time goes, and how much patience costs."""
+    epoch, the run time summed over the row's runs (training, validation and the final
+    evaluation: each run's wall time), and the counted work: GFLOP per run and the GFLOP/s the
+    row's runs reached. Where time goes, and how much patience costs."""
     frame = frame.assign(  # runs outside any grid: named by their method
         row_label=frame["row_label"].fillna(frame["backbone"] + "+" + frame["debias"]),
         column_key=frame["column_key"].fillna(""),
+        flops=_run_flops(frame),
     )
     for column in ("best_epoch", "epochs_run", "seconds_per_epoch", "wall_seconds"):
         if f"training.{column}" not in frame:  # a store of runs that all predate the field
             frame[f"training.{column}"] = float("nan")
     grouped = frame.groupby(["row_label", "column_key"], sort=False)
+    wall = grouped["training.wall_seconds"].sum()
     out = pd.DataFrame(
         {
             "runs": grouped.size(),
             "best epoch": grouped["training.best_epoch"].mean().round(1),
             "epochs run": grouped["training.epochs_run"].mean().round(1),
             "s/epoch": grouped["training.seconds_per_epoch"].mean().round(2),
-            "wall min": (grouped["training.wall_seconds"].sum() / 60).round(2),
+            "wall min": (wall / 60).round(2),
+            "GFLOP/run": (grouped["flops"].mean() / 1e9).round(1),
+            "GFLOP/s": (grouped["flops"].sum(min_count=1) / wall / 1e9).round(2),
         }
     ).reset_index()
     return out.rename(columns={"row_label": "row", "column_key": "column"})
+
+
+def utilisation(frame: pd.DataFrame, peak: float) -> list[str]:
+    """Per grid, its counted work over its wall time (first run's start to last run's end) as a
+    share of ``peak`` GFLOP/s, and how busy its workers were (run time over wall time)."""
+    if "training.finished_at" not in frame:
+        return []
+    frame = frame.assign(
+        flops=_run_flops(frame),
+        end=frame["training.finished_at"],
+        start=frame["training.finished_at"] - frame["training.wall_seconds"],
+    ).dropna(subset=["flops", "end"])
+    lines = []
+    for grid, runs in frame.groupby(frame["grid"].fillna("(no grid)"), sort=False):
+        span = float(runs["end"].max() - runs["start"].min())
+        if span <= 0:
+            continue
+        flops, busy = float(runs["flops"].sum()), float(runs["training.wall_seconds"].sum())
+        rate = flops / span / 1e9
+        lines.append(
+            f"{grid}: {flops / 1e12:,.2f} TFLOP counted in {len(runs)} runs over {span / 60:,.1f} "
+            f"min of wall = {rate:,.2f} GFLOP/s, {100 * rate / peak:.1f}% of the machine's fp32 "
+            f"matmul peak; runs busy {busy / span:.2f} workers on average"
+        )
+    return lines
