@@ -924,13 +924,12 @@ def results(
         click.echo(tabulate(summary, headers="keys", tablefmt="github", showindex=False))
         total = summary["wall min"].sum()
         click.echo(f"\n{int(summary['runs'].sum())} runs, {total:.1f} min of run time in all")
-        peak = machine_peak()
-        for line in utilisation(frame, peak):
+        for line in utilisation(frame, machine_peak):
             click.echo(line)
         click.echo(
-            f"(peak: {peak:,.1f} GFLOP/s, 2048² fp32 matmuls measured now on this machine; a "
-            f"resumed grid's wall includes the pause; runs from before FLOPs were counted are "
-            f"left out)"
+            "(peak: 2048² matmuls in the runs' training precision, measured now on this machine; "
+            "a resumed grid's wall includes the pause; runs from before FLOPs were counted are "
+            "left out)"
         )
         return
     cols = ["grid", "row_label", "column_key", "seed", "debias", "setting"]

@@ -64,10 +64,12 @@ def matmul_peak(
 
 
 @functools.cache
-def machine_peak() -> float:
-    """This machine's fp32 matmul peak on the CPU with all of this process's threads (GFLOP/s),
-    measured once per process."""
-    return matmul_peak(torch.device("cpu"))
+def machine_peak(precision: str = "fp32") -> float:
+    """This machine's matmul peak on the CPU in ``precision`` (``fp32``, or ``bf16``: what runs
+    that train in bf16 multiply in), with all of this process's threads (GFLOP/s), measured once
+    per process."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    return matmul_peak(torch.device("cpu"), dtype)
 
 
 def _sync(device: torch.device) -> None:

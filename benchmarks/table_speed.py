@@ -32,8 +32,9 @@ out = run_grid(grid, base, sys.argv[4], quiet=True, order=sys.argv[5])
 wall = time.perf_counter() - t0
 flops = sum(r["record"]["training"]["flops"]["total"] for r in out.results.values())
 busy = sum(r["record"]["training"]["wall_seconds"] for r in out.results.values())
+precisions = sorted({r["record"]["training"]["precision"] for r in out.results.values()})
 print(json.dumps({"wall": wall, "flops": flops, "idle": out.idle_tail, "busy": busy,
-                  "runs": out.ran}))
+                  "runs": out.ran, "precision": precisions[-1]}))
 """
 
 
@@ -58,27 +59,29 @@ def main() -> None:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--replicates", type=int, default=1)
     args = ap.parse_args()
-    peak = machine_peak()
-    print(f"machine: {cores()} cores, fp32 matmul peak {peak:.1f} GFLOP/s", flush=True)
+    print(f"machine: {cores()} cores", flush=True)
     rows = {}
     for order in ("table", "longest"):
         r = timed(args.grid, args.preset, args.replicates, order)
+        peak = machine_peak(r["precision"])  # after the grid, on a quiet machine
         workers = max(1, round(r["busy"] / max(r["wall"], 1e-9)))
         rows[order] = {
             **r,
+            "peak_gflops": peak,
             "utilisation": r["flops"] / (r["wall"] * peak * 1e9),
             "busy_workers": r["busy"] / r["wall"],
         }
         print(
             f"{args.grid} ({args.preset}, {args.replicates} replicate(s)), {order} order: "
             f"{r['runs']} runs in {r['wall']:.0f} s; {r['flops'] / 1e12:.2f} TFLOP = "
-            f"{100 * rows[order]['utilisation']:.1f}% of the peak; idle at the end "
+            f"{100 * rows[order]['utilisation']:.1f}% of the {r['precision']} matmul peak "
+            f"({peak:.0f} GFLOP/s); idle at the end "
             f"{r['idle']:.0f} worker-s; busy {r['busy'] / r['wall']:.2f} of ~{workers} workers",
             flush=True,
         )
     saved = 1 - rows["longest"]["wall"] / rows["table"]["wall"]
     print(f"longest first saves {100 * saved:.1f}% of the wall time")
-    print(json.dumps({"peak_gflops": peak, **rows, "saved": saved}))
+    print(json.dumps({**rows, "saved": saved}))
 
 
 if __name__ == "__main__":

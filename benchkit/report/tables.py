@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -522,26 +523,30 @@ def training_time(frame: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"row_label": "row", "column_key": "column"})
 
 
-def utilisation(frame: pd.DataFrame, peak: float) -> list[str]:
+def utilisation(frame: pd.DataFrame, peak_of: Callable[[str], float]) -> list[str]:
     """Per grid, its counted work over its wall time (first run's start to last run's end) as a
-    share of ``peak`` GFLOP/s, and how busy its workers were (run time over wall time)."""
+    share of the machine's matmul peak in the precision its runs trained in (``peak_of``:
+    precision → GFLOP/s), and how busy its workers were (run time over wall time)."""
     if "training.finished_at" not in frame:
         return []
     frame = frame.assign(
         flops=_run_flops(frame),
         end=frame["training.finished_at"],
         start=frame["training.finished_at"] - frame["training.wall_seconds"],
+        precision=frame.get("training.precision", pd.Series("fp32", index=frame.index)),
     ).dropna(subset=["flops", "end"])
     lines = []
     for grid, runs in frame.groupby(frame["grid"].fillna("(no grid)"), sort=False):
         span = float(runs["end"].max() - runs["start"].min())
         if span <= 0:
             continue
+        precision = str(runs["precision"].mode().iloc[0])
         flops, busy = float(runs["flops"].sum()), float(runs["training.wall_seconds"].sum())
-        rate = flops / span / 1e9
+        rate, peak = flops / span / 1e9, peak_of(precision)
         lines.append(
             f"{grid}: {flops / 1e12:,.2f} TFLOP counted in {len(runs)} runs over {span / 60:,.1f} "
-            f"min of wall = {rate:,.2f} GFLOP/s, {100 * rate / peak:.1f}% of the machine's fp32 "
-            f"matmul peak; runs busy {busy / span:.2f} workers on average"
+            f"min of wall = {rate:,.2f} GFLOP/s, {100 * rate / peak:.1f}% of the machine's "
+            f"{precision} matmul peak ({peak:,.1f} GFLOP/s, measured now); runs busy "
+            f"{busy / span:.2f} workers on average"
         )
     return lines
