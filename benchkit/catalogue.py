@@ -124,11 +124,11 @@ def write(catalogue: dict[str, Any]) -> None:
 def describe(plugins: Any, commands: list[tuple[str, str]]) -> dict[str, Any]:
     """The catalogue of a loaded plugin set: per kind, (name, plugin, description) rows in name
     order; and (name, short help) of every command the plugins added."""
+    from benchkit.contracts.kinds import KIND_NAMES
     from benchkit.interfaces import StackAlias
-    from benchkit.plugins import KINDS
 
     kinds = {}
-    for kind in KINDS:
+    for kind in KIND_NAMES:
         rows = []
         for entry in plugins.registry(kind).entries():
             text = entry.description

@@ -195,14 +195,18 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``method`` on one split of ``dataset`` under ``protocol``.
 
-    ``oracle=True`` adds the oracle and bias metrics of :mod:`benchkit.oracle` where the data allows
-    (truth on the synthetic world; genres and uploaders for bias amplification).
+    ``oracle=True`` adds every registered ``pool`` metric the data allows (the oracle and bias
+    metrics of :mod:`benchkit.oracle`: truth on the synthetic world; genres and uploaders for bias
+    amplification).
     """
     if device is None:
         device = next(iter(method.parameters()), torch.zeros(0)).device
     task = protocol.task(dataset, split)
-    pool = [metrics.get(name) for name in metrics.names()]
-    acc = OracleAccumulator(dataset, protocol.ks, pool) if oracle else None
+    acc = (
+        OracleAccumulator(dataset, protocol.ks, [e.obj for e in metrics.entries()])
+        if oracle
+        else None
+    )
     ranks = rank_positives(method, dataset, task, device, protocol.tie_policy, oracle=acc)
     values: dict[str, float] = {}
     for name in protocol.metrics:

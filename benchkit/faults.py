@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from benchkit.contracts.kinds import BY_NAME
+from benchkit.contracts.kinds import BY_NAME, KIND_NAMES
 from benchkit.errors import BenchkitError
 from benchkit.interrupts import Interrupted, users_interrupt, watch_interrupts
-from benchkit.plugins import KINDS, Plugins, get_plugins
+from benchkit.plugins import Plugins, get_plugins
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +68,7 @@ def _index(plugins: Plugins) -> tuple[dict[str, str], dict[type, tuple[str, str]
     for name, obj in plugins.pm.list_name_plugin():
         if isinstance(obj, ModuleType) and not _harness(obj.__name__):
             modules[obj.__name__] = name
-    for kind in KINDS:
+    for kind in KIND_NAMES:
         for entry in plugins.registry(kind).entries():
             cls = entry.obj if isinstance(entry.obj, type) else type(entry.obj)
             if _harness(cls.__module__):

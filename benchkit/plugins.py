@@ -28,8 +28,7 @@ from typing import Any
 import pluggy
 
 from benchkit import hookspecs
-from benchkit.contracts.kinds import BY_NAME, KIND_NAMES, check
-from benchkit.contracts.kinds import KINDS as KIND_TABLE
+from benchkit.contracts.kinds import BY_NAME, KINDS, check
 from benchkit.errors import PluginError
 from benchkit.registry import Entry, Registry
 from benchkit.version import __version__
@@ -49,8 +48,6 @@ BUILTIN_MODULES = (
     "benchkit.data.synth",
     "benchkit.data.io",
 )
-
-KINDS = KIND_NAMES
 
 
 @dataclass
@@ -88,7 +85,7 @@ class Plugins:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        for kind in KIND_TABLE:
+        for kind in KINDS:
             setattr(self, kind.name, Registry(kind.singular, functools.partial(check, kind)))
         self.info: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
@@ -136,7 +133,7 @@ class Plugins:
         """Run one plugin's register hooks, validating each registration as it is made."""
         plugin = self.pm.get_plugin(plugin_name)
         staged: list[tuple[Registry[Any], Entry[Any]]] = []
-        for kind in KIND_TABLE:
+        for kind in KINDS:
             hook_name, registry = kind.hook, self.registry(kind.name)
 
             def register(
@@ -308,7 +305,7 @@ def load_plugins(
     if plugins.skipped:
         note = "; ".join(f"plugin {n!r} {why}" for n, why in sorted(plugins.skipped.items()))
         for kind in KINDS:
-            plugins.registry(kind).hint = f" (not loaded: {note})"
+            plugins.registry(kind.name).hint = f" (not loaded: {note})"
     return plugins
 
 

@@ -220,7 +220,7 @@ class Configurable:
         for key, value in overrides.items():
             merged[key] = _coerce(key, self.defaults[key], value, owner)
         for key, allowed in self.ranges.items():
-            if key not in merged:  # a range shared by several owners (protocols, say)
+            if key not in merged:  # a hand-written ``ranges`` entry without its default
                 continue
             problem = _out_of_range(merged[key], allowed)
             if problem:

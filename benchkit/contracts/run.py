@@ -22,10 +22,6 @@ def _silent(_message: str) -> None:
     return None
 
 
-def _default_cache() -> Path:
-    return cache_root()
-
-
 @dataclass
 class RunContext:
     """What a strategy's ``prepare`` receives beside the dataset: the run's device, seed, plugins,
@@ -49,7 +45,7 @@ class RunContext:
     """The protocol that selects the run's epochs."""
     log: Callable[[str], None] = _silent
     """Say something on the run's log (silent under ``--quiet``)."""
-    cache_dir: Path = field(default_factory=_default_cache)
+    cache_dir: Path = field(default_factory=cache_root)
     """benchkit's cache folder (teachers are kept there)."""
     split: str = "test"
     """The split the run is scored on (to report a companion beside the student)."""
