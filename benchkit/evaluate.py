@@ -37,6 +37,7 @@ from benchkit.interfaces import (
 )
 from benchkit.method import Method
 from benchkit.metrics import TIE_POLICIES
+from benchkit.nn import finite_rows
 from benchkit.oracle import OracleAccumulator
 from benchkit.registry import Registry
 
@@ -161,7 +162,7 @@ def rank_positives(
                 items = as_tensor(task.candidates[s : s + step], device)
                 scores = method.rerank(full.gather(1, items), items, query)
                 pos_col = torch.zeros((len(rows), 1), dtype=torch.long, device=device)
-            if not torch.isfinite(scores).all():
+            if not bool(finite_rows(scores).all()):
                 raise DataError(
                     "the model produced NaN or infinite scores; training diverged "
                     "(try a lower learning rate)"

@@ -3,11 +3,13 @@
 The music codes are computed once; videos go in chunks, and the pool in blocks: each block's scores
 (the method's full scoring — the backbone's score plus every strategy's score terms) are merged
 into a running top list, so memory holds one chunk × block of scores whatever the pool's size.
-Two things make it fast on a CPU. The block is small (16 MB of scores: it stays in the cache, and
-the allocator reuses it instead of mapping fresh pages for every block, which cost more than the
-product itself at 64 MB). And a video whose best score in a block does not beat its running K-th
-best skips the block's selection: after the first blocks few do (about K / j of them in block j),
-so over a large pool the selection costs a small fraction of the products.
+Three things keep it at the speed of the products themselves. The block is small (16 MB of
+scores: it stays in the cache, and the allocator reuses it instead of mapping fresh pages for every
+block). The non-finite check reads the rows' minima and maxima (NaN and inf reach both), two cheap
+reductions, not an ``isfinite`` pass as costly as the product. And a block merges into the running
+list only the groups of ``GROUP`` columns whose maximum beats a row's running K-th best: after the
+first blocks each row has about K / j such groups in block j, so the selection works on a few
+hundred values a row rather than the block's thousands (:func:`merge_block`).
 
 A method with a re-ranker (Calibration) keeps a longer running list — the whole pool up to 50,000
 music, else the best 5,000 (``rerank_pool``) — and re-ranks it, as the evaluation re-ranks its
@@ -17,7 +19,9 @@ unknown). Nothing is approximate: the same scores the evaluation computes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,29 +30,42 @@ from torch import Tensor
 from benchkit.errors import DataError
 from benchkit.interfaces import Query, Strategy
 from benchkit.method import Method
-from benchkit.nn import select_topk
+from benchkit.nn import finite_rows, select_topk
 
 SHORTLIST_WHOLE_POOL_UP_TO = 50_000
 SHORTLIST = 5_000
+GROUP = 32  # columns whose maximum decides whether they can enter a row's running list
 
 
 @dataclass
 class Pool:
-    """Music to rank: preprocessed features, a genre per music (−1 unknown), and their ids."""
+    """Music to rank: preprocessed features, a genre per music (−1 unknown), and their ids.
+    The codes of the last method that ranked it are kept (a pool is ranked many times by one
+    model: its codes cost as much as a thousand videos' products at a million music)."""
 
     features: np.ndarray
     genre: np.ndarray
     ids: np.ndarray
+    _codes: tuple[Method, torch.device, Tensor] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
-def music_codes(method: Method, features: np.ndarray, device: torch.device) -> Tensor:
-    """(M, D) codes of a pool (deconfounded with d̄), computed in blocks."""
+def music_codes(method: Method, pool: Pool, device: torch.device) -> Tensor:
+    """(M, D) codes of a pool (deconfounded with d̄), computed in blocks, once per method and
+    device (a method in eval mode is a fixed function of the features)."""
+    if pool._codes is not None and pool._codes[0] is method and pool._codes[1] == device:
+        return pool._codes[2]
+    features = pool.features
     step = max(1, 2**22 // max(1, features.shape[1]))
     blocks = [
         method.music_codes(torch.from_numpy(features[s : s + step]).to(device).float())
         for s in range(0, features.shape[0], step)
     ]
-    return torch.cat(blocks)
+    codes = torch.cat(blocks)
+    refuse_non_finite(codes, 0, "codes", "music pool")
+    pool._codes = (method, device, codes)
+    return codes
 
 
 def _query(
@@ -82,26 +99,99 @@ def _query(
 def _merge(
     best_val: Tensor, best_idx: Tensor, scores: Tensor, offset: int, keep: int
 ) -> tuple[Tensor, Tensor]:
-    """The best ``keep`` of a running list and a block of scores (columns from ``offset``),
-    sorted best first."""
+    """The best ``keep`` of a running list and a block of scores (columns from ``offset``), in no
+    particular order."""
     block_val, block_idx = select_topk(scores.contiguous(), min(keep, scores.shape[1]))
-    val = torch.cat([best_val, block_val], dim=1)
-    idx = torch.cat([best_idx, block_idx + offset], dim=1)
-    top = val.topk(min(keep, val.shape[1]), dim=1)
-    return top.values, idx.gather(1, top.indices)
+    return _best_of(best_val, best_idx, block_val, block_idx + offset, keep)
+
+
+def _best_of(
+    best_val: Tensor, best_idx: Tensor, val: Tensor, idx: Tensor, keep: int
+) -> tuple[Tensor, Tensor]:
+    val = torch.cat([best_val, val], dim=1)
+    idx = torch.cat([best_idx, idx], dim=1)
+    if val.shape[1] <= keep:
+        return val, idx
+    val, picked = select_topk(val, keep)
+    return val, idx.gather(1, picked)
+
+
+def merge_block(
+    best_val: Tensor, best_idx: Tensor, scores: Tensor, offset: int, group: int = GROUP
+) -> tuple[Tensor, Tensor]:
+    """:func:`_merge` for a full running list, reading only what can enter it: a value enters a
+    row's list only if it beats the row's worst, so only the groups of ``group`` columns whose
+    maximum does are read, and only their values that do are merged (after the first blocks,
+    about K / j values a row in block j). Rows with nothing that beats their worst keep their
+    list. The same lists as :func:`_merge`, ties with a row's worst aside (a value equal to it
+    does not displace it)."""
+    scores = scores.contiguous()
+    n, m = scores.shape
+    w = group if m % group == 0 else m  # a ragged last block is read whole
+    worst = best_val.amin(dim=1)
+    maxima = scores.view(n, m // w, w).amax(dim=2)
+    hit_groups = (maxima > worst[:, None]).nonzero()  # (row, group), row-major
+    if hit_groups.numel() == 0:
+        return best_val, best_idx
+    row = hit_groups[:, :1]
+    cols = hit_groups[:, 1:] * w + torch.arange(w, device=scores.device)  # (groups hit, w)
+    vals = scores[row, cols]
+    hits = (vals > worst[row]).nonzero()  # (group hit, column in it), row-major still
+    rows = row[hits[:, 0], 0]
+    new_val, new_col = vals[hits[:, 0], hits[:, 1]], cols[hits[:, 0], hits[:, 1]] + offset
+    # each row's new values side by side, padded with −inf (never chosen: the list is full)
+    need, per_row = torch.unique_consecutive(rows, return_counts=True)
+    first = torch.cumsum(per_row, 0) - per_row
+    slot = torch.arange(rows.numel(), device=rows.device) - torch.repeat_interleave(first, per_row)
+    width = int(per_row.max())
+    pad_val = scores.new_full((need.numel(), width), -math.inf)
+    pad_idx = best_idx.new_zeros((need.numel(), width))
+    where = torch.repeat_interleave(torch.arange(need.numel(), device=rows.device), per_row)
+    pad_val[where, slot], pad_idx[where, slot] = new_val, new_col
+    val = torch.cat([best_val[need], pad_val], dim=1)
+    idx = torch.cat([best_idx[need], pad_idx], dim=1)
+    top = val.topk(best_val.shape[1], dim=1, sorted=False)
+    best_val, best_idx = best_val.clone(), best_idx.clone()
+    best_val[need], best_idx[need] = top.values, idx.gather(1, top.indices)
+    return best_val, best_idx
+
+
+def _best_first(val: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """A list sorted best first, equal scores by column (as a stable sort of the pool would)."""
+    by_col = idx.argsort(dim=1)
+    val, idx = val.gather(1, by_col), idx.gather(1, by_col)
+    order = val.argsort(dim=1, descending=True, stable=True)
+    return val.gather(1, order), idx.gather(1, order)
 
 
 def refuse_non_finite(values: Tensor, first_row: int, kind: str, what: str = "videos") -> None:
     """Refuse NaN or inf among a chunk's codes or scores (rows from ``first_row``), before any
     ranking: inputs far outside the training data's range overflow the layers or the products,
     and a top list of NaN — hidden by a re-ranker's finite output — would be noise."""
-    bad = ~torch.isfinite(values).reshape(values.shape[0], -1).all(dim=1)
+    bad = ~finite_rows(values)
     if bool(bad.any()):
         row = first_row + int(bad.nonzero()[0, 0])
         raise DataError(
             f"{what}: row {row} gives non-finite {kind} (NaN or inf): its features overflow the "
             f"model (values far outside the training data's range?); clean or drop it"
         )
+
+
+class _Clock:
+    """Adds the seconds since its last lap to a named total (nothing when there is no total)."""
+
+    def __init__(self, totals: dict[str, float] | None, device: torch.device) -> None:
+        self.totals, self.cuda = totals, device.type == "cuda"
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.totals is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.totals[name] = self.totals.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _reranks(method: Method) -> bool:
@@ -120,14 +210,16 @@ def top_k(
     rerank_pool: int | None = None,
     video_chunk: int = 1024,
     music_block: int = 4096,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, k) column indices into ``pool`` and their scores, best first, for each video
-    (``videos``: preprocessed features)."""
+    (``videos``: preprocessed features). Given ``seconds``, the time spent scoring (the codes, the
+    products and their check) and selecting is added to its ``"score"`` and ``"select"`` (what
+    ``benchmarks/topk.py`` reports)."""
+    clock = _Clock(seconds, device)
     method.eval()
     m = pool.features.shape[0]
-    codes = music_codes(method, pool.features, device)
-    if not bool(torch.isfinite(codes).all()):
-        raise DataError("music pool: some music codes are NaN or inf; the pool's features overflow")
+    codes = music_codes(method, pool, device)
     genre = torch.from_numpy(pool.genre).to(device)
     rerank = _reranks(method)
     keep = k
@@ -148,18 +240,13 @@ def top_k(
             q = _query(rows, cols, feats, pool, uploader_idx, prior, genre, device)
             scores = method.score(vcodes, codes[cols], q)
             refuse_non_finite(scores, s, "scores")
+            clock.lap("score")
             if best_val.shape[1] < keep:  # the running list is not full yet: every row merges
                 best_val, best_idx = _merge(best_val, best_idx, scores, b, keep)
-                continue
-            # best_val is sorted, best first: its last column is each row's K-th best so far
-            need = (scores.amax(dim=1) > best_val[:, -1]).nonzero().squeeze(1)
-            if need.numel() == 0:
-                continue
-            if need.numel() == scores.shape[0]:
-                best_val, best_idx = _merge(best_val, best_idx, scores, b, keep)
             else:
-                val, idx = _merge(best_val[need], best_idx[need], scores[need], b, keep)
-                best_val[need], best_idx[need] = val, idx
+                best_val, best_idx = merge_block(best_val, best_idx, scores, b)
+            clock.lap("select")
+        best_val, best_idx = _best_first(best_val, best_idx)
         if rerank:
             q = _query(rows, best_idx, feats, pool, uploader_idx, prior, genre, device)
             reranked = method.rerank(best_val, best_idx, q)
@@ -181,7 +268,7 @@ def score_all(
 ) -> np.ndarray:
     """The full (videos × pool) score matrix, re-rankers included (small pools only)."""
     method.eval()
-    codes = music_codes(method, pool.features, device)
+    codes = music_codes(method, pool, device)
     genre = torch.from_numpy(pool.genre).to(device)
     feats = torch.from_numpy(videos).to(device)
     rows = slice(0, videos.shape[0])

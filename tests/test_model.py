@@ -87,9 +87,10 @@ def test_recommend_in_a_fresh_process_reproduces_the_run(tmp_path, backbone, deb
     idx, prior = rec._uploader_rows(upl, rows.size)
     full = score_all(rec.method, videos, rec.pool, idx, prior, rec.device)
     query = (rec.method, videos, rec.pool)
-    for k, rerank_pool in ((10, None), (3, 50)):
+    # blocks of 13 (merged whole) and of 32 (one group of columns each: the sparse merge)
+    for k, rerank_pool, block in ((10, None, 13), (10, None, 32), (3, 50, 13)):
         setting = (k, idx, prior, rec.device, rerank_pool)
-        cols, scores = top_k(*query, *setting, video_chunk=7, music_block=13)
+        cols, scores = top_k(*query, *setting, video_chunk=7, music_block=block)
         if rerank_pool is None:
             np.testing.assert_array_equal(cols, np.argsort(-full, axis=1, kind="stable")[:, :k])
             np.testing.assert_allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :k], rtol=1e-6)

@@ -12,7 +12,9 @@ from benchkit.errors import ConfigError
 __all__ = [
     "AT_LEAST_ONE",
     "AT_LEAST_TWO",
+    "LR_SEARCH",
     "NON_NEGATIVE",
+    "OPTIMISER_SEARCH",
     "POSITIVE",
     "PROBABILITY",
     "TRAINING_RANGES",
@@ -21,6 +23,7 @@ __all__ = [
     "Param",
     "Range",
     "Space",
+    "tower_params",
     "training_params",
 ]
 
@@ -175,6 +178,22 @@ def training_params(
     if unknown:
         raise ConfigError(f"training_params: no training hyperparameter {', '.join(unknown)}")
     return {k: Param(v, TRAINING_RANGES[k], spaces.get(k)) for k, v in values.items()}
+
+
+# The search spaces most backbones tune their optimiser in: the learning rate alone, or with decay.
+LR_SEARCH: Mapping[str, Space] = {"lr": Space.log(1e-4, 1e-2)}
+OPTIMISER_SEARCH: Mapping[str, Space] = {**LR_SEARCH, "weight_decay": Space.log(1e-5, 1e-2)}
+
+
+def tower_params(
+    embed_dim: int, music_hidden: tuple[int, ...], video_hidden: tuple[int, ...]
+) -> dict[str, Param]:
+    """The sizes of a two-tower backbone: the shared code width and each tower's hidden widths."""
+    return {
+        "embed_dim": Param(embed_dim, AT_LEAST_ONE),
+        "music_hidden": Param(music_hidden, AT_LEAST_ONE),
+        "video_hidden": Param(video_hidden, AT_LEAST_ONE),
+    }
 
 
 class Configurable:

@@ -31,13 +31,11 @@ class CEVAR(UnitCodes, bk.Backbone):
     description = "CEVAR (Surís et al. 2018): two MLPs, cosine loss with swapped negatives"
     loss_granularity = "anchor"
     params = {
-        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
-        "music_hidden": bk.Param((450, 250), bk.AT_LEAST_ONE),
-        "video_hidden": bk.Param((2000, 700), bk.AT_LEAST_ONE),
+        **bk.tower_params(128, music_hidden=(450, 250), video_hidden=(2000, 700)),
         "mu": bk.Param(0.2, bk.PROBABILITY, bk.Space.uniform(0.0, 0.6)),
         "p_neg": bk.Param(0.6, bk.UNIT, bk.Space.uniform(0.3, 0.8)),
         "label_weight": bk.Param(0.0, bk.NON_NEGATIVE),
-        **bk.training_params(1e-3, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
+        **bk.training_params(1e-3, 0.0, 1024, 50, search=bk.LR_SEARCH),
     }
 
     def requirements(self) -> frozenset[str]:

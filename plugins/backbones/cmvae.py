@@ -42,10 +42,6 @@ from benchkit.nn import (
 VARIANTS = ("paper", "reference")
 
 
-# Where tuning looks for the optimiser's values.
-SEARCH = {"lr": bk.Space.log(1e-4, 1e-2), "weight_decay": bk.Space.log(1e-5, 1e-2)}
-
-
 class CMVAE(GaussianCodes, bk.Backbone):
     name = "cmvae"
     description = (
@@ -63,7 +59,7 @@ class CMVAE(GaussianCodes, bk.Backbone):
         "music_loss_weight": bk.Param(1.0, bk.NON_NEGATIVE),
         "recon_weight": bk.Param(1.0, bk.NON_NEGATIVE),
         "kl_weight": bk.Param(1.0, bk.NON_NEGATIVE),
-        **bk.training_params(1e-3, 1e-3, 1024, 50, search=SEARCH),
+        **bk.training_params(1e-3, 1e-3, 1024, 50, search=bk.OPTIMISER_SEARCH),
     }
 
     @property

@@ -50,16 +50,14 @@ class CMVBR(UnitCodes, bk.Backbone):
     description = "CMVBR/CBVMR (Hong et al. 2018): triplet loss + soft intra-modal structure loss"
     loss_granularity = "cell"
     params = {
-        "embed_dim": bk.Param(128, bk.AT_LEAST_ONE),
-        "music_hidden": bk.Param((2048, 1024), bk.AT_LEAST_ONE),
-        "video_hidden": bk.Param((2048,), bk.AT_LEAST_ONE),
+        **bk.tower_params(128, music_hidden=(2048, 1024), video_hidden=(2048,)),
         "dropout": bk.Param(0.1, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
         "margin": bk.Param(0.1, bk.NON_NEGATIVE, bk.Space.uniform(0.01, 0.3)),
         "hard_negatives": bk.Param(100, bk.AT_LEAST_ONE),
         "music_anchor_weight": bk.Param(3.0, bk.NON_NEGATIVE),
         "video_anchor_weight": bk.Param(1.0, bk.NON_NEGATIVE),
         "structure_weight": bk.Param(0.2, bk.NON_NEGATIVE, bk.Space.uniform(0.0, 1.0)),
-        **bk.training_params(3e-4, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
+        **bk.training_params(3e-4, 0.0, 1024, 50, search=bk.LR_SEARCH),
     }
 
     def build(self, spec: bk.DataSpec) -> None:

@@ -21,9 +21,6 @@ from benchkit import hookimpl
 from benchkit import interfaces as bk
 from benchkit.nn import GaussianCodes, GaussianEncoder, hinge_pair, kl_to_standard, mlp, row_mse
 
-# Where tuning looks for the optimiser's values.
-SEARCH = {"lr": bk.Space.log(1e-4, 1e-2), "weight_decay": bk.Space.log(1e-5, 1e-2)}
-
 
 class DualVAE(GaussianCodes, bk.Backbone):
     name = "dual_vae"
@@ -40,7 +37,7 @@ class DualVAE(GaussianCodes, bk.Backbone):
         "margin": bk.Param(0.05, bk.NON_NEGATIVE, bk.Space.uniform(0.01, 0.3)),
         "hard_negatives": bk.Param(40, bk.AT_LEAST_ONE),
         "beta": bk.Param(1.0, bk.NON_NEGATIVE, bk.Space.log(1e-3, 1.0)),
-        **bk.training_params(1e-3, 1e-3, 1024, 50, search=SEARCH),
+        **bk.training_params(1e-3, 1e-3, 1024, 50, search=bk.OPTIMISER_SEARCH),
     }
 
     def build(self, spec: bk.DataSpec) -> None:

@@ -50,7 +50,7 @@ class UWML(UnitCodes, bk.Backbone):
         "hidden": bk.Param(1024, bk.AT_LEAST_ONE),
         "dropout": bk.Param(0.1, bk.PROBABILITY, bk.Space.uniform(0.0, 0.5)),
         "margin": bk.Param(0.2, bk.NON_NEGATIVE, bk.Space.uniform(0.05, 0.4)),
-        **bk.training_params(1e-3, 0.0, 1024, 50, search={"lr": bk.Space.log(1e-4, 1e-2)}),
+        **bk.training_params(1e-3, 0.0, 1024, 50, search=bk.LR_SEARCH),
     }
 
     def build(self, spec: bk.DataSpec) -> None:
