@@ -41,6 +41,7 @@ from benchkit.interfaces import (
     RankInfo,
     RunContext,
     Strategy,
+    training_seed,
 )
 from benchkit.method import Method
 from benchkit.options import RunOptions, resolve
@@ -290,7 +291,7 @@ def _execute(
     torch.manual_seed(options.seed)
     np.random.seed(options.seed % 2**32)
     method = Method.assemble(bb, strategies, ds.spec(), torch_device)
-    trainer = Trainer.from_options(plugins, options, progress=not quiet)
+    trainer = Trainer.from_options(plugins, options, progress=not quiet, log=log)
     ctx = RunContext(
         device=torch_device,
         seed=spec.seed,
@@ -311,9 +312,7 @@ def _execute(
     emit("run_start", identity, spec.to_dict())
     for s in strategies:
         s.prepare(ds, ctx)
-    # Whatever prepare did (train a teacher, or load it from the cache), training starts from the
-    # same random state: results never depend on the state of a cache.
-    torch.manual_seed(spec.seed + 1)
+    torch.manual_seed(training_seed(spec.seed))
     ugc = ugc_pairs(ds, "train", torch_device)
     pairs: Pairs | PooledPairs = ugc
     if plan.pooled:
@@ -392,7 +391,7 @@ def run_flops(per_pair: float, pairs: int, fitted: Any, test: float) -> dict[str
     """A run's counted work: the training steps (FLOPs per pair × the pairs of every epoch run),
     the validation passes and the final evaluation. A PGC teacher's training, shared by the runs
     of a world and cached, is not in it."""
-    train = per_pair * pairs * fitted.epochs_run
+    train = 0.0 if fitted.reused else per_pair * pairs * fitted.epochs_run
     total = train + fitted.validation_flops + test
     return {
         "per_pair": per_pair,

@@ -11,6 +11,7 @@ reports the teacher beside the student.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from benchkit.spec import RunSpec
 from benchkit.train import fit
 
 _MEMO: dict[str, tuple[Method, dict[str, Any]]] = {}
+_EVAL_MEMO: dict[str, dict[str, float]] = {}  # a teacher's scores on a run's evaluation rows
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ def train_teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> Method
     return _teacher(ctx, ds, recipe)[0]
 
 
-def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Method, dict[str, Any]]:
+def _teacher(
+    ctx: RunContext, ds: Dataset, recipe: TeacherRecipe
+) -> tuple[Method, dict[str, Any], str]:
     try:
         cls = ctx.plugins.backbones.get(recipe.backbone)
     except UnknownNameError as exc:
@@ -134,7 +138,7 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     key = teacher_key(ds, recipe, probe.hparams, ctx.seed, precision)
     if key in _MEMO:
         memo, memo_info = _MEMO[key]
-        return memo.to(ctx.device), memo_info
+        return memo.to(ctx.device), memo_info, key
     pgc_ds = pgc_dataset(ds)
     assert ds.pgc is not None  # pgc_dataset refused data without it
     pgc = ds.pgc
@@ -198,7 +202,7 @@ def _teacher(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> tuple[Metho
     _MEMO[key] = (teacher, info)
     while len(_MEMO) > 4:
         _MEMO.pop(next(iter(_MEMO)))
-    return teacher, info
+    return teacher, info, key
 
 
 def _load(teacher: Method, weights: Path, record: Path, ctx: RunContext) -> dict[str, Any] | None:
@@ -226,14 +230,42 @@ def _save(teacher: Method, info: dict[str, Any], weights: Path, record: Path) ->
 
 def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[str, Any]:
     """The teacher's PGC validation score, and its metrics on the run's own evaluation split
-    (with the oracle metrics where the data has truth): the teacher beside the student."""
-    teacher, info = _teacher(ctx, ds, recipe)
+    (with the oracle metrics where the data has truth): the teacher beside the student. The
+    evaluation is made once per teacher, evaluation rows, protocol and threads, and kept beside
+    the teacher: every student of a world and test set reads the same numbers."""
+    teacher, info, key = _teacher(ctx, ds, recipe)
     out = {k: v for k, v in info.items() if k != "recipe"}
     if ctx.protocol is not None:
-        ev = evaluate(teacher, ds, ctx.protocol, ctx.plugins.metrics, ctx.split, ctx.device, True)
-        keys = ("recall@25", "ndcg@25", "cf_recall@25", "true_ndcg@25", "bias_amp@25")
-        out[ctx.split] = {k: ev.metrics[k] for k in keys if k in ev.metrics}
+        eval_key = stable_hash(
+            {
+                "teacher": key,
+                "rows": ds.eval_fingerprint(ctx.split),
+                "protocol": ctx.protocol.fingerprint(),
+                "device": ctx.device.type,
+                "threads": torch.get_num_threads(),
+            }
+        )[:20]
+        path = Path(ctx.cache_dir) / "teachers" / f"{key}.eval-{eval_key}.json"
+        scores = _EVAL_MEMO.get(eval_key) or _read_eval(path)
+        if scores is None:
+            ev = evaluate(
+                teacher, ds, ctx.protocol, ctx.plugins.metrics, ctx.split, ctx.device, True
+            )
+            keys = ("recall@25", "ndcg@25", "cf_recall@25", "true_ndcg@25", "bias_amp@25")
+            scores = {k: ev.metrics[k] for k in keys if k in ev.metrics}
+            with contextlib.suppress(DataError):  # an unwritable cache: evaluated again next time
+                write_text(path, json.dumps(scores))
+        _EVAL_MEMO[eval_key] = scores
+        out[ctx.split] = dict(scores)
     return out
+
+
+def _read_eval(path: Path) -> dict[str, float] | None:
+    try:
+        scores = json.loads(path.read_text())
+        return {str(k): float(v) for k, v in scores.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
 
 
 def teacher_scores(teacher: Method, video: torch.Tensor, music: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,10 +22,12 @@ from tqdm import tqdm
 
 from benchkit.device import keep_freed_memory
 from benchkit.errors import BenchkitError
+from benchkit.files import cache_root
 from benchkit.flops import counted
 from benchkit.method import Method
 from benchkit.options import RESOLVED_PRECISIONS, RunOptions
 from benchkit.pairs import Pairs, PooledPairs
+from benchkit.reuse import load_training, save_training, training_key
 
 
 class DivergedError(BenchkitError):
@@ -42,6 +45,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     loss_shares: dict[str, float] = field(default_factory=dict)  # at the best epoch
     validation_flops: float = 0.0  # all validation passes (the first counted, times the passes)
+    reused: bool = False  # the result of an identical earlier training (benchkit.reuse)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,7 @@ class FitResult:
             "seconds_per_epoch": self.seconds_per_epoch,
             "pairs_per_second": self.pairs_per_second,
             "loss_shares": {k[len("share.") :]: v for k, v in self.loss_shares.items()},
+            **({"reused": True} if self.reused else {}),
         }
 
 
@@ -261,10 +266,19 @@ class Trainer:
     patience: int
     precision: str  # resolved: fp32 or bf16
     progress: bool = False
+    shared: Path | None = None  # where identical trainings are kept and reused (benchkit.reuse)
+    log: Callable[[str], None] = print
 
     @classmethod
-    def from_options(cls, plugins: Any, options: RunOptions, progress: bool = False) -> Trainer:
-        """The recipe of a run with these resolved options."""
+    def from_options(
+        cls,
+        plugins: Any,
+        options: RunOptions,
+        progress: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> Trainer:
+        """The recipe of a run with these resolved options; identical trainings are shared
+        through the cache."""
         return cls(
             plugins,
             options.device,
@@ -272,6 +286,8 @@ class Trainer:
             patience=options.patience,
             precision=options.precision,
             progress=progress,
+            shared=cache_root() / "trained",
+            log=log,
         )
 
     def fit(
@@ -308,6 +324,23 @@ class Trainer:
                 passes.append(flops)
             return float(ev.metrics[proto.selection_metric])
 
+        recipe = {
+            "seed": self.seed,
+            "patience": self.patience,
+            "precision": self.precision,
+            "device": str(self.device),
+        }
+        key = None if self.shared is None else training_key(method, dataset, proto, pairs, recipe)
+        if key is not None and self.shared is not None:
+            stored = load_training(self.shared, key, method, self.log)
+            if stored is not None:
+                self.log(f"{desc}: an identical training was done before; its result is reused")
+                # this run did no training work: its FLOPs are the evaluation's alone
+                result = FitResult(**{**stored, "reused": True, "validation_flops": 0.0})
+                for record in result.history if on_epoch is not None else ():
+                    on_epoch(record)
+                method.eval()
+                return result
         hp = method.backbone.hparams
         result = fit(
             method,
@@ -323,4 +356,6 @@ class Trainer:
             on_epoch=on_epoch,
         )
         result.validation_flops = sum(passes)
+        if key is not None and self.shared is not None:
+            save_training(self.shared, key, method, result, self.log)
         return result

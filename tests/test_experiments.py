@@ -305,7 +305,7 @@ def test_auto_executor_runs_one_process_per_core_on_a_cpu(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert choose_executor("auto", None, "cpu") == ("process", 2)
     assert choose_executor("auto", 1, "auto") == ("process", 1)
-    assert choose_executor("auto", None, "cuda:0") == ("local", 1)  # one device to share
+    assert choose_executor("auto", None, "cuda:0") == ("process", 2)  # no CUDA: the cores
     assert choose_executor("auto", None, "cpu", own_plugins=True) == ("local", 1)
     assert choose_executor("local", 3, "cpu") == ("local", 1)
     assert choose_executor("ray", None, "cpu") == ("ray", 2)
@@ -314,6 +314,42 @@ def test_auto_executor_runs_one_process_per_core_on_a_cpu(monkeypatch):
     assert choose_executor("process", 16, "cpu") == ("process", 16)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert choose_executor("auto", None, "cpu") == ("local", 1)
+
+
+def test_runs_share_the_gpus_several_at_a_time(monkeypatch):
+    import torch
+
+    from benchkit.executors.process import worker_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert choose_executor("auto", None, "auto") == ("process", 8)  # 4 runs on each of 2 GPUs
+    assert choose_executor("auto", None, "cuda:1") == ("process", 4)  # one named GPU
+    assert choose_executor("auto", 3, "cuda") == ("process", 3)
+    assert choose_executor("auto", None, "cpu") == ("process", 4)  # runs on the CPU: the cores
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert choose_executor("auto", None, "auto") == ("process", 2)  # a core for each run
+    # workers spread round robin over the GPUs, unless the runs name theirs
+    assert [worker_gpu(slot, "auto", 2) for slot in range(4)] == ["0", "1", "0", "1"]
+    assert worker_gpu(1, "cuda:1", 2) is None and worker_gpu(3, "auto", 1) is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc")
+def test_a_pinned_worker_sees_its_gpu_alone(monkeypatch):
+    import multiprocessing as mp
+    from pathlib import Path
+
+    from benchkit.executors.process import _Worker
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    worker = _Worker(mp.get_context("spawn"), slot=1, gpu="1")
+    try:
+        environ = Path(f"/proc/{worker.process.pid}/environ").read_bytes().split(b"\0")
+        assert b"CUDA_VISIBLE_DEVICES=1" in environ
+        assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the driver's own is left as it was
+    finally:
+        worker.stop(now=False)
 
 
 def test_ray_executor(tmp_path, plugins):

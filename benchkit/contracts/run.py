@@ -15,7 +15,7 @@ from benchkit.contracts.values import Dataset, Plugins, Trainer
 from benchkit.errors import ConfigError
 from benchkit.files import cache_root
 
-__all__ = ["DatasetProvider", "RunContext"]
+__all__ = ["DatasetProvider", "RunContext", "training_seed"]
 
 
 def _silent(_message: str) -> None:
@@ -52,12 +52,22 @@ class RunContext:
 
     def train(self, method: Any, dataset: Dataset, pairs: Any = None, desc: str = "train") -> Any:
         """Train a companion ``method`` with the run's own recipe (the loop, early stopping on
-        ``dataset``'s validation split under the run's protocol, the precision) and return the
-        trainer's :class:`benchkit.train.FitResult`. ``pairs`` default to ``dataset``'s training
-        pairs."""
+        ``dataset``'s validation split under the run's protocol, the precision, and the random
+        state the run's own training starts from) and return the trainer's
+        :class:`benchkit.train.FitResult`. ``pairs`` default to ``dataset``'s training pairs.
+        A plain companion built as the run builds its model (``torch.manual_seed(ctx.seed)``,
+        then ``Method.assemble``) is the plain run's training, bitwise, and trained once for both
+        (:mod:`benchkit.reuse`)."""
         if self.trainer is None:
             raise ConfigError("this RunContext has no trainer: companions cannot be trained")
+        torch.manual_seed(training_seed(self.seed))
         return self.trainer.fit(method, dataset, self.protocol, pairs=pairs, desc=desc)
+
+
+def training_seed(seed: int) -> int:
+    """The random state a run's training starts from, whatever preparing it drew (a teacher
+    trained, or loaded from the cache): results never depend on the state of a cache."""
+    return seed + 1
 
 
 class DatasetProvider(ABC):

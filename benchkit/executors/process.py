@@ -1,4 +1,5 @@
-"""The ``process`` executor: ``jobs`` worker processes on this machine, sharing the cores.
+"""The ``process`` executor: ``jobs`` worker processes on this machine, sharing the cores (and the
+GPUs: on several, each worker sees one, round robin, so that the runs spread over them).
 
 Workers are spawned (not forked: torch and forked threads do not mix), each runs with
 ``cores // jobs`` threads (which the driver writes into every run's spec, and so its key), and takes
@@ -47,6 +48,23 @@ def _serve(conn: Connection, parent: int) -> None:
         conn.send(run_task(task))
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``os.environ[name] = value`` for the block (nothing when ``value`` is ``None``)."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def death(exitcode: int | None) -> str:
     """Why a worker process ended, in words."""
     if exitcode is not None and exitcode < 0:
@@ -59,11 +77,22 @@ def death(exitcode: int | None) -> str:
     return f"the worker process running it exited with code {exitcode} before returning a result"
 
 
+def worker_gpu(slot: int, device: str, gpus: int) -> str | None:
+    """The GPU (``CUDA_VISIBLE_DEVICES``) of the worker in ``slot``: the runs spread round robin
+    over a machine's GPUs when their device is ``auto`` or ``cuda``; ``None`` (no pinning) on one
+    GPU or none, or for runs that name their device."""
+    if gpus < 2 or device not in ("auto", "cuda"):
+        return None
+    return str(slot % gpus)
+
+
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, slot: int = 0, gpu: str | None = None) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(child, os.getpid()), name="benchkit-worker")
-        self.process.start()
+        self.slot = slot
+        with _environment("CUDA_VISIBLE_DEVICES", gpu):  # a spawned child copies it at start
+            self.process.start()
         child.close()
         self.task: Task | None = None
 
@@ -94,6 +123,11 @@ class ProcessExecutor(Executor):
     def threads_per_run(self) -> int:
         return threads_for(self.jobs)
 
+    def _gpus(self) -> int:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
     def submit(self, task: Task) -> None:
         self._queue.append(task)
 
@@ -108,7 +142,10 @@ class ProcessExecutor(Executor):
             if idle:
                 worker = idle.pop()
             else:
-                worker = _Worker(self._ctx)
+                taken = {w.slot for w in self._workers}
+                slot = min(set(range(self.jobs)) - taken)
+                gpu = worker_gpu(slot, self._queue[0].spec.device, self._gpus())
+                worker = _Worker(self._ctx, slot, gpu)
                 self._workers.append(worker)
             worker.task = self._queue.pop(0)
             try:

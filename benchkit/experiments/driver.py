@@ -49,6 +49,7 @@ class GridRun:
 
 
 AUTO_MAX_JOBS = 4
+RUNS_PER_GPU = 4  # concurrent runs per GPU under auto
 ORDERS = ("longest", "table")
 
 
@@ -109,19 +110,33 @@ def choose_executor(
 ) -> tuple[str, int]:
     """The executor and workers a grid runs on. ``auto``: on a CPU with several cores, the process
     executor with one thread per run — on 2 cores a whole (tiny) Table 3 took 252 s that way,
-    against 309 s one run at a time on both cores (small matrices scale badly across threads);
-    the local executor on one core, on a GPU (one device to share), or with an in-process plugin
-    registry (``own_plugins``: workers load the installed plugins, not the caller's). Workers
-    default to one per core, at most four, as each holds its own copy of the data."""
-    import torch
-
+    against 309 s one run at a time on both cores (small matrices scale badly across threads).
+    On GPUs, the process executor too, ``RUNS_PER_GPU`` runs sharing each device (one small run
+    leaves a GPU mostly idle; the workers are spread over the devices). The local executor on one
+    core, or with an in-process plugin registry (``own_plugins``: workers load the installed
+    plugins, not the caller's). CPU workers default to one per core, at most four, as each holds
+    its own copy of the data."""
     n = cores()
+    gpus = gpu_count(device)
     if executor == "auto":
-        gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        executor = "local" if own_plugins or n < 2 or gpu else "process"
+        executor = "local" if own_plugins or (n < 2 and not gpus) else "process"
     if executor == "local":
         return executor, 1
+    if gpus:
+        return executor, jobs or max(1, min(gpus * RUNS_PER_GPU, n))
     return executor, jobs or min(n, AUTO_MAX_JOBS)
+
+
+def gpu_count(device: str) -> int:
+    """The GPUs a grid's runs may spread over: all of them for ``auto`` or ``cuda``, one for a
+    named ``cuda:N``, none for the CPU or where CUDA is absent."""
+    import torch
+
+    if not (device in ("auto", "cuda") or device.startswith("cuda:")):
+        return 0
+    if not torch.cuda.is_available():
+        return 0
+    return 1 if device.startswith("cuda:") else torch.cuda.device_count()
 
 
 def make_executor(

@@ -1,0 +1,73 @@
+"""Identical trainings are done once: DecRS's plain model is the plain run's, bitwise, and shared."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import benchkit
+from benchkit.api import run
+
+TINY = {"preset": "tiny", "epochs": 2, "threads": 1, "precision": "fp32"}
+
+
+def plain_weights(folder) -> dict[str, torch.Tensor]:
+    state = benchkit.load(folder).method.state_dict()
+    return {k.split(".plain.", 1)[1]: v for k, v in state.items() if ".plain." in k}
+
+
+def test_decrs_trains_the_plain_run_bitwise_and_shares_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "cache"))
+    said: list[str] = []
+    plain = run("cmvae", "none", save=tmp_path / "plain", log=said.append, **TINY)
+    assert "reused" not in plain.training and plain.training["flops"]["train"] > 0
+    run("cmvae", "decrs", save=tmp_path / "decrs", log=said.append, **TINY)
+    assert any("decrs plain: an identical training was done before" in s for s in said)
+    trained = benchkit.load(tmp_path / "plain").method.state_dict()
+    shared = plain_weights(tmp_path / "decrs")
+    assert shared.keys() == trained.keys()
+    assert all(torch.equal(shared[k], trained[k]) for k in trained)
+
+    # Not because it was shared: with sharing off DecRS trains its plain model itself, the same
+    monkeypatch.setenv("BENCHKIT_SHARE", "0")
+    said.clear()
+    run("cmvae", "decrs", save=tmp_path / "decrs-alone", log=said.append, **TINY)
+    assert not any("identical training" in s for s in said)
+    alone = plain_weights(tmp_path / "decrs-alone")
+    assert all(torch.equal(alone[k], trained[k]) for k in trained)
+
+
+def test_a_reused_training_gives_the_same_run_and_counts_no_training_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "cache"))
+    first = run("cmvae", "none", **TINY)
+    again = run("cmvae", "none", **TINY)
+    assert again.training["reused"] is True
+    assert again.metrics == first.metrics and again.key == first.key
+    assert again.history == first.history
+    assert again.training["flops"]["train"] == 0 and again.training["flops"]["validation"] == 0
+    # anything the loop reads changes the training: another seed is trained anew
+    other = run("cmvae", "none", seed=7, **TINY)
+    assert "reused" not in other.training
+    assert len(list((tmp_path / "cache" / "trained").glob("*.pt"))) == 2
+
+
+def test_a_damaged_stored_training_is_said_and_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "cache"))
+    first = run("cmvae", "none", **TINY)
+    for weights in (tmp_path / "cache" / "trained").glob("*.pt"):
+        weights.write_bytes(b"not a checkpoint")
+    said: list[str] = []
+    again = run("cmvae", "none", log=said.append, **TINY)
+    assert any("is damaged" in s for s in said) and "reused" not in again.training
+    assert again.metrics == first.metrics
+
+
+def test_the_teachers_evaluation_is_made_once_per_evaluation_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "cache"))
+    a = run("cmvae", "label_distill", **TINY)
+    b = run("cmvae", "label_distill", **{**TINY, "epochs": 3})  # another student, the same teacher
+    report = a.training["strategies"]["label_distill"]["teacher"]["test"]
+    assert report == b.training["strategies"]["label_distill"]["teacher"]["test"]
+    stored = list((tmp_path / "cache" / "teachers").glob("*.eval-*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text()) == report
