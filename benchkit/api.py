@@ -33,7 +33,7 @@ from benchkit.data.splits import apply_test_set
 from benchkit.errors import ConfigError
 from benchkit.evaluate import evaluate
 from benchkit.faults import PluginFault, contains_plugin_faults
-from benchkit.flops import counted, step_flops_per_pair
+from benchkit.flops import counted
 from benchkit.hashing import stable_hash
 from benchkit.interfaces import (
     Backbone,
@@ -329,7 +329,6 @@ def _execute(
     result, test_flops = counted(
         lambda: evaluate(method, ds, plan.protocol, plugins.metrics, spec.split, torch_device, True)
     )
-    per_pair = step_flops_per_pair(method, pairs)
     run_result = RunResult(
         method={
             "backbone": spec.backbone,
@@ -363,7 +362,9 @@ def _execute(
             "precision": options.precision,
             "threads": plan.threads,
             "strategies": {s.name: r for s in strategies if (r := s.report())},
-            "flops": run_flops(per_pair, len(pairs), fitted, test_flops),
+            "flops": run_flops(
+                fitted, test_flops, trainer.spent - fitted.train_flops - fitted.validation_flops
+            ),
             "finished_at": time.time(),
         },
         spec=spec.to_dict(),
@@ -387,16 +388,17 @@ def _execute(
     return run_result
 
 
-def run_flops(per_pair: float, pairs: int, fitted: Any, test: float) -> dict[str, float]:
-    """A run's counted work: the training steps (FLOPs per pair × the pairs of every epoch run),
-    the validation passes and the final evaluation. A PGC teacher's training, shared by the runs
-    of a world and cached, is not in it."""
-    train = 0.0 if fitted.reused else per_pair * pairs * fitted.epochs_run
-    total = train + fitted.validation_flops + test
+def run_flops(fitted: Any, test: float, companions: float = 0.0) -> dict[str, float]:
+    """A run's counted work: the training steps (FLOPs per pair × the pairs of every epoch run;
+    none where an identical earlier training was reused), the validation passes, the final
+    evaluation, and the companions this run trained (DecRS's plain model, unless shared). A PGC
+    teacher's training, shared by the runs of a world and cached, is not in it."""
+    total = fitted.train_flops + fitted.validation_flops + companions + test
     return {
-        "per_pair": per_pair,
-        "train": train,
+        "per_pair": fitted.per_pair_flops,
+        "train": fitted.train_flops,
         "validation": fitted.validation_flops,
+        "companions": companions,
         "test": test,
         "total": total,
     }

@@ -28,6 +28,7 @@ from benchkit.interfaces import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, Param, Run
 from benchkit.method import Method
 from benchkit.options import resolve_precision
 from benchkit.pairs import pgc_pairs
+from benchkit.reuse import code_fingerprint
 from benchkit.spec import RunSpec
 from benchkit.train import fit
 
@@ -239,6 +240,8 @@ def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[
         eval_key = stable_hash(
             {
                 "teacher": key,
+                "code": code_fingerprint(),  # a fixed metric or evaluation is evaluated anew
+                "metrics": sorted(ctx.plugins.metrics.names()),
                 "rows": ds.eval_fingerprint(ctx.split),
                 "protocol": ctx.protocol.fingerprint(),
                 "device": ctx.device.type,

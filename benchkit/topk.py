@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,21 +41,23 @@ GROUP = 32  # columns whose maximum decides whether they can enter a row's runni
 @dataclass
 class Pool:
     """Music to rank: preprocessed features, a genre per music (−1 unknown), and their ids.
-    The codes of the last method that ranked it are kept (a pool is ranked many times by one
+    The codes of the last model that ranked it are kept (a pool is ranked many times by one
     model: its codes cost as much as a thousand videos' products at a million music)."""
 
     features: np.ndarray
     genre: np.ndarray
     ids: np.ndarray
-    _codes: tuple[Method, torch.device, Tensor] | None = field(
+    _codes: tuple[Method, tuple[Any, ...], Tensor] | None = field(
         default=None, repr=False, compare=False
     )
 
 
 def music_codes(method: Method, pool: Pool, device: torch.device) -> Tensor:
-    """(M, D) codes of a pool (deconfounded with d̄), computed in blocks, once per method and
-    device (a method in eval mode is a fixed function of the features)."""
-    if pool._codes is not None and pool._codes[0] is method and pool._codes[1] == device:
+    """(M, D) codes of a pool (deconfounded with d̄), computed in blocks, once per method, its
+    weights' versions (any change to them, a load included, bumps one), device and features."""
+    weights = tuple(t._version for t in method.state_dict().values())
+    stamp = (weights, str(device), id(pool.features), pool.features.shape)
+    if pool._codes is not None and pool._codes[0] is method and pool._codes[1] == stamp:
         return pool._codes[2]
     features = pool.features
     step = max(1, 2**22 // max(1, features.shape[1]))
@@ -64,7 +67,7 @@ def music_codes(method: Method, pool: Pool, device: torch.device) -> Tensor:
     ]
     codes = torch.cat(blocks)
     refuse_non_finite(codes, 0, "codes", "music pool")
-    pool._codes = (method, device, codes)
+    pool._codes = (method, stamp, codes)
     return codes
 
 
@@ -157,7 +160,8 @@ def merge_block(
 
 
 def _best_first(val: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """A list sorted best first, equal scores by column (as a stable sort of the pool would)."""
+    """A list sorted best first, equal scores by column. (Which of several columns tied at the
+    K-th best made the list is arbitrary, as in ``torch.topk``.)"""
     by_col = idx.argsort(dim=1)
     val, idx = val.gather(1, by_col), idx.gather(1, by_col)
     order = val.argsort(dim=1, descending=True, stable=True)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from benchkit.device import keep_freed_memory
 from benchkit.errors import BenchkitError
 from benchkit.files import cache_root
-from benchkit.flops import counted
+from benchkit.flops import counted, step_flops_per_pair
 from benchkit.method import Method
 from benchkit.options import RESOLVED_PRECISIONS, RunOptions
 from benchkit.pairs import Pairs, PooledPairs
@@ -45,6 +45,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     loss_shares: dict[str, float] = field(default_factory=dict)  # at the best epoch
     validation_flops: float = 0.0  # all validation passes (the first counted, times the passes)
+    per_pair_flops: float = 0.0  # one training step's FLOPs per pair (Trainer.fit counts them)
+    train_flops: float = 0.0  # the training steps' FLOPs: per pair × pairs × epochs run
     reused: bool = False  # the result of an identical earlier training (benchkit.reuse)
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,6 +270,7 @@ class Trainer:
     progress: bool = False
     shared: Path | None = None  # where identical trainings are kept and reused (benchkit.reuse)
     log: Callable[[str], None] = print
+    spent: float = 0.0  # FLOPs of every training this trainer did (companions included)
 
     @classmethod
     def from_options(
@@ -332,11 +335,12 @@ class Trainer:
         }
         key = None if self.shared is None else training_key(method, dataset, proto, pairs, recipe)
         if key is not None and self.shared is not None:
-            stored = load_training(self.shared, key, method, self.log)
+            stored = load_training(self.shared, key, method, self.device, self.log)
             if stored is not None:
                 self.log(f"{desc}: an identical training was done before; its result is reused")
-                # this run did no training work: its FLOPs are the evaluation's alone
-                result = FitResult(**{**stored, "reused": True, "validation_flops": 0.0})
+                # no training work done here: the FLOPs per pair stay, what was spent is 0
+                done = {"validation_flops": 0.0, "train_flops": 0.0, "reused": True}
+                result = FitResult(**{**stored, **done})
                 for record in result.history if on_epoch is not None else ():
                     on_epoch(record)
                 method.eval()
@@ -356,6 +360,9 @@ class Trainer:
             on_epoch=on_epoch,
         )
         result.validation_flops = sum(passes)
+        result.per_pair_flops = step_flops_per_pair(method, pairs)  # in a forked random state
+        result.train_flops = result.per_pair_flops * len(pairs) * result.epochs_run
+        self.spent += result.train_flops + result.validation_flops
         if key is not None and self.shared is not None:
-            save_training(self.shared, key, method, result, self.log)
+            save_training(self.shared, key, method, result, self.device, self.log)
         return result

@@ -108,6 +108,18 @@ def test_the_python_api_and_embed(tmp_path):
     np.testing.assert_allclose(np.sort(full, axis=1)[:, ::-1][:, :7], scores, rtol=1e-6)
     codes = rec.embed_videos(videos)
     assert codes.shape == (5, 128)
+    # a pool keeps its codes between calls, never past a change of the model's weights
+    other = benchkit.load(folder)
+    pool = other.music_pool(world.music_features[:60])
+    other.recommend(videos, k=5, pool=pool)
+    state = other.method.state_dict()
+    other.method.load_state_dict(
+        {k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}
+    )
+    fresh = other.music_pool(world.music_features[:60])
+    got, want = other.recommend(videos, k=5, pool=pool), other.recommend(videos, k=5, pool=fresh)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
     np.save(tmp_path / "m.npy", world.music_features[:9])
     res = CliRunner().invoke(
         cli,

@@ -22,8 +22,9 @@ def test_decrs_trains_the_plain_run_bitwise_and_shares_it(tmp_path, monkeypatch)
     said: list[str] = []
     plain = run("cmvae", "none", save=tmp_path / "plain", log=said.append, **TINY)
     assert "reused" not in plain.training and plain.training["flops"]["train"] > 0
-    run("cmvae", "decrs", save=tmp_path / "decrs", log=said.append, **TINY)
+    decrs = run("cmvae", "decrs", save=tmp_path / "decrs", log=said.append, **TINY)
     assert any("decrs plain: an identical training was done before" in s for s in said)
+    assert decrs.training["flops"]["companions"] == 0  # its plain model cost nothing here
     trained = benchkit.load(tmp_path / "plain").method.state_dict()
     shared = plain_weights(tmp_path / "decrs")
     assert shared.keys() == trained.keys()
@@ -32,8 +33,10 @@ def test_decrs_trains_the_plain_run_bitwise_and_shares_it(tmp_path, monkeypatch)
     # Not because it was shared: with sharing off DecRS trains its plain model itself, the same
     monkeypatch.setenv("BENCHKIT_SHARE", "0")
     said.clear()
-    run("cmvae", "decrs", save=tmp_path / "decrs-alone", log=said.append, **TINY)
+    alone_run = run("cmvae", "decrs", save=tmp_path / "decrs-alone", log=said.append, **TINY)
     assert not any("identical training" in s for s in said)
+    spent = plain.training["flops"]["train"] + plain.training["flops"]["validation"]
+    assert alone_run.training["flops"]["companions"] == spent  # the plain run's work, counted
     alone = plain_weights(tmp_path / "decrs-alone")
     assert all(torch.equal(alone[k], trained[k]) for k in trained)
 

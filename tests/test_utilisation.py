@@ -22,6 +22,7 @@ def test_a_run_counts_its_work(tiny):
     pairs = res.training["train_pairs"]
     assert flops["per_pair"] > 0 and flops["validation"] > 0 and flops["test"] > 0
     assert flops["train"] == flops["per_pair"] * pairs * res.training["epochs_run"]
+    assert flops["companions"] == 0  # a plain run trains nothing beside its model
     assert flops["total"] == flops["train"] + flops["validation"] + flops["test"]
     # A latent twice as wide costs more per pair: the count reads the model, not a constant.
     wide = run("cmvae", "none", dataset=tiny, epochs=1, threads=1, overrides={"latent_dim": 256})

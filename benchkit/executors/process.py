@@ -83,7 +83,9 @@ def worker_gpu(slot: int, device: str, gpus: int) -> str | None:
     GPU or none, or for runs that name their device."""
     if gpus < 2 or device not in ("auto", "cuda"):
         return None
-    return str(slot % gpus)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+    return ids[slot % min(gpus, len(ids))]  # the user's own mapping kept
 
 
 class _Worker:
