@@ -62,6 +62,10 @@ class FitResult:
         }
 
 
+def _say_nothing(_message: str) -> None:
+    return None
+
+
 def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -269,7 +273,7 @@ class Trainer:
     precision: str  # resolved: fp32 or bf16
     progress: bool = False
     shared: Path | None = None  # where identical trainings are kept and reused (benchkit.reuse)
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = field(default=_say_nothing, repr=False)
     spent: float = 0.0  # FLOPs of every training this trainer did (companions included)
 
     @classmethod
@@ -278,7 +282,7 @@ class Trainer:
         plugins: Any,
         options: RunOptions,
         progress: bool = False,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
     ) -> Trainer:
         """The recipe of a run with these resolved options; identical trainings are shared
         through the cache."""
@@ -290,7 +294,7 @@ class Trainer:
             precision=options.precision,
             progress=progress,
             shared=cache_root() / "trained",
-            log=log,
+            log=log or _say_nothing,
         )
 
     def fit(
@@ -341,8 +345,9 @@ class Trainer:
                 # no training work done here: the FLOPs per pair stay, what was spent is 0
                 done = {"validation_flops": 0.0, "train_flops": 0.0, "reused": True}
                 result = FitResult(**{**stored, **done})
-                for record in result.history if on_epoch is not None else ():
-                    on_epoch(record)
+                for record in result.history:
+                    if on_epoch is not None:
+                        on_epoch(record)
                 method.eval()
                 return result
         hp = method.backbone.hparams

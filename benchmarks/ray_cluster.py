@@ -70,7 +70,9 @@ def main() -> None:
         f"of {args.cpus} CPU: {len(runs)} runs in {wall:.0f} s; the runs' own seconds "
         f"{sum(runs):.0f} / {workers} workers = {ideal:.0f} s; wall = {wall / ideal:.2f} × that"
     )
-    print(json.dumps({"wall": wall, "run_seconds": sum(runs), "workers": workers, "runs": len(runs)}))
+    print(
+        json.dumps({"wall": wall, "run_seconds": sum(runs), "workers": workers, "runs": len(runs)})
+    )
 
 
 if __name__ == "__main__":
