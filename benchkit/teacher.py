@@ -33,7 +33,7 @@ from benchkit.spec import RunSpec
 from benchkit.train import fit
 
 _MEMO: dict[str, tuple[Method, dict[str, Any]]] = {}
-_EVAL_MEMO: dict[str, dict[str, float]] = {}  # a teacher's scores on a run's evaluation rows
+_EVAL_MEMO: dict[str, dict[str, float]] = {}  # the files below, as read or written
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[
             }
         )[:20]
         path = Path(ctx.cache_dir) / "teachers" / f"{key}.eval-{eval_key}.json"
-        scores = _EVAL_MEMO.get(eval_key) or _read_eval(path)
+        scores = _EVAL_MEMO.get(str(path)) or _read_eval(path)
         if scores is None:
             ev = evaluate(
                 teacher, ds, ctx.protocol, ctx.plugins.metrics, ctx.split, ctx.device, True
@@ -258,7 +258,7 @@ def teacher_report(ctx: RunContext, ds: Dataset, recipe: TeacherRecipe) -> dict[
             scores = {k: ev.metrics[k] for k in keys if k in ev.metrics}
             with contextlib.suppress(DataError):  # an unwritable cache: evaluated again next time
                 write_text(path, json.dumps(scores))
-        _EVAL_MEMO[eval_key] = scores
+        _EVAL_MEMO[str(path)] = scores
         out[ctx.split] = dict(scores)
     return out
 

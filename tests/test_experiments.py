@@ -184,6 +184,7 @@ def test_killed_grid_resumes_and_matches_an_uninterrupted_run(tmp_path):
         [sys.executable, "-m", "benchkit.cli", "experiment", grid, *TINY, "--out", str(killed_out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "BENCHKIT_SHARE": "0"},  # trained, not reused from the full run
     )
     store = killed_out / "results.sqlite"
     deadline = time.time() + 300
