@@ -32,6 +32,7 @@ from benchkit.errors import DataError
 from benchkit.files import atomic_file
 from benchkit.hashing import stable_hash
 from benchkit.method import Method, NoDebias
+from benchkit.options import cpu_flags
 
 ENV = "BENCHKIT_SHARE"
 
@@ -68,12 +69,8 @@ def _class_code(obj: Any) -> str | None:
 
 def _machine() -> dict[str, Any]:
     """What rounds a matrix product differently on another machine sharing the cache folder."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        flags = []
     out: dict[str, Any] = {
-        "isa": sorted({f for f in flags if f.startswith(("avx", "amx", "fma", "sse4"))}),
+        "isa": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4"))),
         "arch": platform.machine(),
     }
     if torch.cuda.is_available():

@@ -29,11 +29,9 @@ def machine() -> dict[str, str]:
     import numpy
     import torch
 
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        flags = []
-    isa = sorted({f for f in flags if f.startswith(("avx", "amx", "fma"))})
+    from benchkit.options import cpu_flags
+
+    isa = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma")))
     return {
         "isa": " ".join(isa) or platform.machine(),
         "torch": torch.__version__,
