@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -55,6 +57,28 @@ def cpu_flags() -> frozenset[str]:
             return frozenset(f.read().split())
     except OSError:
         return frozenset()
+
+
+def machine() -> dict[str, Any]:
+    """What rounds arithmetic differently on another machine sharing a cache folder (the keys of
+    shared work hold it): the CPU's vector instructions, its architecture, the GPUs and their
+    settings."""
+    out: dict[str, Any] = {
+        "isa": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4"))),
+        "arch": platform.machine(),
+    }
+    if torch.cuda.is_available():
+        out["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        out["cuda"] = torch.version.cuda
+        out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
+    return out
+
+
+def sharing() -> bool:
+    """Whether work that is provably the same is done once and reused — identical trainings
+    (:mod:`benchkit.reuse`), the world's truth on the same test videos
+    (:func:`benchkit.oracle.truth_probabilities`); ``BENCHKIT_SHARE=0`` turns it off."""
+    return os.environ.get("BENCHKIT_SHARE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

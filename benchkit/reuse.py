@@ -20,8 +20,6 @@ import functools
 import hashlib
 import inspect
 import json
-import os
-import platform
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,14 +30,7 @@ from benchkit.errors import DataError
 from benchkit.files import atomic_file
 from benchkit.hashing import stable_hash
 from benchkit.method import Method, NoDebias
-from benchkit.options import cpu_flags
-
-ENV = "BENCHKIT_SHARE"
-
-
-def enabled() -> bool:
-    """Whether identical trainings are shared (``BENCHKIT_SHARE=0`` turns it off)."""
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+from benchkit.options import machine, sharing
 
 
 @functools.cache
@@ -65,19 +56,6 @@ def _class_code(obj: Any) -> str | None:
         except (OSError, TypeError):
             return None
     return h.hexdigest()
-
-
-def _machine() -> dict[str, Any]:
-    """What rounds a matrix product differently on another machine sharing the cache folder."""
-    out: dict[str, Any] = {
-        "isa": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4"))),
-        "arch": platform.machine(),
-    }
-    if torch.cuda.is_available():
-        out["gpu"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        out["cuda"] = torch.version.cuda
-        out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
-    return out
 
 
 def _tensors(h: Any, tensors: dict[str, torch.Tensor]) -> None:
@@ -111,7 +89,7 @@ def training_key(
 ) -> str | None:
     """The hash that two identical trainings share, or ``None`` for a method that is not shared.
     ``recipe``: the trainer's seed, patience, precision and device."""
-    if not enabled() or any(type(s) is not NoDebias for s in method.strategy_list):
+    if not sharing() or any(type(s) is not NoDebias for s in method.strategy_list):
         return None
     bb = method.backbone
     source = _class_code(bb)
@@ -121,7 +99,7 @@ def training_key(
     header = {
         "code": code_fingerprint(),
         "backbone": [type(bb).__module__, type(bb).__qualname__, source],
-        "machine": _machine(),
+        "machine": machine(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "hparams": bb.hparams,
         "data": dataset.fingerprint,

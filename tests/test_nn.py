@@ -70,6 +70,22 @@ def test_hinge_selects_on_scores_as_the_definition_selects_on_cells(variant, see
     torch.testing.assert_close(cells[term.valid], term.value[term.valid])
 
 
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_hinge_on_bfloat16_scores_selects_the_cells_of_the_definition(variant):
+    """Autocast's scores are bfloat16 (many ties); the negatives are chosen in float32, where each
+    bfloat16 value is exact: the cells are the definition's top k, in the scores' precision."""
+    g = torch.Generator().manual_seed(11)
+    b, k = 300, 40
+    scores = (torch.randn(b, b, generator=g) * 0.3).bfloat16()
+    music = torch.randint(0, 60, (b,), generator=g)
+    exclude = music[:, None] == music[None, :]
+    term = hinge_cells(scores, exclude, 0.1, k, variant)
+    assert term.value.dtype == torch.bfloat16
+    expected = brute_force_hinge(scores, exclude, 0.1, k, variant)  # every cell, in bfloat16
+    got = term.value.masked_fill(~term.valid, float("-inf"))
+    assert torch.equal(got.sort(dim=1, descending=True).values, expected)
+
+
 def test_hinge_marks_rows_with_fewer_than_k_negatives_invalid():
     scores = torch.randn(4, 4)
     exclude = torch.ones(4, 4, dtype=torch.bool)  # every column is the anchor's own music

@@ -74,3 +74,57 @@ def test_the_teachers_evaluation_is_made_once_per_evaluation_rows(tmp_path, monk
     assert report == b.training["strategies"]["label_distill"]["teacher"]["test"]
     stored = list((tmp_path / "cache" / "teachers").glob("*.eval-*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text()) == report
+
+
+def test_the_truth_of_a_test_set_is_computed_once_and_read_back_bitwise(
+    tiny, tmp_path, monkeypatch
+):
+    """The sum over uploaders is kept on disk per world, rows and estimand: read back it is the
+    computed one bit for bit; a damaged file is computed again; BENCHKIT_SHARE=0 keeps nothing;
+    and a run's metrics do not depend on whether the truth came from the disk."""
+    from benchkit import oracle
+
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(oracle, "STORED_CELLS", 0)  # the tiny world is below the paper's size
+    rows = tiny.splits["test"][:300]
+    direct = tiny.truth.probabilities(rows, "backdoor")
+    first = oracle.truth_probabilities(tiny, rows, "backdoor", torch.device("cpu"))
+    files = sorted((tmp_path / "cache" / "truth").glob("*.npy"))
+    assert len(files) == 1 and torch.equal(first, direct)
+    calls = []
+    real = type(tiny.truth).probabilities
+    monkeypatch.setattr(
+        type(tiny.truth), "probabilities", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
+    again = oracle.truth_probabilities(tiny, rows, "backdoor", torch.device("cpu"))
+    assert torch.equal(again, direct) and not calls  # read, not computed
+    other = oracle.truth_probabilities(tiny, rows[:200], "backdoor", torch.device("cpu"))
+    assert torch.equal(other, direct[:200]) and len(calls) == 1  # other rows: their own file
+    files[0].write_bytes(b"not an array")
+    assert torch.equal(
+        oracle.truth_probabilities(tiny, rows, "backdoor", torch.device("cpu")), direct
+    )
+    assert len(calls) == 2
+    oracle.truth_probabilities(tiny, rows, "cf", torch.device("cpu"))  # cheap: never stored
+    assert len(list((tmp_path / "cache" / "truth").glob("*.npy"))) == 2
+    monkeypatch.setenv("BENCHKIT_SHARE", "0")
+    oracle.truth_probabilities(tiny, rows[:100], "backdoor", torch.device("cpu"))
+    assert len(list((tmp_path / "cache" / "truth").glob("*.npy"))) == 2
+
+
+def test_a_run_reads_the_stored_truth_and_reports_the_same_numbers(tmp_path, monkeypatch):
+    from benchkit import oracle
+
+    monkeypatch.setattr(oracle, "STORED_CELLS", 0)
+    monkeypatch.setenv("BENCHKIT_SHARE", "0")
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "off"))
+    off = run("cmvae", "none", **TINY)
+    monkeypatch.setenv("BENCHKIT_SHARE", "1")
+    monkeypatch.setenv("BENCHKIT_CACHE", str(tmp_path / "on"))
+    stored = run("cmvae", "none", **TINY)
+    read = run("cmvae", "none", **TINY)
+    assert list((tmp_path / "on" / "truth").glob("*.npy"))
+    assert off.metrics == stored.metrics == read.metrics
+    assert "bd_recall@10" in read.metrics
+    # The run that read it did not count the world's work as its own.
+    assert read.training["flops"]["test"] < stored.training["flops"]["test"]
