@@ -128,3 +128,33 @@ def test_a_run_reads_the_stored_truth_and_reports_the_same_numbers(tmp_path, mon
     assert "bd_recall@10" in read.metrics
     # The run that read it did not count the world's work as its own.
     assert read.training["flops"]["test"] < stored.training["flops"]["test"]
+
+
+def test_a_frozen_teachers_encodings_are_the_per_batch_ones(tiny, plugins):
+    """KL distillation reads its frozen teacher's encodings from a table made once: the same as
+    encoding the batch (within a product's rounding), in the batch's precision; ids outside the
+    table (pooled PGC rows) are encoded as before."""
+    from benchkit.method import Method
+    from benchkit.teacher import FrozenEncodings
+
+    backbone = plugins.backbones.get("cmvae")()
+    torch.manual_seed(0)
+    backbone.build(tiny.spec())
+    teacher = Method(backbone, []).eval()
+    idx = torch.tensor([5, 17, 3, 2999, 5])
+    video = torch.as_tensor(tiny.video_features[idx.numpy()]).float()
+    music_idx = torch.tensor([0, 7, 119])
+    music = torch.as_tensor(tiny.music_features[music_idx.numpy()]).float()
+    for precision in ("fp32", "bf16"):
+        table = FrozenEncodings(teacher, tiny, torch.device("cpu"), precision)
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            want_v, want_m = backbone.encode_video(video), backbone.encode_music(music)
+            got_v, got_m = table.video_of(idx, video), table.music_of(music_idx, music)
+            outside = table.video_of(idx + tiny.n_videos, video)
+        for got, want in ((got_v, want_v), (got_m, want_m)):
+            assert got.mu.dtype == want.mu.dtype
+            tol = 1e-2 if precision == "bf16" else 1e-6
+            torch.testing.assert_close(got.mu, want.mu, atol=tol, rtol=0)
+            torch.testing.assert_close(got.logvar, want.logvar, atol=tol, rtol=0)
+        assert torch.equal(outside.mu, want_v.mu)  # encoded from the batch's features
+        assert torch.equal(got_v.mu[0], got_v.mu[4])  # one row per video, gathered

@@ -28,6 +28,7 @@ from benchkit.data.dataset import Dataset
 from benchkit.nn import gaussian_kl
 from benchkit.teacher import (
     TEACHER_PARAMS,
+    FrozenEncodings,
     recipe_from,
     teacher_report,
     train_teacher,
@@ -58,6 +59,7 @@ class KLDistill(bk.Strategy):
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._report: dict[str, Any] = {}
+        self._encodings: FrozenEncodings | None = None
 
     def check_backbone(self, backbone: bk.Backbone) -> str | None:
         if not backbone.variational or "latent_dim" not in backbone.hparams:
@@ -72,13 +74,17 @@ class KLDistill(bk.Strategy):
 
     def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         recipe = recipe_from(self.hparams, latent_dim=self.latent_dim)
-        self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
+        teacher = train_teacher(ctx, dataset, recipe)
+        self.hold("teacher", teacher)  # frozen, cached apart
+        precision = ctx.trainer.precision if ctx.trainer is not None else "fp32"
+        self._encodings = FrozenEncodings(teacher, dataset, ctx.device, precision)
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
 
     def extra_loss(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
-        teacher = self.held("teacher").backbone
-        with torch.no_grad():
-            t_v, t_m = teacher.encode_video(batch.video), teacher.encode_music(batch.music)
+        encodings = self._encodings
+        assert encodings is not None, "prepare() runs before training"
+        t_v = encodings.video_of(batch.video_idx, batch.video)
+        t_m = encodings.music_of(batch.music_idx, batch.music)
         kl = gaussian_kl if self.hparams["variant"] == "paper" else release_kl
         assert out.video.logvar is not None and out.music.logvar is not None
         assert t_v.logvar is not None and t_m.logvar is not None
