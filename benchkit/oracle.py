@@ -84,7 +84,7 @@ def truth_probabilities(
         kept = np.load(path)
         if kept.shape == shape and kept.dtype == np.float64:
             return torch.from_numpy(kept).to(device)
-    except (OSError, ValueError):  # not there yet, or damaged: computed again below
+    except (OSError, ValueError, EOFError):  # not there yet, or damaged: computed again below
         pass
     values = truth.probabilities(rows, estimand, device)
     try:
