@@ -23,6 +23,7 @@ Recall@K = Σ_m P(m | v, do(·)) · P(rank(m) < K), NDCG@K = Σ_m P(m | v, do(·
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,12 @@ from benchkit.options import machine, sharing
 #: they are kept on disk: the paper's world (3,003 × 2,048) is far above, the test worlds below.
 MIXTURES = ("backdoor", "observed")
 STORED_CELLS = 1 << 20
+
+
+@functools.cache
+def _truth_code() -> str:
+    """A hash of the truth's source (read once per process, not once per chunk of rows)."""
+    return hashlib.sha256(Path(truth_module.__file__).read_bytes()).hexdigest()
 
 
 def truth_probabilities(
@@ -70,7 +77,7 @@ def truth_probabilities(
             {
                 "world": dataset.content_fingerprint,
                 "estimand": estimand,
-                "code": hashlib.sha256(Path(truth_module.__file__).read_bytes()).hexdigest(),
+                "code": _truth_code(),
                 "torch": torch.__version__,
                 "machine": machine(),
                 "device": device.type,
