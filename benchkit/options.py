@@ -81,6 +81,30 @@ def sharing() -> bool:
     return os.environ.get("BENCHKIT_SHARE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def worker_memory(jobs: int) -> int:
+    """The resident memory (bytes) above which a grid's worker process is replaced by a fresh one
+    after its run: this machine's memory over ``jobs`` + 1 (the driver's share), at least 2 GiB;
+    ``BENCHKIT_WORKER_MEMORY`` (GiB) overrides it. A worker keeps datasets and teachers between
+    runs, and what a run leaves behind (a plugin's leak, a fragmented heap) stays with it: at the
+    paper preset two workers grew past 10 GB each and the OOM killer took runs."""
+    raw = os.environ.get("BENCHKIT_WORKER_MEMORY", "").strip()
+    if raw:
+        try:
+            gib = float(raw)
+        except ValueError:
+            raise ConfigError(
+                f"BENCHKIT_WORKER_MEMORY is a number of GiB (e.g. 6), not {raw!r}"
+            ) from None
+        if not gib > 0:
+            raise ConfigError(f"BENCHKIT_WORKER_MEMORY must be positive, got {raw!r}")
+        return int(gib * 2**30)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no budget
+        return 2**62
+    return max(2**31, total // (jobs + 1))
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` → ``bf16`` on CPUs with native bfloat16, else ``fp32``."""
     if precision not in PRECISIONS:

@@ -286,6 +286,60 @@ def test_a_killed_worker_fails_its_row_and_a_new_worker_goes_on(tmp_path, hostil
     assert "the worker process running it was killed by SIGKILL" in error
 
 
+def test_a_worker_over_its_memory_budget_is_replaced_and_the_rows_stay_the_same(
+    tmp_path, monkeypatch
+):
+    """Over a paper-preset Table 3 two long-lived workers grew past 10 GB each (beside the
+    driver's 4.5 GB copy of the data) and the OOM killer took two runs. Now the driver drops its
+    copy once the grid is planned, and a worker holding more than BENCHKIT_WORKER_MEMORY after a
+    run is replaced before the next: each run is recorded, with the numbers of a kept worker."""
+    from benchkit.experiments.driver import run_grid
+    from benchkit.experiments.grid import load_grid
+    from benchkit.sources import DATASETS
+    from benchkit.spec import RunSpec
+
+    path = grid_file(tmp_path / "g.toml", [("a", "none", {}), ("b", "none", {"margin": 0.2})])
+
+    def grid(out: str) -> tuple[object, list[str]]:
+        lines: list[str] = []
+        spec = RunSpec(preset="tiny", epochs=1)
+        run = run_grid(
+            load_grid(path),
+            spec,
+            str(tmp_path / out),
+            executor="process",
+            jobs=1,
+            quiet=True,
+            log=lines.append,
+        )
+        return run, lines
+
+    kept, kept_log = grid("kept")
+    assert not DATASETS._items  # planned, then handed to the workers
+    monkeypatch.setenv("BENCHKIT_WORKER_MEMORY", "0.001")  # 1 MiB: every worker is over it
+    replaced, replaced_log = grid("replaced")
+    assert not any("replaced after a run" in line for line in kept_log)
+    assert any("2 workers replaced after a run" in line for line in replaced_log)
+    assert not replaced.failures and len(replaced.results) == 2
+    for key, result in kept.results.items():
+        assert replaced.results[key]["record"]["metrics"] == result["record"]["metrics"]
+
+
+def test_the_worker_memory_budget_reads_gib_and_refuses_nonsense(monkeypatch):
+    from benchkit.errors import ConfigError
+    from benchkit.options import worker_memory
+
+    monkeypatch.delenv("BENCHKIT_WORKER_MEMORY", raising=False)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert worker_memory(2) == max(2**31, total // 3)
+    monkeypatch.setenv("BENCHKIT_WORKER_MEMORY", "6")
+    assert worker_memory(2) == 6 * 2**30
+    for bad in ("six", "0", "-1"):
+        monkeypatch.setenv("BENCHKIT_WORKER_MEMORY", bad)
+        with pytest.raises(ConfigError, match="BENCHKIT_WORKER_MEMORY"):
+            worker_memory(2)
+
+
 def _ctrl_c_as_in_a_terminal() -> None:
     """A suite started in the background (`cmd &` in a script) inherits SIGINT ignored, and so
     would its children: give them a terminal's Ctrl-C."""

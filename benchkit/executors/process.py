@@ -5,7 +5,10 @@ Workers are spawned (not forked: torch and forked threads do not mix), each runs
 ``cores // jobs`` threads (which the driver writes into every run's spec, and so its key), and takes
 one task at a time over its own pipe, so the driver always knows which run a worker holds. A worker
 that dies — killed by the OOM killer or ``kill -9``, or ended by a plugin's ``os._exit`` — fails
-that run alone, with the cause, and a fresh worker takes the next task. Workers leave Ctrl-C to
+that run alone, with the cause, and a fresh worker takes the next task. A worker whose resident
+memory after a run is above its budget (:func:`benchkit.options.worker_memory`) is replaced by a
+fresh one before the next task, so that what runs leave behind never adds up to the OOM killer's
+attention. Workers leave Ctrl-C to
 the driver (which stops them) and end themselves within a second of the driver's death, however
 the driver died.
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 from benchkit.contracts.executor import Executor, Outcome, Task
 from benchkit.executors.worker import exit_with_parent, run_task
-from benchkit.options import threads_for
+from benchkit.options import threads_for, worker_memory
 
 
 def _serve(conn: Connection, parent: int) -> None:
@@ -45,7 +48,29 @@ def _serve(conn: Connection, parent: int) -> None:
             return
         if task is None:
             return
-        conn.send(run_task(task))
+        outcome = run_task(task)
+        _release_memory()  # before the reply: the driver reads this worker's memory on it
+        conn.send(outcome)
+
+
+def _release_memory() -> None:
+    """Hand what the run freed back to the system (glibc keeps freed heap for reuse otherwise),
+    so that the driver's reading of this worker's memory is what it holds."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident memory (Linux's /proc), or ``None`` where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @contextlib.contextmanager
@@ -121,6 +146,8 @@ class ProcessExecutor(Executor):
         self._ctx = mp.get_context("spawn")
         self._queue: list[Task] = []
         self._workers: list[_Worker] = []
+        self.memory = worker_memory(self.jobs)
+        self.recycled = 0  # workers replaced for holding more than ``memory`` after a run
 
     def threads_per_run(self) -> int:
         return threads_for(self.jobs)
@@ -181,6 +208,10 @@ class ProcessExecutor(Executor):
                     worker.stop(now=True)
                     self._workers.remove(worker)
                     outcome = Outcome(task.key, None, None, 0.0, death(worker.process.exitcode))
+                elif (resident_bytes(worker.process.pid or 0) or 0) > self.memory:
+                    worker.stop(now=False)  # idle: asked to end, its caches go with it
+                    self._workers.remove(worker)
+                    self.recycled += 1
                 yield outcome
 
     def close(self) -> None:

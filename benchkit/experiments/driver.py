@@ -27,6 +27,7 @@ from benchkit.faults import resumable
 from benchkit.interrupts import debug
 from benchkit.options import cores
 from benchkit.plugins import Plugins, get_plugins
+from benchkit.sources import DATASETS
 from benchkit.spec import RunSpec
 
 
@@ -74,11 +75,11 @@ def static_cost(plan: Any) -> float:
 
 
 def estimated_costs(
-    store: Store, grid: str, todo: dict[str, Any], job_of: dict[str, Any], plans: dict[str, Any]
+    store: Store, grid: str, todo: dict[str, Any], job_of: dict[str, Any], static: dict[str, float]
 ) -> dict[str, float]:
     """Each run's expected FLOPs: the mean counted FLOPs of the stored runs of its row and column
     in this grid (another replicate or seed: learned, early stopping included) where the store
-    has them, else :func:`static_cost`."""
+    has them, else its :func:`static_cost` (``static``)."""
     import json
 
     frame = store.frame(grid)
@@ -92,7 +93,7 @@ def estimated_costs(
     for key in todo:
         job = job_of[key]
         found = learned.get((job.row, "/".join(job.column)))
-        out[key] = found if found is not None else static_cost(plans[key])
+        out[key] = found if found is not None else static[key]
     return out
 
 
@@ -200,6 +201,16 @@ def shared_work(plan: Any) -> tuple[Any, ...] | None:
     return ("teacher", ds.pgc.fingerprint, plan.spec.seed, plan.spec.precision)
 
 
+def _planned(
+    spec: RunSpec, plugins: Plugins, log: Callable[[str], None], cost: bool
+) -> tuple[str, str, tuple[Any, ...] | None, float]:
+    """What the driver keeps of a run's plan — its key, its test set's fingerprint, what it shares,
+    its static cost when ``cost`` — and not the plan: its data are the workers' to load."""
+    plan = plan_run(spec, plugins=plugins, log=log)
+    test = plan.dataset.eval_fingerprint(spec.split)
+    return plan.key, test, shared_work(plan), static_cost(plan) if cost else 0.0
+
+
 def tuning_world(base: RunSpec) -> int:
     """The world a grid tunes on: the tuning world paired with its first reporting world
     (reporting world 1000 + s ↔ tuning world s), or, below the reporting seeds, that world."""
@@ -273,6 +284,8 @@ def run_grid(
     executor, jobs = choose_executor(executor, jobs, base.device, own_plugins=plugins is not None)
     plugins = plugins or get_plugins()
     log = log or (lambda _m: None)
+    if order not in ORDERS:
+        raise ConfigError(f"order is one of {', '.join(ORDERS)}, not {order!r}")
     started = time.perf_counter()
     store = Store(out)
     with make_executor(executor, plugins, jobs=jobs, address=address, quiet=quiet) as ex:
@@ -284,12 +297,12 @@ def run_grid(
             grid = tuned_grid(grid, base, out, plugins, log, jobs=jobs)  # 1 on local
         planned, specs, keys, tests = [], [], [], []
         shared: dict[str, tuple[Any, ...] | None] = {}
-        plans: dict[str, Any] = {}
+        static: dict[str, float] = {}
         dropped: dict[str, str] = {}
         for job in grid.jobs:
             spec = job_spec(job, base, grid.replicates)
             try:
-                plan = plan_run(spec, plugins=plugins, log=log)
+                key, test, group, flops = _planned(spec, plugins, log, order == "longest")
             except BenchkitError as exc:
                 if not job.optional:
                     raise
@@ -297,10 +310,11 @@ def run_grid(
                 continue
             planned.append(job)
             specs.append(spec)
-            keys.append(plan.key)
-            tests.append(plan.dataset.eval_fingerprint(spec.split))
-            shared[plan.key] = shared_work(plan)
-            plans[plan.key] = plan
+            keys.append(key)
+            tests.append(test)
+            shared[key], static[key] = group, flops
+        if executor != "local":  # the runs load their data in the workers: drop the driver's
+            DATASETS.clear()  # copy (4.5 GB at the paper preset, held for the whole grid)
         _distinct_replicates(grid, planned, tests)
         grid.replication = replication(grid, base)
         for row, why in dropped.items():
@@ -328,10 +342,8 @@ def run_grid(
         # other runs keep the workers busy.
         leaders: dict[tuple[Any, ...], str] = {}
         waiting: dict[tuple[Any, ...], list[str]] = {}
-        if order not in ORDERS:
-            raise ConfigError(f"order is one of {', '.join(ORDERS)}, not {order!r}")
         if order == "longest":
-            cost = estimated_costs(store, grid.name, todo, job_of, plans)
+            cost = estimated_costs(store, grid.name, todo, job_of, static)
             todo = dict(sorted(todo.items(), key=lambda item: -cost[item[0]]))
         for key, spec in todo.items():
             group = shared.get(key)
@@ -382,6 +394,12 @@ def run_grid(
             f"{grid.name}: {len(finished)} runs in {finished[-1] - submitted:,.0f} s on {jobs} "
             f"worker{'s' if jobs != 1 else ''}; idle at the end: {idle:,.0f} worker-seconds "
             f"({100 * idle / (jobs * max(finished[-1] - submitted, 1e-9)):.1f}% of worker time)"
+        )
+    recycled, memory = getattr(ex, "recycled", 0), getattr(ex, "memory", 0)
+    if recycled:
+        log(
+            f"{grid.name}: {recycled} worker{'s' if recycled != 1 else ''} replaced after a run "
+            f"for holding more than {memory / 2**30:,.1f} GiB (BENCHKIT_WORKER_MEMORY sets it)"
         )
     results = store.get(keys)
     failures = store.failures([k for k in keys if k not in results])
