@@ -98,11 +98,15 @@ def worker_memory(jobs: int) -> int:
         if not gib > 0:
             raise ConfigError(f"BENCHKIT_WORKER_MEMORY must be positive, got {raw!r}")
         return int(gib * 2**30)
+    return max(2**31, physical_memory() // (jobs + 1))
+
+
+def physical_memory() -> int:
+    """This machine's memory in bytes (2**62 where the system does not say: no limit)."""
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no budget
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
         return 2**62
-    return max(2**31, total // (jobs + 1))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

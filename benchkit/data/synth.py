@@ -52,7 +52,6 @@ Deterministic per (config, seed); cached on disk by their hash (``$BENCHKIT_CACH
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -69,6 +68,7 @@ from benchkit.files import cache_root
 from benchkit.hashing import stable_hash
 from benchkit.hookspecs import hookimpl
 from benchkit.interfaces import DatasetProvider
+from benchkit.options import physical_memory
 
 GENERATOR_VERSION = 3
 GENRES = ("hiphop", "jazz", "classical", "reggae", "pop", "metal")
@@ -375,10 +375,10 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth", step: Any = N
     rows = cfg.n_videos + cfg.n_pgc_pairs
     need = 4 * (rows * cfg.video_dim + (cfg.n_music + cfg.n_pgc_music) * sum(cfg.music_dims))
     need += 8 * cfg.n_uploaders * (len(GENRES) + 4)  # each uploader's taste and activity
-    if need > _physical_memory():
+    if need > physical_memory():
         raise ConfigError(
             f"synthetic world too large: its features and uploaders alone take "
-            f"{need / 2**30:.1f} GiB, more than this machine's {_physical_memory() / 2**30:.1f} GiB"
+            f"{need / 2**30:.1f} GiB, more than this machine's {physical_memory() / 2**30:.1f} GiB"
         )
     try:
         world = _simulate(cfg, seed, name, step or (lambda _stage: None))
@@ -394,13 +394,6 @@ def generate(cfg: SynthConfig, seed: int = 0, name: str = "synth", step: Any = N
             "use smaller strengths"
         )
     return world
-
-
-def _physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX: let the allocation decide
-        return 2**62
 
 
 def _simulate(cfg: SynthConfig, seed: int, name: str, step: Any) -> Dataset:
