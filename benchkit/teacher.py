@@ -271,19 +271,14 @@ def _read_eval(path: Path) -> dict[str, float] | None:
         return None
 
 
-def teacher_scores(teacher: Method, video: torch.Tensor, music: torch.Tensor) -> torch.Tensor:
-    """(B, B) teacher scores of a batch's videos against its music."""
-    with torch.no_grad():
-        return teacher.backbone.score(teacher.video_codes(video), teacher.music_codes(music))
-
-
 class FrozenEncodings:
     """A frozen teacher's encoder outputs (μ, log σ²) for every video and music of a dataset,
     computed once, in the run's precision, before the student trains.
 
     A held teacher is in eval mode and never trained, so its encoding of a video is a function of
-    the video's features: encoding each batch again, every epoch, was about a tenth of a DebCM
-    step (a 2,048-wide batch norm, a cast and a product per step). A batch whose ids fall outside
+    the video's features: encoding each batch again, every epoch, was about a tenth of a DebCM or
+    label-distillation step (a 2,048-wide batch norm, a cast and a product per step). The teacher
+    has no strategies, so its codes are its encoders' means. A batch whose ids fall outside
     the dataset (the PGC rows of pooled pairs) is encoded as before. The values are the per-batch
     ones within the rounding of a product taken over another number of rows. The one pass that
     fills the table (about one epoch's teacher work) is not in the run's FLOP count."""
@@ -302,6 +297,18 @@ class FrozenEncodings:
 
     def music_of(self, idx: torch.Tensor, features: torch.Tensor) -> Latent:
         return _rows_or_encode(self.music, idx, features, self.teacher.backbone.encode_music)
+
+    @torch.no_grad()
+    def scores(
+        self,
+        video_idx: torch.Tensor,
+        video: torch.Tensor,
+        music_idx: torch.Tensor,
+        music: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, B') teacher scores of videos against music (its backbone's ``score`` of the means)."""
+        v, m = self.video_of(video_idx, video).mu, self.music_of(music_idx, music).mu
+        return self.teacher.backbone.score(v, m)
 
 
 @torch.no_grad()

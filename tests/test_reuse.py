@@ -131,7 +131,7 @@ def test_a_run_reads_the_stored_truth_and_reports_the_same_numbers(tmp_path, mon
 
 
 def test_a_frozen_teachers_encodings_are_the_per_batch_ones(tiny, plugins):
-    """KL distillation reads its frozen teacher's encodings from a table made once: the same as
+    """KL and label distillation read their frozen teacher's encodings from a table made once: the same as
     encoding the batch (within a product's rounding), in the batch's precision; ids outside the
     table (pooled PGC rows) are encoded as before."""
     from benchkit.method import Method
@@ -158,3 +158,10 @@ def test_a_frozen_teachers_encodings_are_the_per_batch_ones(tiny, plugins):
             torch.testing.assert_close(got.logvar, want.logvar, atol=tol, rtol=0)
         assert torch.equal(outside.mu, want_v.mu)  # encoded from the batch's features
         assert torch.equal(got_v.mu[0], got_v.mu[4])  # one row per video, gathered
+        # Label distillation's teacher scores: the teacher's codes (the means) scored by its
+        # backbone, as Method.video_codes / music_codes give them.
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            want_s = backbone.score(teacher.video_codes(video), teacher.music_codes(music))
+            got_s = table.scores(idx, video, music_idx, music)
+        assert got_s.shape == (5, 3)
+        torch.testing.assert_close(got_s, want_s, atol=tol, rtol=0)

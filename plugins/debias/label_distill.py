@@ -27,9 +27,9 @@ from benchkit.data.dataset import Dataset
 from benchkit.device import as_tensor
 from benchkit.teacher import (
     TEACHER_PARAMS,
+    FrozenEncodings,
     recipe_from,
     teacher_report,
-    teacher_scores,
     train_teacher,
 )
 
@@ -57,6 +57,7 @@ class LabelDistill(bk.Strategy):
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
         self._report: dict[str, Any] = {}
+        self._encodings: FrozenEncodings | None = None
 
     def check_backbone(self, backbone: bk.Backbone) -> str | None:
         if backbone.closed_form:
@@ -70,7 +71,10 @@ class LabelDistill(bk.Strategy):
 
     def prepare(self, dataset: Dataset, ctx: bk.RunContext) -> None:
         recipe = recipe_from(self.hparams, latent_dim=self.hparams["teacher_latent_dim"])
-        self.hold("teacher", train_teacher(ctx, dataset, recipe))  # frozen, cached apart
+        teacher = train_teacher(ctx, dataset, recipe)
+        self.hold("teacher", teacher)  # frozen, cached apart
+        precision = ctx.trainer.precision if ctx.trainer is not None else "fp32"
+        self._encodings = FrozenEncodings(teacher, dataset, ctx.device, precision)
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
         if self.hparams["bridge"]:
             self.hold("pool_video", as_tensor(dataset.video_features, ctx.device))
@@ -78,26 +82,27 @@ class LabelDistill(bk.Strategy):
             self.hold("pool_train", as_tensor(dataset.splits["train"], ctx.device))
 
     def extra_loss(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:
-        t = teacher_scores(self.held("teacher"), batch.video, batch.music)
+        encodings = self._encodings
+        assert encodings is not None, "prepare() runs before training"
+        t = encodings.scores(batch.video_idx, batch.video, batch.music_idx, batch.music)
         target = refined_labels(batch.same_music, t, self.hparams["c"])
         pred = self.head_scale * out.mean_scores + self.head_bias
         terms = {
             "refine": bk.LossTerm((pred - target).pow(2), kind="cell", coef=self.hparams["weight"])
         }
         if self.hparams["bridge"]:
-            terms["bridge"] = self._bridge(batch.size)
+            terms["bridge"] = self._bridge(batch.size, encodings)
         return terms
 
-    def _bridge(self, b: int) -> bk.LossTerm:
+    def _bridge(self, b: int, encodings: FrozenEncodings) -> bk.LossTerm:
         videos, music = self.held("pool_video"), self.held("pool_music")
         train = self.held("pool_train")
-        v = videos[train[torch.randint(len(train), (b,), device=train.device)]].float()
-        m = music[torch.randint(music.shape[0], (b,), device=train.device)].float()
+        vi = train[torch.randint(len(train), (b,), device=train.device)]
+        mi = torch.randint(music.shape[0], (b,), device=train.device)
+        v, m = videos[vi].float(), music[mi].float()
         student: bk.Backbone = self.held("student")
         s = student.score(student.encode_video(v).mu, student.encode_music(m).mu).diagonal()
-        teacher = self.held("teacher")
-        with torch.no_grad():
-            t = teacher.backbone.score(teacher.video_codes(v), teacher.music_codes(m)).diagonal()
+        t = encodings.scores(vi, v, mi, m).diagonal()
         return bk.LossTerm((s - t).pow(2), coef=self.hparams["bridge_weight"])
 
     def report(self) -> dict[str, Any]:
