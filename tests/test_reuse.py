@@ -131,9 +131,9 @@ def test_a_run_reads_the_stored_truth_and_reports_the_same_numbers(tmp_path, mon
 
 
 def test_a_frozen_teachers_encodings_are_the_per_batch_ones(tiny, plugins):
-    """KL and label distillation read their frozen teacher's encodings from a table made once: the same as
-    encoding the batch (within a product's rounding), in the batch's precision; ids outside the
-    table (pooled PGC rows) are encoded as before."""
+    """KL and label distillation read their frozen teacher's encodings from a table made once:
+    the same as encoding the batch (within a product's rounding), in the batch's precision; ids
+    outside the table (pooled PGC rows) are encoded as before."""
     from benchkit.method import Method
     from benchkit.teacher import FrozenEncodings
 
