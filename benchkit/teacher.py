@@ -292,6 +292,12 @@ class FrozenEncodings:
             self.video = _encode_all(bb.encode_video, dataset.video_features, device)
             self.music = _encode_all(bb.encode_music, dataset.music_features, device)
 
+    @classmethod
+    def for_run(cls, teacher: Method, dataset: Dataset, ctx: RunContext) -> FrozenEncodings:
+        """The table in the precision the run trains in (fp32 where no trainer is set)."""
+        precision = ctx.trainer.precision if ctx.trainer is not None else "fp32"
+        return cls(teacher, dataset, ctx.device, precision)
+
     def video_of(self, idx: torch.Tensor, features: torch.Tensor) -> Latent:
         return _rows_or_encode(self.video, idx, features, self.teacher.backbone.encode_video)
 

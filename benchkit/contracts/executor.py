@@ -43,6 +43,9 @@ class Executor(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # Whether tasks run in the driver's own process: then the data the driver loaded while
+    # planning are the runs' cache; otherwise the driver drops them once the grid is planned.
+    in_driver: ClassVar[bool] = False
 
     def __init__(self, *, jobs: int = 1, address: str | None = None, quiet: bool = True) -> None:
         if jobs < 1:
@@ -68,6 +71,10 @@ class Executor(ABC):
     def close(self) -> None:
         """Release workers (called once, after :meth:`collect`, also after an error)."""
         return None
+
+    def notes(self) -> list[str]:
+        """What the executor did beside running the tasks, for the grid's log (once, at the end)."""
+        return []
 
     def __enter__(self) -> Executor:
         return self

@@ -11,6 +11,7 @@ from benchkit.executors.worker import run_task
 class LocalExecutor(Executor):
     name = "local"
     description = "in this process, one run after another"
+    in_driver = True
 
     def __init__(self, **options: object) -> None:
         super().__init__(**options)  # type: ignore[arg-type]

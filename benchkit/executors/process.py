@@ -214,6 +214,15 @@ class ProcessExecutor(Executor):
                     self.recycled += 1
                 yield outcome
 
+    def notes(self) -> list[str]:
+        if not self.recycled:
+            return []
+        n = self.recycled
+        return [
+            f"{n} worker{'s' if n != 1 else ''} replaced after a run for holding more than "
+            f"{self.memory / 2**30:,.1f} GiB (BENCHKIT_WORKER_MEMORY sets it)"
+        ]
+
     def close(self) -> None:
         for worker in self._workers:
             worker.stop(now=worker.task is not None)

@@ -313,8 +313,8 @@ def run_grid(
             keys.append(key)
             tests.append(test)
             shared[key], static[key] = group, flops
-        if executor != "local":  # the runs load their data in the workers: drop the driver's
-            DATASETS.clear()  # copy (4.5 GB at the paper preset, held for the whole grid)
+        if not ex.in_driver:  # the runs load their data in the workers: drop the driver's copy
+            DATASETS.clear()  # (4.5 GB at the paper preset, held for the whole grid)
         _distinct_replicates(grid, planned, tests)
         grid.replication = replication(grid, base)
         for row, why in dropped.items():
@@ -395,12 +395,8 @@ def run_grid(
             f"worker{'s' if jobs != 1 else ''}; idle at the end: {idle:,.0f} worker-seconds "
             f"({100 * idle / (jobs * max(finished[-1] - submitted, 1e-9)):.1f}% of worker time)"
         )
-    recycled, memory = getattr(ex, "recycled", 0), getattr(ex, "memory", 0)
-    if recycled:
-        log(
-            f"{grid.name}: {recycled} worker{'s' if recycled != 1 else ''} replaced after a run "
-            f"for holding more than {memory / 2**30:,.1f} GiB (BENCHKIT_WORKER_MEMORY sets it)"
-        )
+    for note in ex.notes():
+        log(f"{grid.name}: {note}")
     results = store.get(keys)
     failures = store.failures([k for k in keys if k not in results])
     hashes = {r["record"]["protocol"]["hash"] for r in results.values()}

@@ -76,8 +76,7 @@ class KLDistill(bk.Strategy):
         recipe = recipe_from(self.hparams, latent_dim=self.latent_dim)
         teacher = train_teacher(ctx, dataset, recipe)
         self.hold("teacher", teacher)  # frozen, cached apart
-        precision = ctx.trainer.precision if ctx.trainer is not None else "fp32"
-        self._encodings = FrozenEncodings(teacher, dataset, ctx.device, precision)
+        self._encodings = FrozenEncodings.for_run(teacher, dataset, ctx)
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
 
     def extra_loss(self, batch: bk.Batch, out: bk.Output) -> dict[str, bk.LossTerm]:

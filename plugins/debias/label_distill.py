@@ -73,8 +73,7 @@ class LabelDistill(bk.Strategy):
         recipe = recipe_from(self.hparams, latent_dim=self.hparams["teacher_latent_dim"])
         teacher = train_teacher(ctx, dataset, recipe)
         self.hold("teacher", teacher)  # frozen, cached apart
-        precision = ctx.trainer.precision if ctx.trainer is not None else "fp32"
-        self._encodings = FrozenEncodings(teacher, dataset, ctx.device, precision)
+        self._encodings = FrozenEncodings.for_run(teacher, dataset, ctx)
         self._report = {"teacher": teacher_report(ctx, dataset, recipe)}
         if self.hparams["bridge"]:
             self.hold("pool_video", as_tensor(dataset.video_features, ctx.device))
